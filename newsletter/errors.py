@@ -1,0 +1,74 @@
+"""Every error the engine raises on purpose.
+
+    NewsletterError                 base: a message meant for a person; the CLI prints it and exits 1
+    ├── ConfigError                 config.toml or a NEWSLETTER_* variable: names the key and what is allowed
+    ├── LessonError                 a lesson or series.toml: names the file and, where known, the line
+    ├── TemplateError               a Jinja2 or MJML template that cannot render: file and line
+    ├── SubscriberError             a bad address, zone, weekday or time; an unknown subscriber
+    ├── TokenError                  a signed link that is forged, altered, expired or for another purpose
+    ├── DatabaseError               the database cannot be reached or migrated
+    └── TransportError              the mail transport as a whole cannot work (auth refused, no such host)
+        └── SendError               one message could not be sent
+            ├── TransientSendError  try again later: 4xx, timeout, dropped connection
+            └── PermanentSendError  do not retry: 5xx
+
+Anything else escaping to the CLI is a bug and shows its traceback.
+"""
+
+from __future__ import annotations
+
+
+class NewsletterError(Exception):
+    """A failure explained for a person; the message says what to do next."""
+
+
+class ConfigError(NewsletterError):
+    """A missing or invalid setting."""
+
+
+class LessonError(NewsletterError):
+    """A lesson file or series.toml that cannot be loaded."""
+
+    def __init__(self, path: object, message: str, line: int | None = None) -> None:
+        self.path = str(path)
+        self.line = line
+        self.reason = message
+        where = f"{self.path} line {line}" if line is not None else self.path
+        super().__init__(f"{where}: {message}")
+
+
+class TemplateError(NewsletterError):
+    """An email template that fails to render."""
+
+
+class SubscriberError(NewsletterError):
+    """Invalid subscriber data or an unknown subscriber."""
+
+
+class TokenError(NewsletterError):
+    """A signed token that cannot be trusted for the requested purpose."""
+
+
+class DatabaseError(NewsletterError):
+    """The database is unreachable or cannot be brought up to date."""
+
+
+class TransportError(NewsletterError):
+    """The transport cannot send at all (bad credentials, unreachable host, TLS mismatch)."""
+
+
+class SendError(TransportError):
+    """One message was not accepted."""
+
+    def __init__(self, message: str, *, code: int | None = None, reply: str = "") -> None:
+        self.code = code
+        self.reply = reply
+        super().__init__(message)
+
+
+class TransientSendError(SendError):
+    """The message may succeed later: 4xx reply, timeout or lost connection."""
+
+
+class PermanentSendError(SendError):
+    """The server refused the message for good: 5xx reply."""
