@@ -1,0 +1,50 @@
+"""The `newsletter` command line: a click group whose commands live one family per module.
+
+Each module exposes `commands`, a list of click commands registered here. A command parses its arguments,
+calls one domain function and prints; our own errors become one clear line and exit code 1.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from newsletter.errors import NewsletterError
+
+
+class NewsletterGroup(click.Group):
+    """A group that turns `NewsletterError` into a one-line message and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except NewsletterError as error:
+            raise click.ClickException(str(error)) from error
+
+
+@click.group(cls=NewsletterGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    envvar="NEWSLETTER_CONFIG",
+    help="Path to config.toml (default: ./config.toml; env NEWSLETTER_CONFIG).",
+)
+@click.version_option(package_name="newsletter")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None) -> None:
+    """Turn one article into a weekly lesson series, delivered on each subscriber's own clock."""
+    ctx.ensure_object(dict)
+    ctx.obj["config_path"] = config_path
+
+
+def _register() -> None:
+    from newsletter.cli import lessons, operations, send, split, subscribers, web
+
+    for module in (lessons, split, subscribers, send, web, operations):
+        for command in module.commands:
+            main.add_command(command)
+
+
+_register()
