@@ -37,7 +37,8 @@ class NewsletterSection:
 
 @dataclass(frozen=True, slots=True)
 class SenderSection:
-    from_: str = "Running, Explained <lessons@example.com>"
+    from_: str = "lessons@example.com"
+    from_name: str = ""
     reply_to: str = ""
     list_id: str = "example.com"
     address: str = "Example Publishing, 1 Main Street, Springfield"
@@ -137,13 +138,14 @@ class Settings:
         return dataclasses.replace(self, **{section: dataclasses.replace(current, **changes)})
 
     @property
-    def from_address(self) -> str:
-        return self.sender.from_
+    def from_name(self) -> str:
+        """The From display name: [sender] from_name, else the newsletter's name."""
+        return self.sender.from_name or self.newsletter.name
 
     @property
     def sender_domain(self) -> str:
         """The domain of the From address: Message-IDs and DKIM use it."""
-        return self.sender.from_.rsplit("@", 1)[-1].rstrip(">").strip().lower()
+        return self.sender.from_.rsplit("@", 1)[-1].lower()
 
 
 def _key_name(field_name: str) -> str:

@@ -1,0 +1,148 @@
+"""The database tables: subscribers, the delivery ledger, and an append-only event trail.
+
+Models hold data only; what happens to them lives in `subscribers.py`, `planning.py` and `dispatch.py`.
+Every timestamp is stored as UTC and comes back timezone-aware, on SQLite and PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from datetime import time as Time
+from typing import Any
+
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+SUBSCRIBER_STATUSES = ("pending", "active", "paused", "completed", "unsubscribed", "bounced")
+DELIVERY_STATUSES = ("pending", "sending", "sent", "failed", "held", "cancelled")
+EVENT_KINDS = (
+    "subscribed",
+    "confirmed",
+    "paused",
+    "resumed",
+    "changed",
+    "unsubscribed",
+    "resubscribed",
+    "bounced",
+    "erased",
+)
+CONFIRMATION_WEEK = 0  # the double opt-in email travels the ledger as "week 0"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware datetimes in, aware UTC datetimes out; stored naive in UTC so SQLite and PostgreSQL agree."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column; pass an aware datetime")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        moment = datetime.fromisoformat(value) if isinstance(value, str) else value  # raw SQL on SQLite gives text
+        assert isinstance(moment, datetime)
+        return moment.replace(tzinfo=UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(value) for value in values)})"
+
+
+class Subscriber(Base):
+    __tablename__ = "subscribers"
+    __table_args__ = (CheckConstraint(_one_of("status", SUBSCRIBER_STATUSES), name="status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    timezone: Mapped[str] = mapped_column(String(64))
+    weekday: Mapped[int] = mapped_column(Integer)  # 0 = Monday
+    send_time: Mapped[Time]
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    position: Mapped[int] = mapped_column(Integer, default=0)  # the week of the last lesson sent
+    hard_bounces: Mapped[int] = mapped_column(Integer, default=0)
+    source: Mapped[str] = mapped_column(String(32), default="cli")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    pause_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    unsubscribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Delivery(Base):
+    """One (subscriber, lesson): the outbox row before sending and the ledger entry after."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("subscriber_id", "week"),
+        Index("ix_deliveries_status_due_at", "status", "due_at"),
+        CheckConstraint(_one_of("status", DELIVERY_STATUSES), name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    week: Mapped[int] = mapped_column(Integer)
+    slug: Mapped[str] = mapped_column(String(100))
+    slot_at: Mapped[datetime] = mapped_column(UTCDateTime)  # the calendar slot; the schedule counts from it
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)  # when it may next be tried (slot, or a retry)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    message_id: Mapped[str | None] = mapped_column(String(255))
+    smtp_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    smtp_reply: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Event(Base):
+    """An append-only audit trail; erasing a subscriber keeps their events without personal data."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_kind_at", "kind", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subscriber_id: Mapped[int | None] = mapped_column(ForeignKey("subscribers.id", ondelete="SET NULL"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    source: Mapped[str] = mapped_column(String(32), default="cli")
+    week: Mapped[int | None] = mapped_column(Integer)  # the subscriber's position when it happened
+    detail: Mapped[str] = mapped_column(Text, default="")

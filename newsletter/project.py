@@ -1,0 +1,139 @@
+"""A newsletter project opened once: settings, the series, the database, the renderer, and the links.
+
+The CLI, the web app and the dispatcher all start from a `Project`, so each part is loaded once and lazily:
+`newsletter split` never opens the database, `newsletter lessons` never connects to SMTP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from functools import cached_property
+
+from newsletter import tokens
+from newsletter.config import Settings, load_settings
+from newsletter.db import Database, connect
+from newsletter.lessons import Lesson, Series, load_series
+from newsletter.message import build_message, list_id, message_id_for
+from newsletter.models import CONFIRMATION_WEEK, Subscriber
+from newsletter.planning import describe_cadence
+from newsletter.render import Recipient, RenderedEmail, Renderer
+from newsletter.schedule import WEEKDAY_NAMES, parse_weekday
+
+# The public routes every email links to; `web/public.py` serves exactly these.
+CONFIRM_PATH = "/confirm/"
+UNSUBSCRIBE_PATH = "/u/"
+PREFERENCES_PATH = "/preferences/"
+SAMPLE_NAME = "Alex Runner"
+SAMPLE_EMAIL = "reader@example.com"
+SAMPLE_ID = 0
+
+
+@dataclass(frozen=True)
+class Links:
+    confirm: str
+    unsubscribe: str
+    preferences: str
+
+
+class Project:
+    """Everything a command needs, opened on first use."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @classmethod
+    def open(cls, config_path: str | None = None) -> Project:
+        return cls(load_settings(config_path))
+
+    @cached_property
+    def series(self) -> Series:
+        return load_series(self.settings.newsletter.lessons)
+
+    @cached_property
+    def db(self) -> Database:
+        return connect(self.settings)
+
+    @cached_property
+    def renderer(self) -> Renderer:
+        return Renderer(self.settings, self.series)
+
+    @cached_property
+    def list_id(self) -> str:
+        return list_id(self.settings, self.series.title, self.series.slug)
+
+    def links(self, subscriber_id: int, now: datetime | None = None) -> Links:
+        """Signed links for one subscriber (confirm, one-click unsubscribe, preferences)."""
+        base = self.settings.newsletter.base_url.rstrip("/")
+        key = self.settings.secret_key
+        return Links(
+            confirm=base + CONFIRM_PATH + tokens.issue(key, "confirm", subscriber_id, now),
+            unsubscribe=base + UNSUBSCRIBE_PATH + tokens.issue(key, "unsubscribe", subscriber_id, now),
+            preferences=base + PREFERENCES_PATH + tokens.issue(key, "preferences", subscriber_id, now),
+        )
+
+    def recipient(self, subscriber: Subscriber, now: datetime | None = None) -> Recipient:
+        links = self.links(subscriber.id, now)
+        return Recipient(
+            email=subscriber.email,
+            name=subscriber.name,
+            schedule=describe_cadence(subscriber),
+            unsubscribe_url=links.unsubscribe,
+            preferences_url=links.preferences,
+            confirm_url=links.confirm,
+        )
+
+    def sample_subscriber(self, email: str = SAMPLE_EMAIL, name: str = SAMPLE_NAME) -> Subscriber:
+        """An unsaved subscriber with the project's default schedule, for previews."""
+        schedule = self.settings.schedule
+        return Subscriber(
+            id=SAMPLE_ID,
+            email=email,
+            name=name,
+            timezone=schedule.timezone,
+            weekday=parse_weekday(schedule.weekday),
+            send_time=schedule.time_,
+            status="active",
+            position=0,
+        )
+
+    def render(self, subscriber: Subscriber, week: int, now: datetime | None = None) -> RenderedEmail:
+        """The rendered lesson of that week, or the confirmation email for week 0."""
+        recipient = self.recipient(subscriber, now)
+        if week == CONFIRMATION_WEEK:
+            return self.renderer.confirmation(recipient)
+        lesson: Lesson | None = self.series.week(week)
+        if lesson is None:
+            raise ValueError(f"no lesson for week {week}")
+        return self.renderer.lesson(lesson, recipient)
+
+    def message(
+        self,
+        subscriber: Subscriber,
+        week: int,
+        *,
+        message_id: str | None = None,
+        delivery_id: int | None = None,
+        now: datetime | None = None,
+        subject_prefix: str = "",
+    ) -> EmailMessage:
+        """The complete email for one subscriber and one lesson (week 0: the confirmation)."""
+        now = now or datetime.now(UTC)
+        rendered = self.render(subscriber, week, now)
+        return build_message(
+            self.settings,
+            rendered,
+            to_email=subscriber.email,
+            to_name=subscriber.name,
+            message_id=message_id or message_id_for(self.settings, self.series.slug, subscriber.id, f"w{week}"),
+            unsubscribe_url=self.links(subscriber.id, now).unsubscribe,
+            list_id_value=self.list_id,
+            delivery_id=delivery_id,
+            date=now,
+            subject_prefix=subject_prefix,
+        )
+
+
+def weekday_name(weekday: int) -> str:
+    return WEEKDAY_NAMES[weekday]
