@@ -1,0 +1,109 @@
+"""Fixtures, chained: project_dir → settings → project → db; plus `database_url` for SQLite and PostgreSQL.
+
+Tests run against a copy of the real project (lessons, templates, config.toml) in a temporary folder, with
+its own SQLite file and outbox. PostgreSQL cases read NEWSLETTER_TEST_DATABASE_URL; without it they skip,
+except under CI=true, where a missing database fails the run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from newsletter.config import Settings, load_settings
+from newsletter.db import Database
+from newsletter.project import Project
+
+REPO = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() == "true"
+POSTGRES_URL_VARIABLE = "NEWSLETTER_TEST_DATABASE_URL"
+TEST_SECRET_KEY = "test-secret-key-0123456789"
+
+
+def postgres_url() -> str:
+    """The test PostgreSQL URL, or skip (fail under CI) when there is none."""
+    url = os.environ.get(POSTGRES_URL_VARIABLE, "")
+    if not url:
+        message = f"PostgreSQL tests need {POSTGRES_URL_VARIABLE} (CI sets it; see .ci/run)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return url
+
+
+def reset_postgres(url: str) -> None:
+    """Empty the test database: drop and recreate the public schema."""
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as connection:
+        connection.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+        connection.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@pytest.fixture
+def project_dir(tmp_path: Path) -> Path:
+    """A copy of the bundled project (config.toml, lessons/, templates/) in a temporary folder."""
+    root = tmp_path / "project"
+    root.mkdir()
+    shutil.copy(REPO / "config.toml", root / "config.toml")
+    shutil.copytree(REPO / "lessons", root / "lessons")
+    shutil.copytree(REPO / "templates", root / "templates")
+    return root
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """A clean NEWSLETTER_* environment with a fixed signing key."""
+    for name in list(os.environ):
+        if name.startswith("NEWSLETTER_") and name != POSTGRES_URL_VARIABLE:
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", TEST_SECRET_KEY)
+    return {"NEWSLETTER_SECRET_KEY": TEST_SECRET_KEY}
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, project_dir: Path) -> str:
+    """A fresh, empty database of each backend: a SQLite file, and the CI PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{project_dir / 'newsletter.db'}"
+    url = postgres_url()
+    reset_postgres(url)
+    return url
+
+
+@pytest.fixture
+def sqlite_url(project_dir: Path) -> str:
+    return f"sqlite:///{project_dir / 'newsletter.db'}"
+
+
+@pytest.fixture
+def settings(project_dir: Path, env: dict[str, str], sqlite_url: str) -> Settings:
+    """Settings of the copied project: its own SQLite file and outbox."""
+    return load_settings(project_dir / "config.toml", env={**env, "NEWSLETTER_DATABASE_URL": sqlite_url})
+
+
+@pytest.fixture
+def project(settings: Settings) -> Iterator[Project]:
+    opened = Project(settings)
+    yield opened
+    if "db" in opened.__dict__:
+        opened.db.dispose()
+
+
+@pytest.fixture
+def db(project: Project) -> Database:
+    return project.db
+
+
+@pytest.fixture
+def any_project(project_dir: Path, env: dict[str, str], database_url: str) -> Iterator[Project]:
+    """The copied project on each backend in turn (SQLite, then PostgreSQL)."""
+    opened = Project(load_settings(project_dir / "config.toml", env={**env, "NEWSLETTER_DATABASE_URL": database_url}))
+    yield opened
+    if "db" in opened.__dict__:
+        opened.db.dispose()
