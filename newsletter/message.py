@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import policy
 from email.headerregistry import Address
@@ -22,6 +21,7 @@ from email.utils import format_datetime
 from newsletter.config import Settings
 from newsletter.errors import ConfigError, SubscriberError
 from newsletter.render import RenderedEmail
+from newsletter.transports import Envelope
 
 WIRE_POLICY = policy.SMTP.clone(max_line_length=998)
 DELIVERY_HEADER = "X-Newsletter-Delivery"
@@ -38,16 +38,6 @@ SIGNED_HEADERS = (
     b"content-type",
 )
 _PHRASE_SPECIALS = re.compile(r'[()<>\[\]:;@\\,."]')
-
-
-@dataclass(frozen=True)
-class Envelope:
-    """Who the message is from and to on the SMTP envelope, and its bytes."""
-
-    sender: str
-    recipients: tuple[str, ...]
-    data: bytes
-    message_id: str
 
 
 def message_id_for(settings: Settings, series_slug: str, subscriber_id: int, key: str) -> str:
