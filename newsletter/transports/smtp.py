@@ -1,0 +1,296 @@
+"""Send through an SMTP relay: a small pool of reused connections, TLS, AUTH and a rate limit."""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+import ssl
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from newsletter.errors import PermanentSendError, SendError, TransientSendError, TransportError
+from newsletter.transports.ratelimit import RateLimiter
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
+    from newsletter.transports import Envelope
+
+SECURITY_MODES = ("none", "starttls", "tls")
+# Replies that mean "this client may not send at all", whatever the message.
+_AUTH_REPLY_CODES = frozenset({530, 534, 535, 538})
+
+
+class _Connection(smtplib.SMTP):
+    """An SMTP client that remembers how far the current transaction got."""
+
+    stage = "connect"
+    data_reply = ""
+
+    def mail(self, sender: str, options: Sequence[str] = ()) -> tuple[int, bytes]:
+        self.stage = "MAIL FROM"
+        return super().mail(sender, options)
+
+    def rcpt(self, recip: str, options: Sequence[str] = ()) -> tuple[int, bytes]:
+        self.stage = "RCPT TO"
+        return super().rcpt(recip, options)
+
+    def data(self, msg: Buffer | str) -> tuple[int, bytes]:
+        self.stage = "DATA"
+        code, text = super().data(msg)
+        self.data_reply = _reply(code, text)
+        return code, text
+
+
+class _TlsConnection(_Connection, smtplib.SMTP_SSL):
+    """The same client over implicit TLS (usually port 465)."""
+
+
+class _StaleConnection(Exception):
+    """A pooled connection the server had closed while it sat idle."""
+
+
+class SmtpTransport:
+    """Deliver over SMTP; `send` is safe to call from several threads at once."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        security: str = "none",
+        username: str | None = None,
+        password: str | None = None,
+        connections: int = 1,
+        rate_per_second: float | None = None,
+        timeout: float = 30.0,
+        ssl_context: ssl.SSLContext | None = None,
+        local_hostname: str | None = None,
+        rate_state_path: Path | None = None,
+    ) -> None:
+        if security not in SECURITY_MODES:
+            raise TransportError(f"SMTP security must be one of {', '.join(SECURITY_MODES)}, got {security!r}")
+        if connections < 1:
+            raise TransportError(f"SMTP connections must be at least 1, got {connections}")
+        self.host = host
+        self.port = port
+        self.security = security
+        self.username = username
+        self.password = password
+        self.timeout = timeout
+        self.local_hostname = local_hostname
+        self._ssl_context = ssl_context
+        self._where = f"SMTP server {host}:{port}"
+        self._limiter = RateLimiter(rate_per_second, rate_state_path) if rate_per_second else None
+        self.connections = connections
+        self._slots = threading.BoundedSemaphore(connections)
+        self._idle: list[_Connection] = []
+        self._idle_lock = threading.Lock()
+
+    def check(self) -> None:
+        """Connect, greet, secure and log in once, then keep the connection for the first send."""
+        with self._slots:
+            try:
+                connection = self._open()
+            except SendError as exc:
+                raise TransportError(str(exc)) from exc
+            self._give_back(connection)
+
+    def send(self, envelope: Envelope) -> str:
+        """Send one message over a pooled connection; return the server's final reply."""
+        if self._limiter is not None:
+            self._limiter.acquire()
+        with self._slots:
+            connection, reused = self._borrow()
+            try:
+                return self._deliver(connection, envelope, reused)
+            except _StaleConnection:
+                return self._deliver(self._open(), envelope, reused=False)
+
+    def close(self) -> None:
+        """Say QUIT on every idle connection."""
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            try:
+                connection.quit()
+            except (smtplib.SMTPException, OSError):
+                connection.close()
+
+    def _borrow(self) -> tuple[_Connection, bool]:
+        with self._idle_lock:
+            if self._idle:
+                return self._idle.pop(), True
+        return self._open(), False
+
+    def _give_back(self, connection: _Connection) -> None:
+        if connection.sock is None:
+            return
+        connection.stage = "idle"
+        with self._idle_lock:
+            if len(self._idle) < self.connections:
+                self._idle.append(connection)
+                return
+        connection.close()
+
+    def _deliver(self, connection: _Connection, envelope: Envelope, reused: bool) -> str:
+        connection.data_reply = ""
+        try:
+            refused = connection.sendmail(envelope.sender, list(envelope.recipients), envelope.data)
+        except (smtplib.SMTPException, OSError) as exc:
+            if reused and connection.stage == "MAIL FROM" and _is_disconnect(exc):
+                connection.close()
+                raise _StaleConnection from exc
+            if _left_clean(exc, connection):
+                self._give_back(connection)
+            else:
+                # Timeouts and drops leave the session in an unknown state: never reuse it.
+                connection.close()
+            raise self._send_error(exc, connection.stage) from exc
+        self._give_back(connection)
+        reply = connection.data_reply
+        if refused:
+            reply += "; refused: " + ", ".join(f"{rcpt} ({_reply(*why)})" for rcpt, why in refused.items())
+        return reply
+
+    def _open(self) -> _Connection:
+        connection: _Connection | None = None
+        try:
+            if self.security == "tls":
+                connection = _TlsConnection(
+                    self.host,
+                    self.port,
+                    self.local_hostname,
+                    timeout=self.timeout,
+                    context=self._tls_context(),
+                )
+            else:
+                connection = _Connection(self.host, self.port, self.local_hostname, timeout=self.timeout)
+            connection.ehlo()
+            if self.security == "starttls":
+                connection.starttls(context=self._tls_context())
+                connection.ehlo()
+            if self.username is not None:
+                connection.login(self.username, self.password or "")
+        except (smtplib.SMTPException, OSError) as exc:
+            if connection is not None:
+                connection.close()
+            raise self._connect_error(exc) from exc
+        return connection
+
+    def _tls_context(self) -> ssl.SSLContext:
+        if self._ssl_context is None:
+            self._ssl_context = ssl.create_default_context()
+        return self._ssl_context
+
+    def _connect_error(self, exc: smtplib.SMTPException | OSError) -> TransportError:
+        where = self._where
+        if isinstance(exc, smtplib.SMTPAuthenticationError):
+            return TransportError(
+                f"{where}: authentication refused for user {self.username!r} ({_reply_of(exc)}); "
+                "check [smtp] username and the NEWSLETTER_SMTP_PASSWORD environment variable"
+            )
+        if isinstance(exc, smtplib.SMTPNotSupportedError):
+            return TransportError(
+                f"{where}: {exc}; check [smtp] security (the server does not offer STARTTLS) "
+                "or leave [smtp] username empty if it needs no login"
+            )
+        if isinstance(exc, smtplib.SMTPConnectError | smtplib.SMTPHeloError):
+            if 400 <= exc.smtp_code < 500:
+                return TransientSendError(
+                    f"{where}: busy, it answered {_reply_of(exc)}", code=exc.smtp_code, reply=_reply_of(exc)
+                )
+            return TransportError(f"{where}: refused the session: {_reply_of(exc)}")
+        if isinstance(exc, smtplib.SMTPServerDisconnected) and _is_timeout(exc):
+            return TransientSendError(
+                f"{where}: no greeting within {self.timeout:g} s; if this port expects implicit TLS "
+                "(usually 465) set [smtp] security = 'tls'"
+            )
+        if isinstance(exc, smtplib.SMTPException):
+            return TransientSendError(f"{where}: connection lost while greeting: {exc}")
+        if isinstance(exc, socket.gaierror):
+            return TransportError(f"{where}: cannot resolve host {self.host!r} ({exc.strerror}); check [smtp] host")
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return TransportError(
+                f"{where}: its TLS certificate is not trusted ({exc.verify_message}); "
+                "check [smtp] host matches the certificate's name"
+            )
+        if isinstance(exc, ssl.SSLError):
+            return TransportError(
+                f"{where}: TLS handshake failed ({exc.reason or exc}); check [smtp] security: 'tls' for "
+                "implicit TLS (usually port 465), 'starttls' for STARTTLS (usually 587), 'none' for plain"
+            )
+        if isinstance(exc, ConnectionRefusedError):
+            return TransientSendError(
+                f"{where}: connection refused; check [smtp] host and port and that the server is running"
+            )
+        if isinstance(exc, TimeoutError):
+            return TransientSendError(
+                f"{where}: no answer within {self.timeout:g} s; check [smtp] host, port and any firewall"
+            )
+        return TransientSendError(f"{where}: cannot connect ({exc}); check [smtp] host and port")
+
+    def _send_error(self, exc: smtplib.SMTPException | OSError, stage: str) -> TransportError:
+        where = self._where
+        if isinstance(exc, smtplib.SMTPRecipientsRefused):
+            code, reply = _worst_refusal(exc.recipients)
+            rcpts = ", ".join(exc.recipients)
+            return _by_code(code, f"{where} refused recipient {rcpts}: {reply}", reply)
+        if isinstance(exc, smtplib.SMTPSenderRefused):
+            reply = _reply_of(exc)
+            if exc.smtp_code in _AUTH_REPLY_CODES:
+                return TransportError(
+                    f"{where} will not take mail from this client ({reply}); "
+                    "check [smtp] username and the NEWSLETTER_SMTP_PASSWORD environment variable"
+                )
+            return _by_code(exc.smtp_code, f"{where} refused sender {exc.sender}: {reply}", reply)
+        if isinstance(exc, smtplib.SMTPResponseException):
+            reply = _reply_of(exc)
+            return _by_code(exc.smtp_code, f"{where} refused the message at {stage}: {reply}", reply)
+        if _is_timeout(exc):
+            return TransientSendError(f"{where}: no reply within {self.timeout:g} s after {stage}")
+        after_data = " (the server may have accepted it)" if stage == "DATA" else ""
+        return TransientSendError(f"{where}: connection lost during {stage}{after_data}: {exc}")
+
+
+def _by_code(code: int, message: str, reply: str) -> SendError:
+    if 400 <= code < 500:
+        return TransientSendError(message, code=code, reply=reply)
+    return PermanentSendError(message, code=code, reply=reply)
+
+
+def _worst_refusal(refusals: dict[str, tuple[int, bytes]]) -> tuple[int, str]:
+    # One retryable refusal makes the whole message worth retrying.
+    code, text = min(refusals.values(), key=lambda refusal: refusal[0])
+    return code, _reply(code, text)
+
+
+def _reply(code: int, text: bytes | str) -> str:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return f"{code} {text}".strip()
+
+
+def _reply_of(exc: smtplib.SMTPResponseException) -> str:
+    return _reply(exc.smtp_code, exc.smtp_error)
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    # smtplib turns a socket timeout into SMTPServerDisconnected, keeping the timeout as its context.
+    return isinstance(exc, TimeoutError) or isinstance(exc.__context__, TimeoutError)
+
+
+def _is_disconnect(exc: BaseException) -> bool:
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return exc.smtp_code == 421
+    return isinstance(exc, smtplib.SMTPServerDisconnected) and not _is_timeout(exc)
+
+
+def _left_clean(exc: BaseException, connection: _Connection) -> bool:
+    # After these refusals smtplib has sent RSET, so the session can carry the next message (if the
+    # server hung up instead, the socket is gone and the connection is dropped when given back). A
+    # refused DATA command (no 354) gets no RSET and would poison the next transaction.
+    if isinstance(exc, smtplib.SMTPSenderRefused | smtplib.SMTPRecipientsRefused):
+        return True
+    return isinstance(exc, smtplib.SMTPDataError) and bool(connection.data_reply)
