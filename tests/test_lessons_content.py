@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from newsletter.lessons import load_series
+
 LESSONS = Path(__file__).resolve().parent.parent / "lessons"
 SOURCE = LESSONS / "source" / "running-and-muscle.txt"
 SLUGS = ["muscle", "knees", "brain", "mood", "sleep", "immunity", "longevity"]
@@ -53,14 +55,14 @@ def numbers(text: str) -> set[str]:
     return set(NUMBER.findall(text))
 
 
-def read_lesson(path: Path) -> ParsedLesson:
-    _, front, body = path.read_text(encoding="utf-8").split("+++\n", 2)
-    return ParsedLesson(path, tomllib.loads(front), body)
-
-
 @pytest.fixture(scope="module")
 def bundled_lessons() -> list[ParsedLesson]:
-    return [read_lesson(path) for path in sorted(LESSONS.glob("*.md"))]
+    """The lessons as the engine loads them (its validation included)."""
+    keys = ("week", "slug", "title", "subject", "preheader", "summary")
+    return [
+        ParsedLesson(lesson.path, {key: getattr(lesson, key) for key in keys}, lesson.body)
+        for lesson in load_series(LESSONS)
+    ]
 
 
 def bodies(lessons: list[ParsedLesson]) -> Iterator[tuple[str, str]]:
