@@ -19,6 +19,7 @@ Faults apply per recipient address, first matching pattern (`fnmatch`, case-inse
 message, records it as received and hangs up without a reply, `stall` waits before answering the end
 of DATA (past the client's timeout, or briefly to make a slow server); `times` counts attempts per address.
 Authentication is required when `auth=(user, password)` is given (`--auth user:password`).
+Like a strict relay, the sink refuses a message with a line over 998 octets (500).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, TLSSetupException
 
+MAX_LINE_OCTETS = 998
 FAULT_KINDS = ("temporary", "permanent", "drop_after_data", "stall")
 _DOT_STUFFING = re.compile(rb"^\.", re.MULTILINE)
 _MESSAGE_ID = re.compile(rb"^Message-ID:[ \t]*(\S+)", re.IGNORECASE | re.MULTILINE)
@@ -262,13 +264,13 @@ class _SinkSMTP(SMTP):
             if not chunk:
                 return
             received += chunk
-        if max(map(len, received.split(b"\r\n"))) > self.line_length_limit - 2:
-            self._set_post_data_state()  # type: ignore[no-untyped-call]
-            await self.push("500 Line too long (see RFC5321 4.5.3.1.6)")
-            return
         content = bytes(received[:-3])
         if content.startswith(b".") or b"\n." in content:
             content = _DOT_STUFFING.sub(b"", content)
+        if max(map(len, content.split(b"\r\n"))) > MAX_LINE_OCTETS:
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            await self.push("500 5.5.2 Line too long (RFC 5322 2.1.1: at most 998 octets)")
+            return
         self.envelope.content = self.envelope.original_content = content
         status = await self._call_handler_hook("DATA")
         self._set_post_data_state()  # type: ignore[no-untyped-call]

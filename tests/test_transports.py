@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
 import ssl
 import subprocess
@@ -291,6 +293,10 @@ def test_implicit_tls(certificate: tuple[Path, Path], transport_for: TransportFa
     with SmtpSink(tls_context=server_tls_context(cert, key), implicit_tls=True) as sink:
         transport_for(sink, security="tls", ssl_context=trusted).send(make_envelope())
 
+        with pytest.raises(TransportError, match=r"no greeting within 0\.5 s.*security = 'tls'") as failure:
+            transport_for(sink, timeout=0.5).check()
+
+    assert_whole_transport_error(failure, f"127.0.0.1:{sink.port}")
     assert [message.secure for message in sink.messages] == [True]
 
 
@@ -378,27 +384,30 @@ def test_outbox_stores_exact_bytes_and_reads_them_back_oldest_first(tmp_path: Pa
 def test_outbox_readers_never_see_half_a_message(tmp_path: Path) -> None:
     outbox = OutboxTransport(tmp_path / "outbox")
     outbox.check()
-    big = [make_envelope(number=n, body=(b"%d" % n) * 200_000 + b"\r\n") for n in range(40)]
-    expected = {envelope.data for envelope in big}
-    seen: list[bytes] = []
+    # Big enough that writing one takes a while, so a file made visible too early gets caught.
+    big = [make_envelope(number=n, body=(b"%02d" % n * 38 + b"\r\n") * 40_000) for n in range(24)]
+    complete_sizes = {len(envelope.data) for envelope in big}
+    seen_sizes: set[int] = set()
     done = threading.Event()
 
-    def read_while_writing() -> None:
+    def watch_new_folder() -> None:
         while not done.is_set():
-            seen.extend(message.raw for message in read_outbox(tmp_path / "outbox"))
+            for entry in os.scandir(tmp_path / "outbox" / "new"):
+                with contextlib.suppress(FileNotFoundError):
+                    seen_sizes.add(entry.stat().st_size)
 
-    reader = threading.Thread(target=read_while_writing)
-    reader.start()
+    watcher = threading.Thread(target=watch_new_folder)
+    watcher.start()
     try:
-        with ThreadPoolExecutor(4) as pool:
-            names = list(pool.map(outbox.send, big))
+        with ThreadPoolExecutor(3) as pool:
+            replies = list(pool.map(outbox.send, big))
     finally:
         done.set()
-        reader.join()
+        watcher.join()
 
-    assert len(set(names)) == 40
-    assert seen and set(seen) <= expected
-    assert {message.raw for message in read_outbox(tmp_path / "outbox")} == expected
+    assert len(set(replies)) == 24
+    assert seen_sizes and seen_sizes <= complete_sizes
+    assert {message.raw for message in read_outbox(tmp_path / "outbox")} == {envelope.data for envelope in big}
 
 
 def test_outbox_that_cannot_exist_is_reported(tmp_path: Path) -> None:

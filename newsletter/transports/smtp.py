@@ -53,7 +53,14 @@ class _StaleConnection(Exception):
 
 
 class SmtpTransport:
-    """Deliver over SMTP; `send` is safe to call from several threads at once."""
+    """Deliver over SMTP; `send` is safe to call from several threads at once.
+
+    Up to `connections` sessions stay open and are reused, one per concurrent caller. A pooled session
+    the server closed while it sat idle shows up at MAIL FROM and is replaced once, transparently. A
+    session that timed out or dropped mid-transaction is discarded; after a plain refusal (smtplib sends
+    RSET) it is kept. `rate_per_second` spaces messages for every thread, and for every process that
+    names the same `rate_state_path` (see `newsletter.transports.ratelimit`).
+    """
 
     def __init__(
         self,
@@ -82,8 +89,8 @@ class SmtpTransport:
         self.local_hostname = local_hostname
         self._ssl_context = ssl_context
         self._where = f"SMTP server {host}:{port}"
-        self._limiter = RateLimiter(rate_per_second, rate_state_path) if rate_per_second else None
         self.connections = connections
+        self._limiter = RateLimiter(rate_per_second, rate_state_path) if rate_per_second else None
         self._slots = threading.BoundedSemaphore(connections)
         self._idle: list[_Connection] = []
         self._idle_lock = threading.Lock()
