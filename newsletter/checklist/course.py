@@ -1,0 +1,128 @@
+"""`newsletter check`: the whole project against the checklist, as findings that name a file and a reason.
+
+Config, lessons and templates are loaded the way sending loads them; then every lesson and the confirmation
+email is rendered for a sample subscriber, built and serialised exactly as for the wire, and checked.
+The sample subscriber's name holds markup and an ampersand, so every template proves it escapes names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dkim
+from dkim.crypto import UnparsableKeyError
+
+from newsletter.checklist import run_checklist
+from newsletter.checklist.signing import dns_serving, public_key_record
+from newsletter.checklist.wire import DnsTxtLookup
+from newsletter.config import Settings, load_settings
+from newsletter.errors import ConfigError, LessonError, NewsletterError
+from newsletter.message import to_wire
+from newsletter.models import CONFIRMATION_WEEK
+from newsletter.project import Project
+
+CALL_TO_ACTION = "Try this week"
+CHECK_NAME = 'Alex "<b>Runner</b>" & Co'
+CHECK_EMAIL = "check@example.com"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem: where it is (a file, maybe a line) and what is wrong."""
+
+    where: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.reason}" if self.where else self.reason
+
+
+@dataclass
+class CourseReport:
+    emails_checked: int = 0
+    findings: list[Finding] = field(default_factory=list)
+    notices: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+
+def check_course(
+    config_path: str | None = None, *, env: Mapping[str, str] | None = None, now: datetime | None = None
+) -> CourseReport:
+    """Validate the project and run the email checklist on every email it sends."""
+    report = CourseReport()
+    try:
+        settings = load_settings(config_path, env)
+    except ConfigError as error:
+        report.findings.append(Finding("", str(error)))
+        return report
+    report.notices = settings.notices
+    root = settings.root
+    config_name = _relative(settings.config_path or root / "config.toml", root)
+    if not settings.newsletter.base_url.startswith("https://"):
+        report.findings.append(
+            Finding(
+                f"{config_name} [newsletter] base_url",
+                f"must be an https URL (mailbox providers ignore http unsubscribe links), "
+                f"got {settings.newsletter.base_url!r}",
+            )
+        )
+    project = Project(settings)
+    try:
+        series = project.series
+    except LessonError as error:
+        where = _relative(Path(error.path), root) + (f" line {error.line}" if error.line else "")
+        report.findings.append(Finding(where, error.reason))
+        return report
+    dns = _dkim_dns(settings, report, config_name)
+    sample = project.sample_subscriber(CHECK_EMAIL, CHECK_NAME)
+    moment = now or datetime.now(UTC)
+    confirmation_template = settings.newsletter.templates / "confirmation.mjml.j2"
+    emails: list[tuple[int, str, str | None]] = [(CONFIRMATION_WEEK, _relative(confirmation_template, root), None)]
+    emails += [(lesson.week, _relative(lesson.path, root), CALL_TO_ACTION) for lesson in series]
+    render_errors: set[str] = set()
+    for week, where, action in emails:
+        try:
+            rendered = project.render(sample, week, moment)
+            raw = to_wire(settings, project.message(sample, week, now=moment))
+        except (NewsletterError, dkim.DKIMException) as error:
+            # A broken template breaks every email it renders: say so once, naming the template.
+            message = _strip_root(str(error), root)
+            if message not in render_errors:
+                render_errors.add(message)
+                context = "" if where in message else f" (rendering {where})"
+                report.findings.append(Finding("", message + context))
+            continue
+        report.emails_checked += 1
+        for result in run_checklist(raw, subject=rendered.subject, call_to_action=action, dkim_dns=dns):
+            if not result.ok:
+                report.findings.append(Finding(where, f"item {result.number} ({result.name}): {result.detail}"))
+    return report
+
+
+def _dkim_dns(settings: Settings, report: CourseReport, config_name: str) -> DnsTxtLookup | None:
+    """Verify signatures against the configured key's public half, so `check` needs no DNS."""
+    key = settings.dkim.private_key
+    if not settings.dkim.selector or key is None or not key.is_file():
+        return None
+    try:
+        return dns_serving(public_key_record(key.read_bytes()))
+    except (UnparsableKeyError, ValueError) as error:
+        report.findings.append(Finding(f"{config_name} [dkim] private_key", f"not a PEM RSA private key: {error}"))
+        return None
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def _strip_root(message: str, root: Path) -> str:
+    return message.replace(f"{root}/", "")
