@@ -1,0 +1,210 @@
+"""The messages we send, checked on their serialised bytes: every bundled lesson and the confirmation email.
+
+The checklist (items 1–11 and 15–28) runs on each message, and the items that matter most to mailbox
+providers are also asserted directly here, so a fault in the checklist cannot hide a fault in a message.
+"""
+
+from __future__ import annotations
+
+import base64
+import email
+import re
+import shutil
+import subprocess
+from datetime import UTC, datetime, timedelta
+from email import policy
+from email.message import EmailMessage
+from pathlib import Path
+
+import dkim
+import pytest
+
+from newsletter.checklist import run_checklist
+from newsletter.config import Settings
+from newsletter.errors import SubscriberError
+from newsletter.lessons import load_series
+from newsletter.message import message_id_for, to_wire
+from newsletter.models import CONFIRMATION_WEEK, Subscriber
+from newsletter.project import Project
+
+REPO = Path(__file__).resolve().parent.parent
+BUNDLED = load_series(REPO / "lessons")
+WEEKS = [CONFIRMATION_WEEK, *(lesson.week for lesson in BUNDLED)]
+WEEK_IDS = ["confirmation", *(lesson.slug for lesson in BUNDLED)]
+NOW = datetime(2026, 3, 2, 7, 0, 12, tzinfo=UTC)
+
+
+def subscriber(project: Project, name: str = "Alex Runner", subscriber_id: int = 42) -> Subscriber:
+    sample = project.sample_subscriber("reader@example.com", name)
+    sample.id = subscriber_id
+    return sample
+
+
+def wire(project: Project, week: int, who: Subscriber | None = None, now: datetime = NOW) -> bytes:
+    return to_wire(project.settings, project.message(who or subscriber(project), week, now=now))
+
+
+def parse(raw: bytes) -> EmailMessage:
+    message = email.message_from_bytes(raw, policy=policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def header_block(raw: bytes) -> bytes:
+    return raw.split(b"\r\n\r\n", 1)[0]
+
+
+@pytest.mark.parametrize("week", WEEKS, ids=WEEK_IDS)
+def test_every_email_passes_the_checklist(project: Project, week: int) -> None:
+    raw = wire(project, week)
+    subject = project.render(subscriber(project), week, NOW).subject
+    action = "Try this week" if week else None
+    results = run_checklist(raw, subject=subject, call_to_action=action)
+    assert [result.number for result in results] == [*range(1, 12), *range(15, 29)]
+    assert [str(result) for result in results if not result.ok] == []
+
+
+@pytest.mark.parametrize("week", WEEKS, ids=WEEK_IDS)
+def test_the_wire_bytes_directly(project: Project, week: int) -> None:
+    who = subscriber(project)
+    raw = wire(project, week, who)
+    message = parse(raw)
+    links = project.links(who.id, NOW)
+
+    # Items 1, 3: each required header once; Date is the send time with its zone.
+    for name in ("From", "To", "Subject", "Date", "Message-ID", "MIME-Version"):
+        assert len(re.findall(rb"^" + name.encode() + rb":", header_block(raw), re.MULTILINE | re.IGNORECASE)) == 1
+    assert message["Date"].datetime == NOW
+    assert message["From"].addresses[0].addr_spec == project.settings.sender.from_
+    # Item 4: text then HTML, both UTF-8; the HTML quoted-printable (item 5).
+    assert message.get_content_type() == "multipart/alternative"
+    parts = list(message.iter_parts())
+    assert [part.get_content_type() for part in parts] == ["text/plain", "text/html"]
+    assert [part.get_content_charset() for part in parts] == ["utf-8", "utf-8"]
+    assert parts[1]["Content-Transfer-Encoding"] == "quoted-printable"
+    # Item 5: CRLF everywhere, no line over 998 octets.
+    assert b"\n" not in raw.replace(b"\r\n", b"")
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 998
+    # Items 6, 7, 8: the unsubscribe headers as raw bytes, and the List-Id.
+    assert f"\r\nList-Unsubscribe: <{links.unsubscribe}>\r\n".encode() in raw
+    assert b"\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n" in raw
+    assert b"reader@example.com" not in links.unsubscribe.encode()
+    assert message["List-Id"].endswith(f" <{BUNDLED.slug}.{project.settings.sender.list_id}>")
+    assert BUNDLED.title in message["List-Id"]
+    # Items 15, 16, 23: the HTML document, its hidden preheader, and working links.
+    html = parts[1].get_content()
+    rendered = project.render(who, week, NOW)
+    assert html.startswith("<!doctype html>")
+    assert '<html lang="en"' in html
+    assert f"<title>{rendered.subject}</title>" in html.replace("&#39;", "'").replace("&quot;", '"')
+    body = html.split("<body", 1)[1].split(">", 1)[1]
+    assert body.startswith('<div style="display:none;') and rendered.preheader in body[:600]
+    assert f'href="{links.unsubscribe}"' in html
+    assert "{{" not in html and "{%" not in html and "\\u{e000}" not in html
+    # Item 28: the text part carries the unsubscribe URL (and a lesson its call to action).
+    text = parts[0].get_content()
+    assert links.unsubscribe in text
+    assert week == CONFIRMATION_WEEK or "Try this week" in text
+    assert week != CONFIRMATION_WEEK or links.confirm in text
+
+
+def test_list_id_is_the_same_for_the_whole_series(project: Project) -> None:
+    values = {parse(wire(project, week))["List-Id"] for week in WEEKS}
+    assert values == {project.list_id}
+
+
+def test_confirmation_links_confirm_with_a_working_token(project: Project) -> None:
+    who = subscriber(project)
+    html = parse(wire(project, CONFIRMATION_WEEK, who)).get_body(("html",))
+    assert html is not None
+    assert f'href="{project.links(who.id, NOW).confirm}"' in html.get_content()
+
+
+def test_a_name_with_cr_lf_cannot_inject_a_header(project: Project) -> None:
+    who = subscriber(project, name="Eve\r\nBcc: victim@example.org\r\nX-Injected: yes")
+    raw = wire(project, 1, who)
+    message = parse(raw)
+    assert message["Bcc"] is None and message["X-Injected"] is None
+    assert not re.search(rb"^(Bcc|X-Injected):", header_block(raw), re.MULTILINE | re.IGNORECASE)
+    assert len(message["To"].addresses) == 1
+    assert message["To"].addresses[0].addr_spec == "reader@example.com"
+    results = run_checklist(raw, call_to_action="Try this week")
+    assert next(result for result in results if result.number == 11).ok
+
+
+def test_an_address_with_a_line_break_is_refused(project: Project) -> None:
+    who = subscriber(project)
+    who.email = "reader@example.com\r\nBcc: victim@example.org"
+    with pytest.raises(SubscriberError, match="not a single email address"):
+        project.message(who, 1, now=NOW)
+
+
+def test_a_script_in_the_name_is_escaped_in_html_and_plain_in_text(project: Project) -> None:
+    name = "<script>alert(1)</script>"
+    message = parse(wire(project, 2, subscriber(project, name=name)))
+    text_part, html_part = message.iter_parts()
+    html = html_part.get_content()
+    assert "<script" not in html.lower()
+    assert "Hi &lt;script&gt;alert(1)&lt;/script&gt;," in html
+    assert f"Hi {name}," in text_part.get_content()
+    results = run_checklist(message.as_bytes(policy=policy.SMTP), call_to_action="Try this week")
+    assert {result.number: result.ok for result in results}[27]
+
+
+def test_message_id_is_deterministic_and_the_same_on_a_retry(project: Project) -> None:
+    who = subscriber(project)
+    first = parse(wire(project, 3, who, now=NOW))["Message-ID"]
+    retry = parse(wire(project, 3, who, now=NOW + timedelta(hours=2)))["Message-ID"]
+    assert first == retry == message_id_for(project.settings, BUNDLED.slug, who.id, "w3")
+    assert re.fullmatch(r"<[^@<>\s]+@running\.example\.com>", first)
+    assert parse(wire(project, 4, who))["Message-ID"] != first
+    assert parse(wire(project, 3, subscriber(project, subscriber_id=43)))["Message-ID"] != first
+
+
+def test_list_unsubscribe_stays_one_raw_line_with_a_long_base_url(project: Project) -> None:
+    long_base = "https://" + "newsletter-subscriber-links.running.example.com/" * 3 + "a/very/long/path"
+    project = Project(project.settings.replace("newsletter", base_url=long_base))
+    who = subscriber(project)
+    raw = wire(project, 5, who)
+    url = project.links(who.id, NOW).unsubscribe
+    assert len(url) > 180
+    line = next(line for line in raw.split(b"\r\n") if line.startswith(b"List-Unsubscribe:"))
+    assert line == f"List-Unsubscribe: <{url}>".encode()
+    assert b"=?" not in header_block(raw)
+    result = next(result for result in run_checklist(raw) if result.number == 6)
+    assert result.ok, result.detail
+
+
+def generate_key(folder: Path) -> tuple[Path, bytes]:
+    """A fresh 2048-bit RSA key and the TXT record that publishes its public half."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to generate a DKIM test key")
+    key = folder / "dkim.pem"
+    subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True, capture_output=True)
+    public = subprocess.run(
+        ["openssl", "rsa", "-in", str(key), "-pubout", "-outform", "DER"], check=True, capture_output=True
+    ).stdout
+    return key, b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+
+
+def test_dkim_signature_verifies_with_dkimpy(project: Project, settings: Settings, tmp_path: Path) -> None:
+    key, record = generate_key(tmp_path)
+    signed = Project(settings.replace("dkim", selector="news2026", domain="running.example.com", private_key=key))
+    raw = wire(signed, 1)
+    looked_up: list[bytes] = []
+
+    def dns(name: bytes, timeout: float = 5) -> bytes:
+        looked_up.append(name)
+        return record
+
+    assert raw.startswith(b"DKIM-Signature: ")
+    assert dkim.verify(raw, dnsfunc=dns)
+    assert looked_up == [b"news2026._domainkey.running.example.com."]
+    signed_list = re.search(r"\bh=([^;]+)", re.sub(r"\s+", "", str(parse(raw)["DKIM-Signature"])))
+    assert signed_list
+    signed_headers = {name.lower() for name in signed_list.group(1).split(":")}
+    required = {"from", "to", "subject", "date", "message-id", "list-unsubscribe", "list-unsubscribe-post", "list-id"}
+    assert required <= signed_headers
+    assert not dkim.verify(raw.replace(b"Subject: Lesson 1", b"Subject: Lesson 9", 1), dnsfunc=dns)
+    results = run_checklist(raw, call_to_action="Try this week", dkim_dns=dns)
+    assert [str(result) for result in results if not result.ok] == []
