@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 
 from newsletter.config import Settings, load_settings
 from newsletter.db import Database
@@ -25,20 +25,38 @@ POSTGRES_URL_VARIABLE = "NEWSLETTER_TEST_DATABASE_URL"
 TEST_SECRET_KEY = "test-secret-key-0123456789"
 
 
-def postgres_url() -> str:
-    """The test PostgreSQL URL, or skip (fail under CI) when there is none."""
+def _psycopg(url: str) -> str:
+    return url.replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    """A database of this test session's own on the server NEWSLETTER_TEST_DATABASE_URL points at.
+
+    Its own, so that two test runs on one server (two developers, or a run beside a benchmark) never reset
+    each other's tables. Skips without the variable, except under CI=true, where it fails.
+    """
     url = os.environ.get(POSTGRES_URL_VARIABLE, "")
     if not url:
         message = f"PostgreSQL tests need {POSTGRES_URL_VARIABLE} (CI sets it; see .ci/run)"
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
-    return url
+    server = make_url(_psycopg(url))
+    name = f"{server.database}_{os.getpid()}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    yield server.set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
 
 
 def reset_postgres(url: str) -> None:
     """Empty the test database: drop and recreate the public schema."""
-    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    engine = create_engine(url)
     with engine.begin() as connection:
         connection.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
         connection.execute(text("CREATE SCHEMA public"))
@@ -71,7 +89,7 @@ def database_url(request: pytest.FixtureRequest, project_dir: Path) -> str:
     """A fresh, empty database of each backend: a SQLite file, and the CI PostgreSQL."""
     if request.param == "sqlite":
         return f"sqlite:///{project_dir / 'newsletter.db'}"
-    url = postgres_url()
+    url: str = request.getfixturevalue("postgres_server_url")
     reset_postgres(url)
     return url
 
