@@ -1,0 +1,152 @@
+"""Settings: config.toml plus NEWSLETTER_* variables, validated once; bad input names the key and what is allowed."""
+
+from __future__ import annotations
+
+import dataclasses
+import stat
+from datetime import time, timedelta
+from pathlib import Path
+
+import pytest
+
+from newsletter.config import SECRET_KEY_FILENAME, database_url, load_settings
+from newsletter.errors import ConfigError
+
+KEY = {"NEWSLETTER_SECRET_KEY": "a-test-key-of-some-length"}
+
+
+def write_config(folder: Path, text: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def config_error(path: Path, env: dict[str, str] | None = None) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, env=KEY if env is None else env)
+    return str(caught.value)
+
+
+def test_the_bundled_config_loads(project_dir: Path) -> None:
+    settings = load_settings(project_dir / "config.toml", env=KEY)
+    assert settings.newsletter.base_url.startswith("https://")
+    assert settings.schedule.time_ == time(7, 0)
+    assert settings.schedule.min_gap == timedelta(days=3)
+    assert settings.delivery.transport == "outbox"
+    assert settings.notices == ()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.smtp.host = "elsewhere"  # type: ignore[misc]
+
+
+def test_an_empty_config_gets_the_defaults(tmp_path: Path) -> None:
+    settings = load_settings(write_config(tmp_path, ""), env=KEY)
+    assert settings.smtp.port == 25 and settings.schedule.first_lesson == "next_slot"
+
+
+def test_an_unknown_key_names_section_key_and_the_allowed_keys(tmp_path: Path) -> None:
+    path = write_config(tmp_path, '[smtp]\nhots = "mail.example.com"\n')
+    message = config_error(path)
+    assert message.startswith(f"{path}: unknown key [smtp] hots; allowed keys: host, port, security")
+    assert "password" not in message.split("allowed keys:")[1]
+
+
+def test_an_unknown_section_is_named(tmp_path: Path) -> None:
+    message = config_error(write_config(tmp_path, "[mailer]\nhost = 1\n"))
+    assert "unknown section [mailer]; allowed: newsletter, sender, schedule" in message
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ('[smtp]\nport = "twenty-five"', "[smtp] port must be a whole number, got 'twenty-five'"),
+        ('[smtp]\nsecurity = "ssl"', "[smtp] security must be one of none, starttls, tls, got 'ssl'"),
+        ('[schedule]\ntime = "7am"', "[schedule] time must be a 24-hour time such as \"07:00\", got '7am'"),
+        ('[schedule]\nmin_gap = "soon"', "[schedule] min_gap must be a duration such as"),
+        ('[schedule]\ntimezone = "Mars/Olympus"', '[schedule] timezone must be an IANA zone such as "Europe/Berlin"'),
+        ('[schedule]\nweekday = "Funday"', '[schedule] weekday must be a day such as "Monday"'),
+        ('[newsletter]\nbase_url = "running.example.com"', "[newsletter] base_url must be an http(s) URL"),
+        ('[delivery]\ntransport = "pigeon"', "[delivery] transport must be one of outbox, smtp, got 'pigeon'"),
+        ("[smtp]\nrate_per_second = -1", "[smtp] rate_per_second must be a number ≥ 0, got -1"),
+    ],
+)
+def test_a_bad_value_names_the_key_and_what_is_allowed(tmp_path: Path, toml: str, expected: str) -> None:
+    path = write_config(tmp_path, toml + "\n")
+    assert expected in config_error(path)
+
+
+def test_invalid_toml_is_reported_with_the_file(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "[smtp\nhost = 1\n")
+    assert config_error(path).startswith(f"{path}: not valid TOML")
+
+
+def test_the_environment_overrides_the_file(tmp_path: Path) -> None:
+    path = write_config(tmp_path, '[smtp]\nhost = "file.example.com"\nport = 25\n')
+    settings = load_settings(
+        path, env={**KEY, "NEWSLETTER_SMTP_HOST": "env.example.com", "NEWSLETTER_SMTP_PORT": "2525"}
+    )
+    assert settings.smtp.host == "env.example.com"
+    assert settings.smtp.port == 2525
+
+
+def test_a_bad_environment_value_names_the_variable(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "")
+    message = config_error(path, env={**KEY, "NEWSLETTER_SMTP_PORT": "many"})
+    assert message == "NEWSLETTER_SMTP_PORT must be a whole number, got 'many'"
+
+
+def test_secrets_come_only_from_the_environment(tmp_path: Path) -> None:
+    path = write_config(tmp_path, '[smtp]\npassword = "hunter2"\n')
+    assert "unknown key [smtp] password (secrets come only from the environment)" in config_error(path)
+    settings = load_settings(write_config(tmp_path, ""), env={**KEY, "NEWSLETTER_SMTP_PASSWORD": "hunter2"})
+    assert settings.smtp.password == "hunter2"
+    assert settings.secret_key == KEY["NEWSLETTER_SECRET_KEY"].encode()
+
+
+def test_without_a_signing_key_one_is_generated_beside_the_database_and_announced(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "project", '[database]\nurl = "sqlite:///data/newsletter.db"\n')
+    settings = load_settings(path, env={})
+    key_file = tmp_path / "project" / "data" / SECRET_KEY_FILENAME
+    assert key_file.is_file()
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert len(settings.secret_key) >= 32
+    assert settings.notices and str(key_file) in settings.notices[0]
+    assert "NEWSLETTER_SECRET_KEY" in settings.notices[0]
+    again = load_settings(path, env={})
+    assert again.secret_key == settings.secret_key
+    assert again.notices == ()
+
+
+def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    project = tmp_path / "project"
+    path = write_config(
+        project,
+        '[newsletter]\nlessons = "course"\n[delivery]\noutbox = "mail/out"\n[database]\nurl = "sqlite:///db/n.db"\n',
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    settings = load_settings(path, env=KEY)
+    assert settings.root == project.resolve()
+    assert settings.newsletter.lessons == (project / "course").resolve()
+    assert settings.newsletter.templates == (project / "templates").resolve()
+    assert settings.delivery.outbox == (project / "mail" / "out").resolve()
+    assert database_url(settings) == f"sqlite:///{project.resolve() / 'db' / 'n.db'}"
+
+
+def test_newsletter_config_selects_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_config(tmp_path / "other", '[newsletter]\nname = "Other Course"\n')
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(None, env={**KEY, "NEWSLETTER_CONFIG": str(path)})
+    assert settings.newsletter.name == "Other Course"
+    assert settings.config_path == path.resolve()
+
+
+def test_a_missing_config_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(
+        ConfigError, match=r"no config\.toml in .*; run from a newsletter project or pass --config PATH"
+    ):
+        load_settings(None, env=KEY)
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_settings(tmp_path / "absent.toml", env=KEY)
