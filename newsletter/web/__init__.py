@@ -1,0 +1,116 @@
+"""The web app: the preview studio for editors and the pages subscribers use, as one Starlette application.
+
+    studio (preview.py, outbox.py, livereload.py)     public (public.py)
+    /                  the course at a glance          /subscribe              the sign-up form
+    /preview/<slug>    one email, as a reader sees it  /confirm/<token>        double opt-in
+    /outbox            the outbox folder as an inbox   /u/<token>              RFC 8058 one-click unsubscribe
+    /_studio/events    live reload (server-sent)       /preferences/<token>    pause, resume, day and time
+
+The studio is guarded (security.py): bound to a loopback address it answers only to loopback Host names;
+bound anywhere else it needs NEWSLETTER_WEB_ADMIN_TOKEN. Public pages never need the token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from newsletter.config import Settings, load_settings
+from newsletter.project import Project
+from newsletter.web import outbox, preview, public
+from newsletter.web.livereload import ProjectHolder, events_endpoint, watch_project
+from newsletter.web.pages import ENVIRONMENT, HERE, WebContext, page, studio_only_async, web_context
+from newsletter.web.security import MAX_BODY_BYTES, BodySizeLimit, RateLimiter, SecurityHeaders, StudioGuard
+
+__all__ = ["create_app"]
+LOGIN_ATTEMPTS_PER_HOUR = 20
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return page(request, "not_found.html", {"path": request.url.path}, status=404)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    return page(request, "http_error.html", {"status": status}, status=status)
+
+
+def _too_large_page() -> str:
+    return ENVIRONMENT.get_template("too_large.html").render(limit_kb=MAX_BODY_BYTES // 1024)
+
+
+def create_app(
+    project_or_settings: Project | Settings,
+    *,
+    host: str | None = None,
+    studio: bool = True,
+    live_reload: bool = True,
+    clock: Callable[[], datetime] | None = None,
+    reload_settings: Callable[[], Settings] | None = None,
+) -> Starlette:
+    """Build the app for a project.
+
+    `host` is the address the server binds (default: [web] host); anything but loopback puts the studio
+    behind NEWSLETTER_WEB_ADMIN_TOKEN. `studio=False` serves only the public pages. `live_reload` watches
+    lessons, templates and config.toml; `reload_settings` says how to read the settings again (default: the
+    same config file). `clock` gives "now" (tests and `--now` pin it).
+    """
+    project = project_or_settings if isinstance(project_or_settings, Project) else Project(project_or_settings)
+    settings = project.settings
+    if reload_settings is None and settings.config_path is not None:
+        config_path = settings.config_path
+        reload_settings = lambda: load_settings(config_path)  # noqa: E731
+    holder = ProjectHolder(project, reload_settings)
+    context = WebContext(
+        holder=holder,
+        clock=clock or _utc_now,
+        guard=StudioGuard(host or settings.web.host, settings.web.admin_token, settings.secret_key),
+        subscribe_limiter=RateLimiter(settings.web.subscribe_rate_per_hour),
+        login_limiter=RateLimiter(LOGIN_ATTEMPTS_PER_HOUR),
+        studio=studio,
+    )
+
+    routes: list[BaseRoute] = [*public.routes, Mount("/static", StaticFiles(directory=HERE / "static"), name="static")]
+    if studio:
+        events = studio_only_async(events_endpoint(lambda request: web_context(request).holder))
+        routes += [*preview.routes, *outbox.routes, Route("/_studio/events", events, name="events")]
+    else:
+        routes.append(Route("/", lambda request: RedirectResponse("/subscribe", status_code=307)))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        watcher = asyncio.create_task(watch_project(holder, stop)) if live_reload else None
+        try:
+            yield
+        finally:
+            stop.set()
+            if watcher is not None:
+                await watcher
+            holder.close()
+
+    app = Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(SecurityHeaders),
+            Middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES, page=_too_large_page),
+        ],
+        exception_handlers={404: _not_found, 405: _http_error},
+        lifespan=lifespan,
+    )
+    app.state.web = context
+    return app

@@ -1,0 +1,104 @@
+"""The outbox as an inbox: the Maildir the outbox transport writes, listed and opened in the studio."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from email.message import EmailMessage
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+
+from newsletter.transports import OutboxMessage, read_outbox
+from newsletter.web.pages import page, studio_only, web_context
+from newsletter.web.preview import FRAME_POLICY
+
+_URL = re.compile(r"https?://[^\s<>()\"']+")
+
+
+@dataclass(frozen=True)
+class OpenedMessage:
+    """One stored message taken apart for reading."""
+
+    stored: OutboxMessage
+    headers: list[tuple[str, str]]
+    text: str
+    html: str
+    links: list[tuple[str, str]]  # (the URL as sent, the same path on this server when it is one of ours)
+
+
+def _part(message: EmailMessage, subtype: str) -> str:
+    body = message.get_body(preferencelist=(subtype,))
+    if body is None:
+        return ""
+    content = body.get_content()
+    return content if isinstance(content, str) else ""
+
+
+def open_message(stored: OutboxMessage, base_url: str) -> OpenedMessage:
+    message = stored.parse()
+    text = _part(message, "plain")
+    base = base_url.rstrip("/")
+    links = []
+    for url in dict.fromkeys(_URL.findall(text)):
+        local = url[len(base) :] if url.startswith(base + "/") else ""
+        links.append((url, local))
+    return OpenedMessage(
+        stored=stored,
+        headers=[(name, str(value)) for name, value in message.items()],
+        text=text,
+        html=_part(message, "html"),
+        links=links,
+    )
+
+
+def _find(request: Request) -> OutboxMessage | None:
+    name = request.path_params["name"]
+    folder = web_context(request).project.settings.delivery.outbox
+    return next((stored for stored in read_outbox(folder) if stored.path.name == name), None)
+
+
+def _missing(request: Request) -> HTMLResponse:
+    return page(request, "outbox_missing.html", {"name": request.path_params["name"]}, status=404)
+
+
+def outbox_list(request: Request) -> Response:
+    folder = web_context(request).project.settings.delivery.outbox
+    messages = list(reversed(read_outbox(folder)))
+    return page(request, "outbox_list.html", {"messages": messages, "folder": folder})
+
+
+def outbox_message(request: Request) -> Response:
+    stored = _find(request)
+    if stored is None:
+        return _missing(request)
+    opened = open_message(stored, web_context(request).project.settings.newsletter.base_url)
+    return page(request, "outbox_message.html", {"message": opened})
+
+
+def outbox_html(request: Request) -> Response:
+    stored = _find(request)
+    if stored is None:
+        return _missing(request)
+    html = _part(stored.parse(), "html")
+    return HTMLResponse(html, headers={"Content-Security-Policy": FRAME_POLICY, "Cache-Control": "no-store"})
+
+
+def outbox_raw(request: Request) -> Response:
+    stored = _find(request)
+    if stored is None:
+        return _missing(request)
+    return Response(
+        stored.raw,
+        media_type="message/rfc822",
+        headers={"Content-Disposition": f'attachment; filename="{stored.path.name}.eml"'},
+    )
+
+
+routes = [
+    Route("/outbox", studio_only(outbox_list), name="outbox"),
+    Route("/outbox/{name}/html", studio_only(outbox_html), name="outbox_html"),
+    Route("/outbox/{name}/raw", studio_only(outbox_raw), name="outbox_raw"),
+    Route("/outbox/{name}", studio_only(outbox_message), name="outbox_message"),
+]

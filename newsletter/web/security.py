@@ -1,0 +1,248 @@
+"""What keeps the web app safe to expose: the studio guard, CSRF tokens, rate limits, body limits, headers.
+
+- The studio answers on a loopback address only to loopback Host names (a page elsewhere cannot reach it by
+  DNS rebinding); bound anywhere else it needs `NEWSLETTER_WEB_ADMIN_TOKEN`, as a bearer header or as a cookie
+  set by the login form, and without a configured token it refuses outright.
+- State-changing public forms carry a double-submit token: a random cookie plus a form field that is an HMAC
+  of that cookie and the form's name. A cross-site page can neither read the cookie nor compute the field.
+- RFC 8058 one-click unsubscribe is deliberately exempt: providers post without cookies, and the signed
+  unsubscribe token in the URL is itself the proof.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+ADMIN_COOKIE = "newsletter_studio"
+ADMIN_HEADER = "authorization"
+CSRF_COOKIE = "newsletter_csrf"
+CSRF_FIELD = "csrf_token"
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+MAX_BODY_BYTES = 64 * 1024  # the largest form we take is a handful of short fields
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' https: data:; style-src 'self'; script-src 'self'; "
+    "frame-src 'self'; frame-ancestors 'self'; form-action 'self'; base-uri 'none'; object-src 'none'"
+)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a bind address or Host name stays on this machine."""
+    name = host.strip().strip("[]").lower()
+    if name in LOOPBACK_NAMES or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def host_name(request: Request) -> str:
+    """The Host header without its port."""
+    return urlsplit(f"//{request.headers.get('host', '')}").hostname or ""
+
+
+def _digest(key: bytes, purpose: str, value: str) -> str:
+    mac = hmac.new(key, f"{purpose}:{value}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode("ascii")
+
+
+@dataclass(frozen=True)
+class StudioGuard:
+    """Decide whether a request may see the studio."""
+
+    bound_host: str
+    admin_token: str
+    secret_key: bytes
+
+    @property
+    def token_required(self) -> bool:
+        return not is_loopback(self.bound_host)
+
+    @property
+    def refuses_everyone(self) -> bool:
+        """Exposed beyond this machine without a token: nobody gets in."""
+        return self.token_required and not self.admin_token
+
+    def cookie_value(self) -> str:
+        """What the login cookie holds: proof of the token, not the token itself."""
+        return _digest(self.secret_key, "studio-admin", self.admin_token)
+
+    def token_matches(self, candidate: str) -> bool:
+        return bool(self.admin_token) and hmac.compare_digest(candidate.encode(), self.admin_token.encode())
+
+    def allows(self, request: Request) -> bool:
+        if not self.token_required:
+            return is_loopback(host_name(request))
+        if self.refuses_everyone:
+            return False
+        scheme, _, credential = request.headers.get(ADMIN_HEADER, "").partition(" ")
+        if scheme.lower() == "bearer" and self.token_matches(credential.strip()):
+            return True
+        cookie = request.cookies.get(ADMIN_COOKIE, "")
+        return bool(cookie) and hmac.compare_digest(cookie.encode(), self.cookie_value().encode())
+
+
+@dataclass(frozen=True)
+class CsrfCheck:
+    """Issue and verify double-submit tokens for one named form."""
+
+    secret_key: bytes
+
+    @staticmethod
+    def browser_secret(request: Request) -> tuple[str, bool]:
+        """The browser's CSRF cookie value, and whether it must be set because it is new."""
+        existing = request.cookies.get(CSRF_COOKIE, "")
+        if len(existing) >= 32:
+            return existing, False
+        return secrets.token_urlsafe(32), True
+
+    def field_value(self, browser_secret: str, form: str) -> str:
+        return _digest(self.secret_key, f"csrf-{form}", browser_secret)
+
+    def problem(self, request: Request, submitted: str, form: str) -> str | None:
+        """Why this submission is not trusted, or None when it is."""
+        origin = request.headers.get("origin")
+        if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host", ""):
+            return "the form was sent from another site"
+        cookie = request.cookies.get(CSRF_COOKIE, "")
+        if not cookie:
+            return "your browser did not send back our form cookie; allow cookies for this site and try again"
+        if not submitted or not hmac.compare_digest(submitted.encode(), self.field_value(cookie, form).encode()):
+            return "the form has expired; it has been reloaded, please send it again"
+        return None
+
+
+def set_csrf_cookie(response: Response, request: Request, value: str) -> None:
+    response.set_cookie(
+        CSRF_COOKIE, value, httponly=True, samesite="lax", secure=request.url.scheme == "https", path="/"
+    )
+
+
+@dataclass
+class RateLimiter:
+    """At most `limit` events per key within a sliding window; `limit` 0 means unlimited."""
+
+    limit: int
+    window_seconds: float = 3600.0
+    clock: Callable[[], float] = time.monotonic
+    _events: dict[str, deque[float]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def allow(self, key: str) -> bool:
+        """Record one event for `key` if it is within the limit; say whether it was."""
+        if self.limit <= 0:
+            return True
+        now = self.clock()
+        with self._lock:
+            if len(self._events) > 10_000:
+                self._forget_idle(now)
+            recent = self._events.setdefault(key, deque())
+            while recent and recent[0] <= now - self.window_seconds:
+                recent.popleft()
+            if len(recent) >= self.limit:
+                return False
+            recent.append(now)
+            return True
+
+    def retry_after(self, key: str) -> int:
+        """Seconds until `key` may try again."""
+        with self._lock:
+            recent = self._events.get(key)
+            if not recent or len(recent) < self.limit:
+                return 0
+            return max(1, int(recent[0] + self.window_seconds - self.clock()) + 1)
+
+    def _forget_idle(self, now: float) -> None:
+        # Many one-off clients must not grow the table forever.
+        for key in [
+            key for key, recent in self._events.items() if not recent or recent[-1] <= now - self.window_seconds
+        ]:
+            del self._events[key]
+
+
+class BodyTooLarge(Exception):
+    """A request body went past the limit while it was being read."""
+
+
+class BodySizeLimit:
+    """Answer 413 to a body over the limit, by its Content-Length or while it streams in."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES, *, page: Callable[[], str] | None = None):
+        self.app = app
+        self.max_bytes = max_bytes
+        self.page = page or (lambda: "<!doctype html><title>Too large</title><h1>That request is too large</h1>")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(scope, receive, send)
+            return
+        received = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge
+            return message
+
+        async def watching_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, watching_send)
+        except BodyTooLarge:
+            if started:
+                raise
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = HTMLResponse(self.page(), status_code=413, headers={"Connection": "close"})
+        await response(scope, receive, send)
+
+
+class SecurityHeaders:
+    """Add conservative headers to every response that did not set its own."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+                headers.setdefault("X-Content-Type-Options", "nosniff")
+                # Token links must never leak to another site through the Referer header.
+                headers.setdefault("Referrer-Policy", "no-referrer")
+                headers.setdefault("X-Frame-Options", "SAMEORIGIN")
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
