@@ -1,7 +1,86 @@
-"""Commands of this family (filled in as the family is built)."""
+"""`newsletter serve` and `newsletter preview`: the web app under uvicorn."""
 
 from __future__ import annotations
 
+import threading
+import time
+import webbrowser
+
 import click
 
-commands: list[click.Command] = []
+from newsletter.config import Settings
+from newsletter.errors import ConfigError
+from newsletter.project import Project
+
+# Open server-sent-event streams would otherwise hold a Ctrl-C shutdown until the browser tab closes.
+GRACEFUL_SHUTDOWN_SECONDS = 2
+
+
+def check_exposure(settings: Settings, host: str, *, studio: bool) -> None:
+    """Refuse to put the studio on a public address without the admin token."""
+    from newsletter.web.security import is_loopback
+
+    if studio and not is_loopback(host) and not settings.web.admin_token:
+        raise ConfigError(
+            f"refusing to serve the preview studio on {host}, which is reachable from other machines, without "
+            "NEWSLETTER_WEB_ADMIN_TOKEN: set that variable to a long random value, pass --no-studio to serve "
+            "only the subscriber pages, or use --host 127.0.0.1"
+        )
+
+
+def _run(project: Project, host: str, port: int, *, studio: bool, open_browser: bool) -> None:
+    import uvicorn
+
+    from newsletter.web import create_app
+
+    for notice in project.settings.notices:
+        click.echo(notice, err=True)
+    app = create_app(project, host=host, studio=studio)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
+    )
+    shown_host = f"[{host}]" if ":" in host else host
+    url = f"http://{shown_host}:{port}/"
+    what = "the preview studio and the subscriber pages" if studio else "the subscriber pages"
+    click.echo(f"Serving {what} at {url if studio else url + 'subscribe'}")
+    if open_browser:
+        threading.Thread(target=_open_when_started, args=(server, url), daemon=True).start()
+    server.run()
+
+
+def _open_when_started(server: object, url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if getattr(server, "started", False):
+            webbrowser.open(url)
+            return
+        time.sleep(0.1)
+
+
+@click.command("serve")
+@click.option("--host", help="Address to listen on (default: [web] host of config.toml).")
+@click.option("--port", type=click.IntRange(1, 65535), help="Port to listen on (default: [web] port).")
+@click.option("--no-studio", is_flag=True, help="Serve only the subscriber pages, without the preview studio.")
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None, no_studio: bool) -> None:
+    """Serve the subscriber pages (subscribe, confirm, unsubscribe, preferences) and the preview studio."""
+    project = Project.open(ctx.obj["config_path"])
+    web = project.settings.web
+    host = host or web.host
+    check_exposure(project.settings, host, studio=not no_studio)
+    _run(project, host, port or web.port, studio=not no_studio, open_browser=False)
+
+
+@click.command("preview")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), help="Port to listen on (default: [web] port).")
+@click.option("--no-open", is_flag=True, help="Do not open the studio in a browser.")
+@click.pass_context
+def preview(ctx: click.Context, host: str, port: int | None, no_open: bool) -> None:
+    """Open the preview studio: every lesson as a reader sees it, re-rendered whenever a file changes."""
+    project = Project.open(ctx.obj["config_path"])
+    check_exposure(project.settings, host, studio=True)
+    _run(project, host, port or project.settings.web.port, studio=True, open_browser=not no_open)
+
+
+commands: list[click.Command] = [serve, preview]
