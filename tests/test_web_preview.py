@@ -1,0 +1,365 @@
+"""The preview studio in-process: the course table, the upcoming-sends chart, one email, errors, guard, outbox."""
+
+from __future__ import annotations
+
+import email
+import re
+import time
+import warnings
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email import policy
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import update
+from starlette.exceptions import StarletteDeprecationWarning
+
+from newsletter.cli import main
+from newsletter.cli.web import check_exposure
+from newsletter.config import Settings, load_settings
+from newsletter.errors import ConfigError
+from newsletter.message import envelope_for
+from newsletter.models import Delivery
+from newsletter.project import Project
+from newsletter.subscribers import SubscriberInput, add_subscriber
+from newsletter.transports import OutboxTransport
+from newsletter.web import create_app
+from newsletter.web.preview import force_scheme
+
+with warnings.catch_warnings():
+    # Starlette 1.x would rather drive its TestClient with httpx2; httpx, our dev dependency, works the same.
+    warnings.simplefilter("ignore", StarletteDeprecationWarning)
+    from starlette.testclient import TestClient
+
+NOW = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)  # a Wednesday
+SLUGS = ["muscle", "knees", "brain", "mood", "sleep", "immunity", "longevity"]
+
+
+@pytest.fixture
+def client(project: Project) -> Iterator[TestClient]:
+    app = create_app(project, live_reload=False, clock=lambda: NOW)
+    with TestClient(app, base_url="http://127.0.0.1:8025", follow_redirects=False) as test_client:
+        yield test_client
+
+
+def text_of(html: str) -> str:
+    return " ".join(re.sub(r"<[^>]+>", " ", html).split())
+
+
+def reopened(settings: Settings) -> Settings:
+    """The settings as the app reads them again after a change (same database and key as the fixture)."""
+    assert settings.config_path is not None
+    return load_settings(
+        settings.config_path,
+        env={"NEWSLETTER_SECRET_KEY": "test-secret-key-0123456789", "NEWSLETTER_DATABASE_URL": settings.database.url},
+    )
+
+
+# --- the course ------------------------------------------------------------------------------------------------------
+
+
+def test_the_index_lists_every_lesson_with_subject_preheader_size_and_checklist(
+    client: TestClient, project: Project
+) -> None:
+    response = client.get("/")
+    assert response.status_code == 200
+    page = response.text
+    rows = re.findall(r"<tr>\s*<td class=\"week\">(.*?)</td>(.*?)</tr>", page, re.DOTALL)
+    assert [week for week, _ in rows] == ["—", "1", "2", "3", "4", "5", "6", "7"]
+    for lesson, (_, row) in zip(project.series, rows[1:], strict=True):
+        assert f'href="/preview/{lesson.slug}"' in row
+        assert lesson.subject.replace("—", "—") in text_of(row).replace("&amp;", "&")
+        assert lesson.preheader.split(".")[0] in text_of(row)
+        size = len(project.render(project.sample_subscriber(), lesson.week, NOW).html.encode())
+        assert f'value="{size}"' in row and "<meter" in row
+        assert "passed" in row or "failing" in row
+
+
+def test_the_chart_counts_pending_sends_per_day(client: TestClient, project: Project) -> None:
+    with project.db.session() as session:
+        for number, day in enumerate(["Monday", "Monday", "Thursday"]):
+            data = SubscriberInput(f"r{number}@example.com", "", "UTC", day, "07:00")
+            add_subscriber(session, project, data, confirmed=True, now=NOW)
+        add_subscriber(session, project, SubscriberInput("late@example.com"), confirmed=True, now=NOW)
+        session.execute(update(Delivery).where(Delivery.subscriber_id == 4).values(due_at=NOW - timedelta(hours=1)))
+    page = client.get("/").text
+    table = dict(re.findall(r"<tr><td>(\w+ \d+ \w+)</td><td>(\d+)</td></tr>", page))
+    assert len(table) == 28
+    assert table["Thu 5 Mar"] == "1" and table["Mon 9 Mar"] == "2"
+    assert sum(map(int, table.values())) == 3
+    assert "1 due now" in text_of(page)
+    assert page.count('class="bar"') == 2 and "<svg" in page and "Mon 9 Mar: 2 emails" in page
+
+
+# --- one email -------------------------------------------------------------------------------------------------------
+
+
+def test_a_preview_renders_for_an_editable_sample_name(client: TestClient) -> None:
+    page = client.get("/preview/knees", params={"name": "Zoë <script>alert(1)</script>"}).text
+    assert 'value="Zoë &lt;script&gt;alert(1)&lt;/script&gt;"' in page
+    frame_src = re.search(r'<iframe id="email-frame"[^>]*src="([^"]+)"', page, re.DOTALL)
+    assert frame_src is not None
+    frame = client.get(frame_src.group(1).replace("&amp;", "&"))
+    assert frame.status_code == 200
+    assert "Hi Zoë &lt;script&gt;alert(1)&lt;/script&gt;," in frame.text
+    assert "<script>alert" not in frame.text
+    assert "default-src 'none'" in frame.headers["Content-Security-Policy"]
+    assert 'sandbox="allow-same-origin allow-popups' in page  # no allow-scripts
+
+
+def test_toggles_switch_the_frame_between_desktop_mobile_light_and_dark(client: TestClient) -> None:
+    desktop = client.get("/preview/sleep").text
+    assert 'class="frame desktop"' in desktop and "scheme=light" in desktop
+    mobile_dark = client.get("/preview/sleep", params={"view": "mobile", "scheme": "dark"}).text
+    assert 'class="frame mobile"' in mobile_dark
+    assert "/preview/sleep/frame?name=Alex%20Runner&amp;scheme=dark" in mobile_dark
+    assert re.search(r'id="scheme-dark"[^>]*aria-pressed="true"', mobile_dark)
+    dark = client.get("/preview/sleep/frame", params={"scheme": "dark"}).text
+    light = client.get("/preview/sleep/frame", params={"scheme": "light"}).text
+    assert "prefers-color-scheme" not in dark and "@media all" in dark
+    assert "prefers-color-scheme" not in light and "@media not all" in light
+    odd = client.get("/preview/sleep", params={"view": "watch", "scheme": "sepia"}).text
+    assert 'class="frame desktop"' in odd and "scheme=light" in odd
+
+
+def test_force_scheme_only_touches_the_dark_mode_media_query() -> None:
+    html = "@media (prefers-color-scheme: dark) { a {} } @media (max-width: 480px) { b {} }"
+    assert force_scheme(html, "dark") == "@media all { a {} } @media (max-width: 480px) { b {} }"
+    assert force_scheme(html, "light").startswith("@media not all { a {} }")
+
+
+def test_the_tabs_show_text_source_headers_and_checklist(client: TestClient, project: Project) -> None:
+    page = client.get("/preview/brain").text
+    rendered = project.render(project.sample_subscriber(), 3, NOW)
+    for panel in ("email", "text", "source", "headers", "checklist"):
+        assert f'id="{panel}" role="tabpanel"' in page
+    assert rendered.text.splitlines()[0] in page
+    assert "&lt;!doctype html&gt;" in page.lower()
+    assert re.search(r"<th scope=\"row\">List-Unsubscribe</th><td>&lt;https://running.example.com/u/", page)
+    checks = re.findall(r'<li class="(ok|fail)"><span class="mark">', page)
+    assert len(checks) == 25
+    assert "/static/studio.js" in page
+    assert "EventSource" in client.get("/static/studio.js").text
+
+
+def test_the_confirmation_email_is_previewed_too(client: TestClient) -> None:
+    page = client.get("/preview/confirmation").text
+    assert "Confirm your subscription" in page
+    assert re.search(r'<pre class="text-part">[^<]*https://running.example.com/confirm/', page)
+    assert "Yes, send me the lessons" in client.get("/preview/confirmation/frame").text
+
+
+@pytest.mark.parametrize(
+    ("fmt", "content_type"), [("html", "text/html"), ("txt", "text/plain"), ("eml", "message/rfc822")]
+)
+def test_the_email_downloads_as_html_text_and_eml(
+    client: TestClient, project: Project, fmt: str, content_type: str
+) -> None:
+    response = client.get(f"/preview/mood.{fmt}", params={"name": "Sam"})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith(content_type)
+    assert response.headers["content-disposition"] == f'attachment; filename="mood.{fmt}"'
+    if fmt == "eml":
+        message = email.message_from_bytes(response.content, policy=policy.default)
+        assert message.get_content_type() == "multipart/alternative"
+        assert [part.get_content_type() for part in message.iter_parts()] == ["text/plain", "text/html"]
+        assert "Sam" in str(message["To"])
+        assert b"\r\n" in response.content
+    elif fmt == "txt":
+        assert "\nHi Sam,\n" in response.text and "<" not in response.text
+    else:
+        assert response.text.lower().startswith("<!doctype html>")
+    assert client.get("/preview/mood.pdf").status_code == 404
+
+
+def test_an_unknown_slug_gets_a_404_page_listing_the_lessons(client: TestClient) -> None:
+    for path in ("/preview/marathon", "/preview/marathon/frame", "/preview/marathon.eml"):
+        response = client.get(path)
+        assert response.status_code == 404
+        for slug in SLUGS:
+            assert f'href="/preview/{slug}"' in response.text
+    assert client.get("/preview").status_code == 307
+
+
+# --- errors an editor makes ------------------------------------------------------------------------------------------
+
+
+def break_file(path: Path, old: str, new: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert old in text
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+def test_a_template_syntax_error_shows_file_and_line_in_the_preview(
+    project_dir: Path, client: TestClient, project: Project
+) -> None:
+    template = project_dir / "templates" / "lesson.mjml.j2"
+    break_file(template, "{% if next_lesson %}", "{% if next_lesson %%}")
+    line = template.read_text().splitlines().index("{% if next_lesson %%}") + 1
+    project.renderer._cache.clear()
+    project.__dict__.pop("renderer")
+    response = client.get("/preview/muscle")
+    assert response.status_code == 200
+    assert 'role="alert"' in response.text
+    assert f"templates/lesson.mjml.j2</code> line {line}" in response.text
+    assert '<span class="line hit"><span class="number">' + str(line) in response.text
+    index = client.get("/")
+    assert index.status_code == 200 and "Cannot render" in index.text
+    assert "Confirm your subscription" in index.text  # the confirmation does not use lesson.mjml.j2
+    assert client.get("/preview/muscle.html").status_code == 422
+
+
+def test_a_template_error_at_render_time_names_the_template_line(
+    project_dir: Path, client: TestClient, project: Project
+) -> None:
+    template = project_dir / "templates" / "lesson.mjml.j2"
+    break_file(template, "{{ lesson.title }}", "{{ lesson.title }}{{ lesson.week // 0 }}")
+    line = next(number for number, text in enumerate(template.read_text().splitlines(), 1) if "// 0" in text)
+    project.__dict__.pop("renderer", None)
+    page = client.get("/preview/knees").text
+    assert f"templates/lesson.mjml.j2 line {line}: ZeroDivisionError" in page
+
+
+def test_a_broken_lesson_shows_its_file_and_line_and_reloading_the_fix_recovers(
+    project_dir: Path, project: Project, settings: Settings
+) -> None:
+    lesson = project_dir / "lessons" / "03-brain.md"
+    app = create_app(project, live_reload=False, clock=lambda: NOW, reload_settings=lambda: reopened(settings))
+    holder = app.state.web.holder
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        original = lesson.read_text(encoding="utf-8")
+        break_file(lesson, "week = 3", 'week = "three"')
+        holder.reload()
+        page = client.get("/").text
+        assert "The project does not load" in page
+        assert "lessons/03-brain.md</code> line 1" in page and "`week` must be an integer" in page
+        assert "lessons/03-brain.md" in client.get("/preview/brain").text
+        assert client.get("/subscribe").status_code == 200  # subscribers keep the last good project
+        lesson.write_text(original.replace("Lesson 3:", "Lesson 3 (edited):"), encoding="utf-8")
+        holder.reload()
+        assert "Lesson 3 (edited):" in client.get("/").text
+    assert holder.version == 2
+
+
+def test_live_reload_picks_up_a_saved_lesson_within_seconds(
+    project_dir: Path, project: Project, settings: Settings
+) -> None:
+    app = create_app(project, clock=lambda: NOW, reload_settings=lambda: reopened(settings))
+    holder = app.state.web.holder
+    lesson = project_dir / "lessons" / "05-sleep.md"
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        time.sleep(0.3)  # let the watcher start
+        break_file(lesson, "title = ", 'title = "Sleep, revised" #')
+        deadline = time.monotonic() + 5
+        while holder.version == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert holder.version >= 1, "no reload within 5 seconds of saving a lesson"
+        assert "Sleep, revised" in client.get("/preview/sleep").text
+        (project_dir / "newsletter.db-journal-ish").write_text("noise")  # other files in the root do not count
+        seen = holder.version
+        time.sleep(0.6)
+        assert holder.version == seen
+
+
+# --- the guard -------------------------------------------------------------------------------------------------------
+
+
+def test_on_loopback_the_studio_answers_only_to_loopback_host_names(project: Project) -> None:
+    app = create_app(project, live_reload=False, clock=lambda: NOW)
+    with TestClient(app, base_url="http://127.0.0.1:8025") as client:
+        assert client.get("/", headers={"Host": "localhost:8025"}).status_code == 200
+        rebound = client.get("/", headers={"Host": "attacker.example:8025"})
+        assert rebound.status_code == 403 and "on this machine only" in rebound.text
+        assert client.get("/outbox", headers={"Host": "attacker.example"}).status_code == 403
+        assert client.get("/subscribe", headers={"Host": "attacker.example"}).status_code == 200
+
+
+def test_elsewhere_the_studio_needs_the_admin_token(settings: Settings) -> None:
+    guarded = Project(settings.replace("web", admin_token="correct-horse-battery"))
+    app = create_app(guarded, host="0.0.0.0", live_reload=False, clock=lambda: NOW)
+    with TestClient(app, base_url="https://studio.example", follow_redirects=False) as client:
+        refused = client.get("/preview/knees?name=Kim")
+        assert refused.status_code == 401 and 'name="token"' in refused.text
+        assert 'name="next" value="/preview/knees?name=Kim"' in refused.text
+        assert client.get("/_studio/events").status_code == 401
+        bearer = client.get("/", headers={"Authorization": "Bearer correct-horse-battery"})
+        assert bearer.status_code == 200
+        assert client.get("/", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text)
+        assert csrf is not None
+        wrong = client.post("/login", data={"token": "guess", "next": "/", "csrf_token": csrf.group(1)})
+        assert wrong.status_code == 401 and "not the studio token" in wrong.text
+        no_csrf = client.post("/login", data={"token": "correct-horse-battery", "next": "/"})
+        assert no_csrf.status_code == 403
+        signed_in = client.post(
+            "/login", data={"token": "correct-horse-battery", "next": "//evil.example/", "csrf_token": csrf.group(1)}
+        )
+        assert signed_in.status_code == 303 and signed_in.headers["location"] == "/"
+        cookie = signed_in.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "correct-horse-battery" not in cookie and "SameSite=strict" in cookie
+        assert client.get("/outbox").status_code == 200
+    guarded.db.dispose()
+
+
+def test_elsewhere_without_a_token_the_studio_refuses_everyone(project: Project) -> None:
+    app = create_app(project, host="0.0.0.0", live_reload=False)
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        for path in ("/", "/preview/knees", "/outbox", "/login"):
+            response = client.get(path)
+            assert response.status_code == 403 and "NEWSLETTER_WEB_ADMIN_TOKEN" in response.text
+        assert client.get("/subscribe").status_code == 200
+
+
+def test_serve_refuses_a_public_host_without_the_token(
+    project_dir: Path, settings: Settings, env: dict[str, str]
+) -> None:
+    with pytest.raises(ConfigError, match="NEWSLETTER_WEB_ADMIN_TOKEN"):
+        check_exposure(settings, "0.0.0.0", studio=True)
+    check_exposure(settings, "0.0.0.0", studio=False)
+    check_exposure(settings, "127.0.0.1", studio=True)
+    check_exposure(settings, "::1", studio=True)
+    check_exposure(settings.replace("web", admin_token="t0ken"), "192.0.2.7", studio=True)
+    result = CliRunner().invoke(main, ["--config", str(project_dir / "config.toml"), "serve", "--host", "0.0.0.0"])
+    assert result.exit_code == 1 and "NEWSLETTER_WEB_ADMIN_TOKEN" in result.output
+    for command in ("serve", "preview"):
+        help_text = CliRunner().invoke(main, [command, "--help"]).output
+        assert "--host" in help_text and "--port" in help_text
+
+
+def test_public_only_serves_no_studio(project: Project) -> None:
+    app = create_app(project, studio=False, live_reload=False)
+    with TestClient(app, base_url="http://127.0.0.1", follow_redirects=False) as client:
+        assert client.get("/").headers["location"] == "/subscribe"
+        assert client.get("/preview/knees").status_code == 404
+        assert client.get("/outbox").status_code == 404
+
+
+# --- the outbox ------------------------------------------------------------------------------------------------------
+
+
+def test_the_outbox_lists_and_opens_stored_messages(client: TestClient, project: Project) -> None:
+    assert "Nothing here yet" in client.get("/outbox").text
+    transport = OutboxTransport(project.settings.delivery.outbox)
+    reader = project.sample_subscriber(email="kim@example.com", name="Kim")
+    for week in (0, 1):
+        transport.send(envelope_for(project.settings, project.message(reader, week, now=NOW)))
+    listing = client.get("/outbox").text
+    names = re.findall(r'href="/outbox/([^"]+)"', listing)
+    assert len(names) == 2
+    assert listing.index("Lesson 1") < listing.index("Confirm your subscription")  # newest first
+    opened = client.get(f"/outbox/{names[1]}")
+    assert opened.status_code == 200
+    page = opened.text
+    assert "Confirm your subscription" in page and "kim@example.com" in page
+    assert re.search(r'<a href="/confirm/[^"]+">', page)  # the link, as a path on this server
+    assert '<th scope="row">List-Unsubscribe-Post</th><td>List-Unsubscribe=One-Click</td>' in page
+    html = client.get(f"/outbox/{names[1]}/html")
+    assert html.status_code == 200 and html.text.lower().startswith("<!doctype html>")
+    raw = client.get(f"/outbox/{names[1]}/raw")
+    assert raw.headers["content-type"] == "message/rfc822"
+    assert raw.content == (project.settings.delivery.outbox / "new" / unquote(names[1])).read_bytes()
+    for missing in ("nope", "..%2F..%2Fconfig.toml", names[0] + "x"):
+        assert client.get(f"/outbox/{missing}").status_code == 404
