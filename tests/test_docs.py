@@ -1,0 +1,100 @@
+"""Meta-tests: every command explains itself, and the README only mentions commands and options that exist."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from newsletter.cli import main
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+_COMMAND_SPAN = re.compile(r"(?:^|\s)(?:\.venv/bin/)?newsletter\s+([a-z][a-z-]*)(.*)$")
+_OPTION = re.compile(r"(?<![\w-])(--[a-z][a-z-]*)")
+
+
+def all_commands(
+    group: click.Group = main, path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], click.Command]]:
+    """(name path, command) for every command and subcommand below `group`."""
+    for name, command in sorted(group.commands.items()):
+        yield (*path, name), command
+        if isinstance(command, click.Group):
+            yield from all_commands(command, (*path, name))
+
+
+COMMANDS = dict(all_commands())
+
+
+def command_at(path: tuple[str, ...]) -> click.Command | None:
+    command: click.Command = main
+    for name in path:
+        if not isinstance(command, click.Group) or name not in command.commands:
+            return None
+        command = command.commands[name]
+    return command
+
+
+@pytest.mark.parametrize("path", list(COMMANDS), ids=[" ".join(path) for path in COMMANDS])
+def test_every_command_and_option_has_help(path: tuple[str, ...]) -> None:
+    command = COMMANDS[path]
+    assert (command.help or command.short_help or "").strip(), f"`newsletter {' '.join(path)}` has no help text"
+    for parameter in command.params:
+        if isinstance(parameter, click.Option):
+            assert (parameter.help or "").strip(), f"`newsletter {' '.join(path)}` option {parameter.opts} has no help"
+    result = CliRunner().invoke(main, [*path, "--help"], prog_name="newsletter")
+    assert result.exit_code == 0, result.output
+    assert "Usage: newsletter" in result.output
+
+
+def test_the_group_itself_has_help() -> None:
+    result = CliRunner().invoke(main, ["--help"], prog_name="newsletter")
+    assert result.exit_code == 0
+    assert (main.help or "").strip()
+    for name in main.commands:
+        assert name in result.output
+
+
+def readme_mentions() -> list[tuple[tuple[str, ...], list[str], str]]:
+    """(command path, options, the README text) for each `newsletter …` the README shows."""
+    text = README.read_text(encoding="utf-8").replace("\\|", "|")  # pipes escaped inside table cells
+    spans = re.findall(r"`([^`\n]+)`", text)
+    spans += [line for line in re.findall(r"```[a-z]*\n(.*?)```", text, re.DOTALL) for line in line.splitlines()]
+    mentions = []
+    for span in spans:
+        match = _COMMAND_SPAN.search(span.strip())
+        if not match:
+            continue
+        name, rest = match.group(1), match.group(2)
+        words = rest.split()
+        if isinstance(command_at((name,)), click.Group) and words and re.fullmatch(r"[a-z][a-z|-]*", words[0]):
+            for sub in words[0].split("|"):
+                mentions.append(((name, sub), [], span))
+        else:
+            mentions.append(((name,), _OPTION.findall(rest), span))
+    # Table rows such as "`newsletter status`, `deliveries`, `retry`" name sibling commands bare.
+    for row in re.findall(r"^\| (`newsletter [^|]*)\|", text, re.MULTILINE):
+        for bare in re.findall(r"`([a-z][a-z-]*)`", row):
+            mentions.append(((bare,), [], row.strip()))
+    return mentions
+
+
+@pytest.mark.skipif(not README.is_file(), reason="the README is not written yet")
+def test_every_command_the_readme_mentions_exists() -> None:
+    mentions = readme_mentions()
+    assert len(mentions) >= 10, "the README's command table was not found"
+    missing = []
+    for path, options, span in mentions:
+        command = command_at(path)
+        if command is None:
+            missing.append(f"`newsletter {' '.join(path)}` (README: {span!r})")
+            continue
+        known = {opt for parameter in command.params for opt in parameter.opts}
+        missing += [
+            f"`newsletter {' '.join(path)} {option}` (README: {span!r})" for option in options if option not in known
+        ]
+    assert missing == []
