@@ -1,0 +1,395 @@
+"""Subscribers: validate what people type, and move each subscriber through their states.
+
+    pending ──confirm──▶ active ──pause──▶ paused ──resume──▶ active ──last lesson sent──▶ completed
+       ▲                   │                                     (a lesson appended later reopens it)
+       │                   └──unsubscribe / hard bounce──▶ unsubscribed | bounced
+       └──────── asks again on the web form (keeps their position) ◀──┘
+
+Every change records an `Event` and keeps the next email planned as one pending delivery (`planning.py`).
+Time is never read from the clock here: every function takes `now`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, time
+from typing import TYPE_CHECKING
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from newsletter.config import Settings
+from newsletter.errors import SubscriberError
+from newsletter.models import CONFIRMATION_WEEK, Delivery, Event, Subscriber
+from newsletter.planning import cancel_pending, plan_confirmation, plan_next_lesson, record_event, replan
+from newsletter.schedule import WEEKDAY_NAMES, Cadence, parse_send_time, parse_timezone, parse_weekday
+
+if TYPE_CHECKING:
+    from newsletter.project import Project
+
+NAME_MAX = 200
+# C0 and C1 controls plus the Unicode line and paragraph separators: anything that could end a header line.
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_CONFIRMED_STATUSES = ("active", "paused", "completed")
+
+
+def normalise_email(text: str) -> str:
+    """Return the address validated (syntax only, no DNS) and lower-cased."""
+    if "\r" in text or "\n" in text:
+        raise SubscriberError(f"email {text!r}: must be one line; a line break could inject mail headers")
+    candidate = text.strip()
+    if not candidate:
+        raise SubscriberError("email is empty: expected an address such as ann@example.com")
+    try:
+        checked = validate_email(candidate, check_deliverability=False)
+    except EmailNotValidError as error:
+        raise SubscriberError(f"email {text!r} is not a valid address: {error}") from None
+    return checked.normalized.lower()
+
+
+def clean_name(text: str) -> str:
+    """Return the display name trimmed; refuse line breaks, control characters and overlong names."""
+    found = _CONTROL_CHARACTERS.search(text)
+    if found:
+        raise SubscriberError(
+            f"name {text!r}: contains the control character U+{ord(found.group()):04X}; a name must be one line of text"
+        )
+    name = text.strip()
+    if len(name) > NAME_MAX:
+        raise SubscriberError(f"name {name[:30]!r}…: has {len(name)} characters, at most {NAME_MAX} are allowed")
+    return name
+
+
+@dataclass(frozen=True)
+class SubscriberInput:
+    """What a person or a file gives us; None or "" means the project's default."""
+
+    email: str
+    name: str = ""
+    timezone: str | None = None
+    weekday: str | None = None
+    send_time: str | None = None
+
+
+@dataclass(frozen=True)
+class ValidSubscriber:
+    """A `SubscriberInput` checked and completed with the project's defaults."""
+
+    email: str
+    name: str
+    cadence: Cadence
+
+
+def resolve_cadence(
+    settings: Settings,
+    *,
+    timezone: str | None = None,
+    weekday: str | int | None = None,
+    send_time: str | time | None = None,
+) -> Cadence:
+    """Return a validated cadence; a missing part takes the [schedule] default of config.toml."""
+    defaults = settings.schedule
+    zone = parse_timezone(timezone) if timezone else defaults.timezone
+    if isinstance(weekday, int):
+        if not 0 <= weekday <= 6:
+            raise SubscriberError(f"weekday {weekday!r}: expected 0 (Monday) to 6 (Sunday)")
+        day = weekday
+    else:
+        day = parse_weekday(weekday or defaults.weekday)
+    if not send_time:
+        send_time = defaults.time_
+    at = send_time if isinstance(send_time, time) else parse_send_time(send_time)
+    return Cadence(timezone=zone, weekday=day, send_time=at)
+
+
+def validate(settings: Settings, data: SubscriberInput) -> ValidSubscriber:
+    """Check every field of `data`; the first bad one raises a SubscriberError naming it."""
+    return ValidSubscriber(
+        email=normalise_email(data.email),
+        name=clean_name(data.name or ""),
+        cadence=resolve_cadence(settings, timezone=data.timezone, weekday=data.weekday, send_time=data.send_time),
+    )
+
+
+def find_subscriber(session: Session, email: str) -> Subscriber | None:
+    """Return the subscriber with this address, or None."""
+    try:
+        address = normalise_email(email)
+    except SubscriberError:
+        return None
+    return session.scalar(select(Subscriber).where(Subscriber.email == address))
+
+
+def get_subscriber(session: Session, email: str) -> Subscriber:
+    """Return the subscriber with this address; a SubscriberError if there is none."""
+    subscriber = find_subscriber(session, normalise_email(email))
+    if subscriber is None:
+        raise SubscriberError(f"no subscriber {email.strip()}; `newsletter subscribers list` shows who exists")
+    return subscriber
+
+
+def get_subscriber_by_id(session: Session, subscriber_id: int) -> Subscriber:
+    """Return the subscriber a signed link names; a SubscriberError if they were erased."""
+    subscriber = session.get(Subscriber, subscriber_id)
+    if subscriber is None:
+        raise SubscriberError(f"no subscriber with id {subscriber_id} (erased, or never existed)")
+    return subscriber
+
+
+def create_subscriber(
+    session: Session,
+    project: Project,
+    valid: ValidSubscriber,
+    *,
+    status: str,
+    now: datetime,
+    source: str,
+    position: int = 0,
+) -> Subscriber:
+    """Insert a new subscriber in `status` and plan what they get first; the address must be new.
+
+    `status` is one of pending (confirmation queued), active (next lesson planned), paused, unsubscribed or
+    bounced (nothing planned; an imported suppression list stays suppressed).
+    """
+    subscriber = Subscriber(
+        email=valid.email,
+        name=valid.name,
+        status="pending",
+        position=position,
+        source=source,
+        created_at=now,
+        updated_at=now,
+        hard_bounces=0,
+    )
+    _apply_cadence(subscriber, valid.cadence)
+    session.add(subscriber)
+    session.flush()
+    settings, series = project.settings, project.series
+    if status in ("unsubscribed", "bounced"):
+        subscriber.status = status
+        subscriber.unsubscribed_at = now
+        record_event(session, subscriber, status, source=source, at=now, detail="added as suppressed")
+        return subscriber
+    record_event(session, subscriber, "subscribed", source=source, at=now)
+    if status == "pending":
+        plan_confirmation(session, settings, series, subscriber, now)
+        return subscriber
+    subscriber.confirmed_at = now
+    record_event(session, subscriber, "confirmed", source=source, at=now, detail="confirmed by the operator")
+    if status == "paused":
+        subscriber.status, subscriber.paused_at = "paused", now
+        record_event(session, subscriber, "paused", source=source, at=now)
+    else:
+        plan_next_lesson(session, settings, series, subscriber, now=now)
+    return subscriber
+
+
+def add_subscriber(
+    session: Session, project: Project, data: SubscriberInput, *, confirmed: bool, now: datetime, source: str = "cli"
+) -> Subscriber:
+    """Add a new subscriber: pending with a confirmation queued, or (confirmed) active with lesson 1 planned."""
+    valid = validate(project.settings, data)
+    existing = find_subscriber(session, valid.email)
+    if existing is not None:
+        raise SubscriberError(f"already subscribed: {valid.email} (status {existing.status}); nothing changed")
+    try:
+        with session.begin_nested():
+            return create_subscriber(
+                session, project, valid, status="active" if confirmed else "pending", now=now, source=source
+            )
+    except IntegrityError:
+        raise SubscriberError(f"already subscribed: {valid.email} (added a moment ago); nothing changed") from None
+
+
+def request_subscription(
+    session: Session, project: Project, data: SubscriberInput, *, now: datetime, source: str = "web"
+) -> Subscriber:
+    """Handle the public form without revealing whether the address was known.
+
+    New → pending with a confirmation; pending → a fresh confirmation; unsubscribed or bounced → pending
+    again with a confirmation, keeping their position; active, paused or completed → nothing changes.
+    """
+    valid = validate(project.settings, data)
+    subscriber = find_subscriber(session, valid.email)
+    if subscriber is None:
+        try:
+            with session.begin_nested():
+                return create_subscriber(session, project, valid, status="pending", now=now, source=source)
+        except IntegrityError:
+            # Another request inserted the same address in between: carry on as for a known address.
+            subscriber = find_subscriber(session, valid.email)
+            assert subscriber is not None
+    if subscriber.status in _CONFIRMED_STATUSES:
+        return subscriber
+    # Nothing is ever sent before they confirm, so the newest form's name and schedule win.
+    if valid.name:
+        subscriber.name = valid.name
+    _apply_cadence(subscriber, valid.cadence)
+    detail = "" if subscriber.status == "pending" else f"again, was {subscriber.status}"
+    subscriber.status, subscriber.unsubscribed_at, subscriber.updated_at = "pending", None, now
+    # plan_confirmation derives a fresh Message-ID from the number of "subscribed" events, so count this one.
+    record_event(session, subscriber, "subscribed", source=source, at=now, detail=detail)
+    _plan_fresh_confirmation(session, project, subscriber, now)
+    return subscriber
+
+
+def _plan_fresh_confirmation(session: Session, project: Project, subscriber: Subscriber, now: datetime) -> None:
+    # planning never resets a sent row, and (subscriber, week 0) is unique: clear the finished confirmation first.
+    session.execute(
+        delete(Delivery).where(
+            Delivery.subscriber_id == subscriber.id,
+            Delivery.week == CONFIRMATION_WEEK,
+            Delivery.status.in_(("sent", "failed", "cancelled")),
+        )
+    )
+    plan_confirmation(session, project.settings, project.series, subscriber, now)
+
+
+def confirm(
+    session: Session, project: Project, subscriber_id: int, *, now: datetime, source: str = "web"
+) -> Subscriber:
+    """Activate a pending subscriber and plan their next lesson; confirming twice changes nothing."""
+    subscriber = get_subscriber_by_id(session, subscriber_id)
+    if subscriber.status != "pending":
+        return subscriber
+    cancel_pending(session, subscriber)  # a confirmation still queued would only confuse them now
+    subscriber.confirmed_at, subscriber.hard_bounces, subscriber.updated_at = now, 0, now
+    record_event(session, subscriber, "confirmed", source=source, at=now)
+    plan_next_lesson(session, project.settings, project.series, subscriber, now=now, after=now)
+    return subscriber
+
+
+def pause(
+    session: Session,
+    project: Project,
+    subscriber: Subscriber,
+    *,
+    now: datetime,
+    until: datetime | None = None,
+    source: str = "cli",
+) -> Subscriber:
+    """Stop the clock: withdraw the planned lesson; `until` resumes them automatically (planning.reconcile)."""
+    if subscriber.status not in _CONFIRMED_STATUSES:
+        raise SubscriberError(
+            f"cannot pause {subscriber.email}: status is {subscriber.status}; only confirmed subscribers can pause"
+        )
+    if until is not None and until <= now:
+        raise SubscriberError(f"pause until {until.isoformat()}: must be later than now ({now.isoformat()})")
+    cancel_pending(session, subscriber)
+    if subscriber.status != "paused":
+        subscriber.paused_at = now
+    subscriber.status, subscriber.pause_until, subscriber.updated_at = "paused", until, now
+    detail = f"until {until.isoformat()}" if until else ""
+    record_event(session, subscriber, "paused", source=source, at=now, detail=detail)
+    return subscriber
+
+
+def resume(
+    session: Session, project: Project, subscriber: Subscriber, *, now: datetime, source: str = "cli"
+) -> Subscriber:
+    """Restart the clock: the next lesson at the first slot after now that keeps the minimum gap."""
+    if subscriber.status in ("active", "completed"):
+        return subscriber
+    if subscriber.status != "paused":
+        raise SubscriberError(f"cannot resume {subscriber.email}: status is {subscriber.status}, not paused")
+    subscriber.paused_at = subscriber.pause_until = None
+    subscriber.updated_at = now
+    record_event(session, subscriber, "resumed", source=source, at=now)
+    replan(session, project.settings, project.series, subscriber, now)
+    return subscriber
+
+
+def change_schedule(
+    session: Session,
+    project: Project,
+    subscriber: Subscriber,
+    *,
+    now: datetime,
+    weekday: str | int | None = None,
+    send_time: str | time | None = None,
+    timezone: str | None = None,
+    source: str = "cli",
+) -> Subscriber:
+    """Change weekday, time or zone; an active subscriber's next lesson moves at once."""
+    cadence = resolve_cadence(
+        project.settings,
+        timezone=timezone or subscriber.timezone,
+        weekday=subscriber.weekday if weekday is None or weekday == "" else weekday,
+        send_time=send_time or subscriber.send_time,
+    )
+    before = describe(subscriber.weekday, subscriber.send_time, subscriber.timezone)
+    after = describe(cadence.weekday, cadence.send_time, cadence.timezone)
+    if before == after:
+        return subscriber
+    _apply_cadence(subscriber, cadence)
+    subscriber.updated_at = now
+    record_event(session, subscriber, "changed", source=source, at=now, detail=f"{before} → {after}")
+    if subscriber.status == "active":
+        replan(session, project.settings, project.series, subscriber, now)
+    return subscriber
+
+
+def rename(session: Session, subscriber: Subscriber, name: str, *, now: datetime, source: str = "cli") -> Subscriber:
+    """Change the display name used in greetings and the To header."""
+    cleaned = clean_name(name)
+    if cleaned != subscriber.name:
+        subscriber.name, subscriber.updated_at = cleaned, now
+        record_event(session, subscriber, "changed", source=source, at=now, detail="name")
+    return subscriber
+
+
+def unsubscribe(
+    session: Session, project: Project, subscriber: Subscriber, *, now: datetime, source: str = "cli"
+) -> Subscriber:
+    """Stop all mail at once; unsubscribing twice changes nothing."""
+    if subscriber.status == "unsubscribed":
+        return subscriber
+    cancel_pending(session, subscriber)
+    subscriber.status, subscriber.unsubscribed_at, subscriber.updated_at = "unsubscribed", now, now
+    subscriber.paused_at = subscriber.pause_until = None
+    record_event(session, subscriber, "unsubscribed", source=source, at=now)
+    return subscriber
+
+
+def erase(session: Session, project: Project, subscriber: Subscriber, *, now: datetime, source: str = "cli") -> None:
+    """Delete the subscriber, their deliveries and event details; one anonymous "erased" event remains."""
+    session.execute(delete(Delivery).where(Delivery.subscriber_id == subscriber.id))
+    # Their earlier events stay as anonymous counts; details can hold a zone or a date, so they go too.
+    session.execute(update(Event).where(Event.subscriber_id == subscriber.id).values(subscriber_id=None, detail=""))
+    record_event(session, None, "erased", source=source, at=now)
+    session.delete(subscriber)
+    session.flush()
+
+
+def next_lesson_due(session: Session, subscriber: Subscriber) -> Delivery | None:
+    """Return the planned lesson (not the confirmation), for pages that say "next lesson on …"."""
+    return session.scalar(
+        select(Delivery)
+        .where(
+            Delivery.subscriber_id == subscriber.id,
+            Delivery.status == "pending",
+            Delivery.week > CONFIRMATION_WEEK,
+        )
+        .order_by(Delivery.due_at)
+        .limit(1)
+    )
+
+
+def list_subscribers(session: Session, status: str | None = None) -> list[Subscriber]:
+    """Return subscribers in the order they were added, optionally only those in one status."""
+    query = select(Subscriber).order_by(Subscriber.id)
+    if status is not None:
+        query = query.where(Subscriber.status == status)
+    return list(session.scalars(query))
+
+
+def describe(weekday: int, send_time: time, timezone: str) -> str:
+    """Say a cadence as people read it: "Friday 09:00 Asia/Kathmandu"."""
+    return f"{WEEKDAY_NAMES[weekday]} {send_time:%H:%M} {timezone}"
+
+
+def _apply_cadence(subscriber: Subscriber, cadence: Cadence) -> None:
+    subscriber.timezone, subscriber.weekday, subscriber.send_time = cadence.timezone, cadence.weekday, cadence.send_time
