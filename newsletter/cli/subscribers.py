@@ -1,7 +1,347 @@
-"""Commands of this family (filled in as the family is built)."""
+"""Commands for subscribers and their schedule: `subscribers …`, `plan`, and `db upgrade`."""
 
 from __future__ import annotations
 
-import click
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from itertools import groupby
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
-commands: list[click.Command] = []
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from newsletter import subscribers as domain
+from newsletter.cli.options import now_option, resolve_now
+from newsletter.csvio import export_subscribers, import_subscribers
+from newsletter.db import connect, current_revision, upgrade
+from newsletter.errors import DatabaseError
+from newsletter.models import SUBSCRIBER_STATUSES, Subscriber
+from newsletter.plan import upcoming_sends
+from newsletter.project import Project
+from newsletter.schedule import WEEKDAY_NAMES
+
+PROGRESS_MIN_ROWS = 1000  # below this an import finishes before a bar would be worth drawing
+WEEKDAY_HELP = "Weekday for lessons: Monday…Sunday or Mon…Sun (default: [schedule] weekday)."
+TIME_HELP = "Local send time, 24-hour HH:MM (default: [schedule] time)."
+ZONE_HELP = "IANA time zone such as Europe/London (default: [schedule] timezone)."
+
+
+def _console(err: bool = False) -> Console:
+    return Console(stderr=err, soft_wrap=True, highlight=False)
+
+
+@contextmanager
+def _session(ctx: click.Context) -> Iterator[tuple[Project, Session]]:
+    """Open the project and one transaction; the database is closed when the command ends."""
+    project = Project.open(ctx.obj["config_path"])
+    ctx.call_on_close(project.db.dispose)
+    with project.db.session() as session:
+        yield project, session
+
+
+def _next_lesson_text(session: Session, subscriber: Subscriber) -> str:
+    delivery = domain.next_lesson_due(session, subscriber)
+    if delivery is None:
+        return ""
+    local = delivery.due_at.astimezone(ZoneInfo(subscriber.timezone))
+    return f"; lesson {delivery.week} due {local:%a %d %b %Y %H:%M} local, {delivery.due_at:%Y-%m-%d %H:%M} UTC"
+
+
+def _state(session: Session, subscriber: Subscriber) -> str:
+    cadence = domain.describe(subscriber.weekday, subscriber.send_time, subscriber.timezone)
+    return f"{subscriber.email} ({subscriber.status}, {cadence}){_next_lesson_text(session, subscriber)}"
+
+
+@click.group("subscribers")
+def subscribers_group() -> None:
+    """Add, import, list, export and manage subscribers."""
+
+
+@subscribers_group.command("add")
+@click.argument("email")
+@click.option("--name", default="", help="Display name, used in the greeting and the To header.")
+@click.option("--timezone", help=ZONE_HELP)
+@click.option("--weekday", help=WEEKDAY_HELP)
+@click.option("--time", "send_time", metavar="HH:MM", help=TIME_HELP)
+@click.option(
+    "--confirmed", is_flag=True, help="They already agreed elsewhere: no confirmation email, lesson 1 is planned."
+)
+@now_option
+@click.pass_context
+def add_command(
+    ctx: click.Context,
+    email: str,
+    name: str,
+    timezone: str | None,
+    weekday: str | None,
+    send_time: str | None,
+    confirmed: bool,
+    now: datetime | None,
+) -> None:
+    """Add one subscriber: pending with a confirmation email queued, or active with --confirmed.
+
+    An address that already exists is reported and left unchanged (exit 1).
+    """
+    data = domain.SubscriberInput(email=email, name=name, timezone=timezone, weekday=weekday, send_time=send_time)
+    with _session(ctx) as (project, session):
+        subscriber = domain.add_subscriber(session, project, data, confirmed=confirmed, now=resolve_now(now))
+        what = "" if confirmed else "; confirmation email queued"
+        _console().print(f"added {escape(_state(session, subscriber))}{what}")
+
+
+@subscribers_group.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--confirmed", is_flag=True, help="Everyone in the file already agreed elsewhere: no confirmation email.")
+@click.option("--encoding", help="The file's encoding, if the guess is wrong (default: BOM, else UTF-8, else cp1252).")
+@now_option
+@click.pass_context
+def import_command(ctx: click.Context, file: Path, confirmed: bool, encoding: str | None, now: datetime | None) -> None:
+    """Import subscribers from a CSV file with a header row.
+
+    Columns (any order and case): email (required), name, timezone, weekday, time, and status and
+    position as `subscribers export` writes them. Empty cells take the [schedule] defaults. Addresses
+    already known are left unchanged, so importing the same file twice changes nothing. Every good row is
+    imported; each bad row is listed with its line number and reason, and the exit status is then 1.
+    """
+    project = Project.open(ctx.obj["config_path"])
+    ctx.call_on_close(project.db.dispose)
+    err = _console(err=True)
+    with Progress(
+        TextColumn("importing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        disable=not err.is_terminal,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("import", total=None)
+
+        def advance(done: int, total: int) -> None:
+            if total >= PROGRESS_MIN_ROWS:
+                bar.update(task, completed=done, total=total)
+
+        report = import_subscribers(
+            project, file, confirmed=confirmed, now=resolve_now(now), encoding=encoding, progress=advance
+        )
+    for column in report.ignored_columns:
+        err.print(f"ignored column {escape(repr(column))}: known columns are email, name, timezone, weekday, time")
+    for rejected in report.rejected:
+        err.print(f"{escape(str(file))} {escape(str(rejected))}")
+    _console().print(
+        f"{file.name} ({report.encoding}): {report.added} added, {report.unchanged} unchanged, "
+        f"{len(report.rejected)} rejected"
+    )
+    if report.rejected:
+        ctx.exit(1)
+
+
+@subscribers_group.command("list")
+@click.option("--status", type=click.Choice(SUBSCRIBER_STATUSES), help="Only subscribers in this status.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of objects instead of a table.")
+@click.pass_context
+def list_command(ctx: click.Context, status: str | None, as_json: bool) -> None:
+    """List subscribers in the order they were added."""
+    with _session(ctx) as (_project, session):
+        found = domain.list_subscribers(session, status)
+        if as_json:
+            click.echo(json.dumps([_as_json(subscriber) for subscriber in found], indent=2))
+            return
+        table = Table("email", "name", "status", "schedule", "position", box=None)
+        for subscriber in found:
+            cadence = domain.describe(subscriber.weekday, subscriber.send_time, subscriber.timezone)
+            table.add_row(subscriber.email, subscriber.name, subscriber.status, cadence, str(subscriber.position))
+        console = _console()
+        console.print(table)
+        console.print(f"{len(found)} subscriber{'s' if len(found) != 1 else ''}")
+
+
+def _as_json(subscriber: Subscriber) -> dict[str, Any]:
+    return {
+        "email": subscriber.email,
+        "name": subscriber.name,
+        "status": subscriber.status,
+        "timezone": subscriber.timezone,
+        "weekday": WEEKDAY_NAMES[subscriber.weekday],
+        "time": f"{subscriber.send_time:%H:%M}",
+        "position": subscriber.position,
+        "created_at": subscriber.created_at.isoformat(),
+        "confirmed_at": subscriber.confirmed_at.isoformat() if subscriber.confirmed_at else None,
+    }
+
+
+@subscribers_group.command("export")
+@click.argument("file", required=False, type=click.Path(dir_okay=False, writable=True, path_type=Path))
+@click.option("--status", type=click.Choice(SUBSCRIBER_STATUSES), help="Only subscribers in this status.")
+@click.pass_context
+def export_command(ctx: click.Context, file: Path | None, status: str | None) -> None:
+    """Write subscribers as UTF-8 CSV to FILE (default: standard output); `subscribers import` reads it back."""
+    with _session(ctx) as (_project, session):
+        if file is None:
+            export_subscribers(session, sys.stdout, status=status)
+            return
+        with file.open("w", encoding="utf-8", newline="") as stream:
+            count = export_subscribers(session, stream, status=status)
+    _console(err=True).print(f"exported {count} subscriber{'s' if count != 1 else ''} to {escape(str(file))}")
+
+
+@subscribers_group.command("pause")
+@click.argument("email")
+@click.option("--weeks", type=click.IntRange(min=1), help="Resume automatically after this many weeks.")
+@now_option
+@click.pass_context
+def pause_command(ctx: click.Context, email: str, weeks: int | None, now: datetime | None) -> None:
+    """Pause a subscriber: nothing is sent until they resume (or --weeks pass)."""
+    moment = resolve_now(now)
+    until = moment + timedelta(weeks=weeks) if weeks else None
+    with _session(ctx) as (project, session):
+        subscriber = domain.get_subscriber(session, email)
+        domain.pause(session, project, subscriber, now=moment, until=until)
+        when = f" until {until:%Y-%m-%d %H:%M} UTC" if until else ""
+        _console().print(f"paused {escape(subscriber.email)}{when}")
+
+
+@subscribers_group.command("resume")
+@click.argument("email")
+@now_option
+@click.pass_context
+def resume_command(ctx: click.Context, email: str, now: datetime | None) -> None:
+    """Resume a paused subscriber at their next slot (keeping the minimum gap since their last lesson)."""
+    with _session(ctx) as (project, session):
+        subscriber = domain.get_subscriber(session, email)
+        domain.resume(session, project, subscriber, now=resolve_now(now))
+        _console().print(f"resumed {escape(_state(session, subscriber))}")
+
+
+@subscribers_group.command("set")
+@click.argument("email")
+@click.option("--weekday", help="New weekday: Monday…Sunday or Mon…Sun.")
+@click.option("--time", "send_time", metavar="HH:MM", help="New local send time, 24-hour HH:MM.")
+@click.option("--timezone", help="New IANA time zone such as America/Santiago.")
+@click.option("--name", help="New display name.")
+@now_option
+@click.pass_context
+def set_command(
+    ctx: click.Context,
+    email: str,
+    weekday: str | None,
+    send_time: str | None,
+    timezone: str | None,
+    name: str | None,
+    now: datetime | None,
+) -> None:
+    """Change a subscriber's weekday, time, zone or name; their next lesson moves at once."""
+    if weekday is None and send_time is None and timezone is None and name is None:
+        raise click.UsageError("nothing to change: give --weekday, --time, --timezone or --name")
+    moment = resolve_now(now)
+    with _session(ctx) as (project, session):
+        subscriber = domain.get_subscriber(session, email)
+        if name is not None:
+            domain.rename(session, subscriber, name, now=moment)
+        domain.change_schedule(
+            session, project, subscriber, now=moment, weekday=weekday, send_time=send_time, timezone=timezone
+        )
+        _console().print(f"updated {escape(_state(session, subscriber))}")
+
+
+@subscribers_group.command("unsubscribe")
+@click.argument("email")
+@now_option
+@click.pass_context
+def unsubscribe_command(ctx: click.Context, email: str, now: datetime | None) -> None:
+    """Unsubscribe an address: nothing more is sent; the record stays so they are not re-added by mistake."""
+    with _session(ctx) as (project, session):
+        subscriber = domain.get_subscriber(session, email)
+        domain.unsubscribe(session, project, subscriber, now=resolve_now(now))
+        _console().print(f"unsubscribed {escape(subscriber.email)}")
+
+
+@subscribers_group.command("erase")
+@click.argument("email")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@now_option
+@click.pass_context
+def erase_command(ctx: click.Context, email: str, yes: bool, now: datetime | None) -> None:
+    """Erase a subscriber's personal data and deliveries for good; an anonymous "erased" event remains."""
+    with _session(ctx) as (project, session):
+        subscriber = domain.get_subscriber(session, email)
+        if not yes:
+            click.confirm(f"Erase {subscriber.email} and all their data? This cannot be undone", abort=True)
+        domain.erase(session, project, subscriber, now=resolve_now(now))
+    _console().print(f"erased {escape(email.strip())}")
+
+
+@click.command("plan")
+@click.option("--email", help="Only this subscriber.")
+@click.option("--days", type=click.FloatRange(min=0), default=7, show_default=True, help="How far ahead to look.")
+@now_option
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {email, week, slug, due_at, local, …}.")
+@click.pass_context
+def plan_command(ctx: click.Context, email: str | None, days: float, now: datetime | None, as_json: bool) -> None:
+    """Show the upcoming sends, soonest first, grouped by day (UTC).
+
+    Each subscriber's next email comes from the delivery ledger (overdue ones included); the lessons after
+    it are projected by the schedule's rules and marked "projected": they assume each lesson goes out on
+    time, and move if it does not, or if the subscriber pauses or changes their day.
+    """
+    with _session(ctx) as (project, session):
+        sends = upcoming_sends(session, project, now=resolve_now(now), days=days, email=email)
+    if as_json:
+        click.echo(json.dumps([send.as_json() for send in sends], indent=2))
+        return
+    console = _console()
+    if not sends:
+        console.print(f"nothing due in the next {days:g} days")
+        return
+    for day, group in groupby(sends, key=lambda send: send.due_at.date()):
+        table = Table("UTC", "email", "week", "lesson", "subscriber's time", "", box=None, title_justify="left")
+        table.title = f"{day:%A %d %B %Y}"
+        for send in group:
+            local = send.local
+            table.add_row(
+                f"{send.due_at:%H:%M}",
+                send.email,
+                str(send.week),
+                send.slug,
+                f"{local:%a %H:%M} {send.timezone}",
+                "projected" if send.projected else "",
+            )
+        console.print(table)
+
+
+@click.group("db")
+def db_group() -> None:
+    """The database: migrations."""
+
+
+@db_group.command("upgrade")
+@click.pass_context
+def upgrade_command(ctx: click.Context) -> None:
+    """Apply database migrations (also done on first use) and print the revision; running it again is harmless."""
+    project = Project.open(ctx.obj["config_path"])
+    database = connect(project.settings, migrate=False)
+    try:
+        before = current_revision(database.engine)
+        upgrade(database.engine)
+        after = current_revision(database.engine)
+    except SQLAlchemyError as error:
+        raise DatabaseError(f"cannot migrate the database: {error}") from None
+    finally:
+        database.dispose()
+    if before == after:
+        click.echo(f"database at revision {after} (up to date)")
+    else:
+        click.echo(f"database upgraded from revision {before or 'none'} to {after}")
+
+
+commands: list[click.Command] = [subscribers_group, plan_command, db_group]
