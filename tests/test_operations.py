@@ -1,0 +1,267 @@
+"""`status`, `deliveries` and `retry`: the domain queries against a real ledger, and the commands over them.
+
+The ledger is made the way production makes it: readers added, lessons sent to a real SMTP server that
+refuses one address for good (5xx) and another for now (4xx), one reader unsubscribing after lesson 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from contextlib import closing
+from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
+
+import pytest
+from click.testing import CliRunner
+from smtp_sink import FaultPlan, SmtpSink, permanent, temporary
+from sqlalchemy import text
+
+from newsletter.cli import main
+from newsletter.dispatch import send_due
+from newsletter.errors import NewsletterError, SubscriberError
+from newsletter.operations import list_deliveries, retry_deliveries, status_report
+from newsletter.project import Project
+from newsletter.subscribers import SubscriberInput, add_subscriber, create_subscriber, get_subscriber, unsubscribe
+from newsletter.subscribers import validate as validate_subscriber
+from newsletter.transports import SmtpTransport
+
+CONFIRMED_AT = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)  # a Monday
+FIRST_SLOT = datetime(2026, 3, 2, 7, 0, tzinfo=UTC)
+NEW_AT = FIRST_SLOT + timedelta(minutes=30)  # a sign-up after the run: its confirmation waits
+LATER = FIRST_SLOT + timedelta(hours=2)
+READERS = ("ada", "bo", "cy", "dee", "eve")
+
+
+def invoke(project: Project, *args: str) -> tuple[int, str]:
+    config = str(project.settings.config_path)
+    result = CliRunner().invoke(main, ["--config", config, *args], catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def send_over(project: Project, sink: SmtpSink, now: datetime) -> None:
+    with closing(SmtpTransport("127.0.0.1", sink.port, "none", connections=1, timeout=5)) as transport:
+        send_due(project, transport, now=now)
+
+
+@pytest.fixture
+def course(project: Project) -> Project:
+    """Lesson 1 went out: bo@ refused for good (550), cy@ for now (451), eve@ then unsubscribed; plus one
+    reader added already suppressed and one whose confirmation has not gone out yet."""
+    with project.db.session() as session:
+        for name in READERS:
+            reader = SubscriberInput(f"{name}@example.com", name.title(), "UTC", "Monday", "07:00")
+            add_subscriber(session, project, reader, confirmed=True, now=CONFIRMED_AT)
+        valid = validate_subscriber(project.settings, SubscriberInput("old@example.com"))
+        create_subscriber(session, project, valid, status="unsubscribed", now=CONFIRMED_AT, source="import")
+    faults = FaultPlan({"bo@example.com": permanent(550), "cy@example.com": temporary(451, times=None)})
+    with SmtpSink(faults=faults) as sink:
+        send_over(project, sink, FIRST_SLOT)
+    with project.db.session() as session:
+        unsubscribe(session, project, get_subscriber(session, "eve@example.com"), now=FIRST_SLOT + timedelta(hours=1))
+        add_subscriber(session, project, SubscriberInput("new@example.com"), confirmed=False, now=NEW_AT)
+    return project
+
+
+class LedgerCounts(NamedTuple):
+    subscribers: Counter[str]
+    deliveries: Counter[str]
+    weeks: dict[int, Counter[str]]
+
+
+def ledger_counts(project: Project, now: datetime) -> LedgerCounts:
+    """The numbers `status` must report, counted here straight from the tables with plain SQL."""
+    with project.db.engine.connect() as connection:
+        subscribers = Counter(
+            dict(connection.execute(text("SELECT status, count(*) FROM subscribers GROUP BY status")).all())
+        )
+        deliveries = Counter(
+            dict(connection.execute(text("SELECT status, count(*) FROM deliveries GROUP BY status")).all())
+        )
+        per_week: dict[int, Counter[str]] = {}
+        for week, status, due_at in connection.execute(text("SELECT week, status, due_at FROM deliveries")):
+            due = datetime.fromisoformat(str(due_at)).replace(tzinfo=UTC)
+            key = ("due" if due <= now else "later") if status == "pending" else status
+            per_week.setdefault(week, Counter())[key] += 1
+        unsubscribed = connection.execute(
+            text("SELECT week, count(*) FROM events WHERE kind = 'unsubscribed' AND source != 'import' GROUP BY week")
+        )
+        for week, count in unsubscribed:
+            per_week.setdefault(week, Counter())["unsubscribed_after"] += count
+    return LedgerCounts(subscribers, deliveries, per_week)
+
+
+def test_status_report_matches_the_ledger(course: Project) -> None:
+    report = status_report(course, LATER)
+    expected = ledger_counts(course, LATER)
+
+    assert {k: v for k, v in report.subscribers.items() if v} == expected.subscribers
+    assert {k: v for k, v in report.deliveries.items() if v} == expected.deliveries
+    lines = {line.week: line for line in report.lessons}
+    for week, counts in expected.weeks.items():
+        line = lines[week]
+        for key in ("sent", "sending", "due", "later", "failed", "held", "unsubscribed_after"):
+            assert getattr(line, key) == counts[key], (week, key)
+    # The numbers this course must show, so the check above cannot pass on two empty tables.
+    assert (lines[1].sent, lines[1].failed, lines[1].due, lines[1].unsubscribed_after) == (3, 1, 1, 1)
+    assert lines[2].later == 3  # ada, dee and bo (moved on after the 5xx); eve's was cancelled
+    assert lines[0].due == 1 and lines[0].unsubscribed_after == 0  # new@'s confirmation; old@ never unsubscribed
+    assert [line.week for line in report.lessons] == list(range(8))  # confirmation + the seven lessons
+
+
+def test_status_json_equals_counts_from_the_ledger(course: Project) -> None:
+    code, output = invoke(course, "status", "--json", "--now", LATER.isoformat())
+    assert code == 0
+    shown = json.loads(output)
+    expected = ledger_counts(course, LATER)
+
+    assert Counter({k: v for k, v in shown["subscribers"].items() if v}) == expected.subscribers
+    assert Counter({k: v for k, v in shown["deliveries"].items() if v}) == expected.deliveries
+    for line in shown["lessons"]:
+        counts = expected.weeks.get(line["week"], Counter())
+        assert {key: value for key, value in line.items() if key not in ("week", "slug")} == {
+            key: counts[key] for key in ("sent", "sending", "due", "later", "failed", "held", "unsubscribed_after")
+        }
+    assert sum(shown["subscribers"].values()) == 7
+
+
+def test_the_oldest_overdue_delivery_and_the_latest_errors(course: Project) -> None:
+    report = status_report(course, LATER)
+
+    oldest = report.oldest_overdue
+    assert oldest is not None
+    assert (oldest.email, oldest.week, oldest.attempts) == ("cy@example.com", 1, 1)  # its retry, due after backoff
+    assert FIRST_SLOT < oldest.due_at < NEW_AT
+    assert report.overdue_seconds == (LATER - oldest.due_at).total_seconds()
+    errors = {row.email: row for row in report.recent_errors}
+    assert set(errors) == {"bo@example.com", "cy@example.com"}
+    assert errors["bo@example.com"].status == "failed" and "550" in (errors["bo@example.com"].smtp_reply or "")
+    assert errors["cy@example.com"].status == "pending" and "451" in (errors["cy@example.com"].smtp_reply or "")
+    assert report.next_due is not None and report.next_due.due_at > LATER
+
+
+def test_nothing_overdue_when_every_due_email_went_out(project: Project) -> None:
+    with project.db.session() as session:
+        add_subscriber(session, project, SubscriberInput("ada@example.com"), confirmed=True, now=CONFIRMED_AT)
+    with SmtpSink() as sink:
+        send_over(project, sink, FIRST_SLOT)
+    report = status_report(project, FIRST_SLOT)
+    assert report.oldest_overdue is None and report.overdue_seconds == 0 and not report.recent_errors
+
+
+def test_list_deliveries_filters_by_status_and_address(course: Project) -> None:
+    def emails(**filters: object) -> list[tuple[str, int]]:
+        return [(row.email, row.week) for row in list_deliveries(course, **filters)]  # type: ignore[arg-type]
+
+    assert emails(status="failed") == [("bo@example.com", 1)]
+    assert emails(status="retry") == [("cy@example.com", 1)]
+    assert ("cy@example.com", 1) in emails(status="pending") and len(emails(status="pending")) == 5
+    assert sorted(emails(email="BO@example.com")) == [("bo@example.com", 1), ("bo@example.com", 2)]
+    assert emails(status="sent", email="ada@example.com") == [("ada@example.com", 1)]
+    assert len(emails(limit=2)) == 2
+    with pytest.raises(SubscriberError, match="no subscriber"):
+        list_deliveries(course, email="nobody@example.com")
+    with pytest.raises(NewsletterError, match="expected one of"):
+        list_deliveries(course, status="lost")
+
+
+def test_retry_puts_failed_rows_back_due_now_and_the_next_run_sends_them(course: Project) -> None:
+    before = {row.id: row for row in list_deliveries(course, status="failed")}
+    result = retry_deliveries(course, now=LATER, email="bo@example.com")
+
+    assert [(row.email, row.week, row.status, row.attempts) for row in result.retried] == [
+        ("bo@example.com", 1, "pending", 0)
+    ]
+    assert result.retried[0].due_at == LATER and result.retried[0].id in before
+    assert not list_deliveries(course, status="failed")
+    with SmtpSink() as sink:  # the mailbox works again
+        send_over(course, sink, LATER)
+        received = [message.recipients for message in sink.messages]
+    assert ("bo@example.com",) in received
+    assert [row.status for row in list_deliveries(course, email="bo@example.com") if row.week == 1] == ["sent"]
+
+
+def test_retry_leaves_rows_of_readers_who_left_and_says_why(course: Project) -> None:
+    with course.db.session() as session:
+        session.execute(text("UPDATE deliveries SET status = 'failed', error = '550 no' WHERE status = 'cancelled'"))
+    result = retry_deliveries(course, now=LATER, all_failed=True)
+
+    assert sorted((row.email, row.week) for row in result.retried) == [("bo@example.com", 1)]
+    assert [(row.email, reason) for row, reason in result.left] == [
+        ("eve@example.com", "the subscriber is unsubscribed")
+    ]
+    assert [row.email for row in list_deliveries(course, status="failed")] == ["eve@example.com"]
+
+
+def test_retry_needs_exactly_one_target(course: Project) -> None:
+    with pytest.raises(NewsletterError, match="exactly one"):
+        retry_deliveries(course, now=LATER)
+    with pytest.raises(NewsletterError, match="exactly one"):
+        retry_deliveries(course, now=LATER, email="bo@example.com", all_failed=True)
+
+
+def test_a_held_row_is_retried_too(course: Project) -> None:
+    with course.db.session() as session:
+        session.execute(
+            text("UPDATE deliveries SET status = 'held', error = 'cannot render' WHERE status = 'pending' AND week = 2")
+        )
+    result = retry_deliveries(course, now=LATER, email="ada@example.com")
+    assert [(row.week, row.status, row.due_at) for row in result.retried] == [(2, "pending", LATER)]
+
+
+def test_deliveries_and_retry_commands(course: Project) -> None:
+    code, output = invoke(course, "deliveries", "--status", "failed", "--json")
+    assert code == 0
+    rows = json.loads(output)
+    assert [(row["email"], row["week"], row["status"]) for row in rows] == [("bo@example.com", 1, "failed")]
+    assert "550" in rows[0]["smtp_reply"]
+
+    code, output = invoke(course, "deliveries", "--email", "cy@example.com")
+    assert code == 0 and "cy@example.com" in output and "451" in output
+
+    code, output = invoke(course, "deliveries", "--email", "nobody@example.com")
+    assert code == 1 and "no subscriber nobody@example.com" in output
+
+    code, output = invoke(course, "retry")
+    assert code == 2 and "exactly one of --email ADDR or --all-failed" in output
+    code, output = invoke(course, "retry", "--email", "bo@example.com", "--all-failed")
+    assert code == 2
+
+    code, output = invoke(course, "retry", "--all-failed", "--now", LATER.isoformat())
+    assert code == 0 and "1 back to pending, due now:" in output and "bo@example.com" in output
+    code, output = invoke(course, "retry", "--all-failed")
+    assert code == 0 and output.startswith("nothing to retry")
+
+
+def test_status_text_names_the_late_and_the_failed(course: Project) -> None:
+    code, output = invoke(course, "status", "--now", LATER.isoformat())
+    assert code == 0
+    assert "Oldest overdue cy@example.com, week 1 (muscle)" in output and "1 h 59 min late" in output
+    assert "550" in output and "451" in output
+    assert "muscle" in output and "longevity" in output
+
+
+def test_status_watch_refreshes_until_interrupted(course: Project, env: dict[str, str]) -> None:
+    command = [sys.executable, "-m", "newsletter", "--config", str(course.settings.config_path), "status"]
+    environment = {**os.environ, **env, "NEWSLETTER_DATABASE_URL": str(course.settings.database.url)}
+    watcher = subprocess.Popen(
+        [*command, "--json", "--watch", "0.5"], env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert watcher.stdout is not None
+    reports = [json.loads(watcher.stdout.readline()) for _ in range(2)]
+    watcher.send_signal(signal.SIGINT)
+    _, errors = watcher.communicate(timeout=10)
+
+    assert watcher.returncode == 0, errors.decode()
+    assert reports[0]["generated_at"] < reports[1]["generated_at"]
+    assert reports[1]["deliveries"]["failed"] == 1
+
+
+def test_every_command_of_the_family_has_help() -> None:
+    for name in ("run", "status", "deliveries", "retry"):
+        result = CliRunner().invoke(main, [name, "--help"])
+        assert result.exit_code == 0 and len(result.output.split("\n\n")[1].strip()) > 20, name
