@@ -1,0 +1,293 @@
+"""`newsletter run`: dispatch ticks and the web app in one long-lived process.
+
+    main thread   APScheduler's BlockingScheduler; signals arrive here
+    tick          the scheduler's single executor worker: the dispatch tick and housekeeping, never both at once
+    send-N        the dispatcher's SMTP connections, inside a tick
+    web           uvicorn: the subscriber pages, /healthz and /metrics
+    stopper       waits for SIGTERM / SIGINT, then shuts the scheduler down
+
+The scheduler owns the main thread because Python delivers signals only there, and uvicorn installs no
+signal handlers when it runs in another thread. A signal sets the stop event the dispatcher already
+honours: the message on the wire finishes and is recorded, claimed rows not yet sent go back to pending.
+The stopper thread then shuts the scheduler down (waiting for that tick), and uvicorn stops last. A second
+signal stops the process at once, which is safe: leases bring back whatever it had claimed.
+
+APScheduler is only the clock: an in-memory job store, one interval job for the dispatch tick
+(`max_instances=1, coalesce=True, misfire_grace_time=None`) and one for housekeeping. The database is the
+schedule, so several daemons, on one machine or many, split the due rows through the dispatcher's claims.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Any, TextIO
+
+from apscheduler.events import EVENT_SCHEDULER_STARTED  # type: ignore[import-untyped]
+from apscheduler.executors.pool import ThreadPoolExecutor  # type: ignore[import-untyped]
+from apscheduler.jobstores.memory import MemoryJobStore  # type: ignore[import-untyped]
+from apscheduler.schedulers.blocking import BlockingScheduler  # type: ignore[import-untyped]
+from apscheduler.triggers.interval import IntervalTrigger  # type: ignore[import-untyped]
+from sqlalchemy.exc import SQLAlchemyError
+
+from newsletter.dispatch import SendSummary, release_expired_leases, send_due
+from newsletter.errors import ConfigError, NewsletterError
+from newsletter.metrics import ProcessMetrics
+from newsletter.planning import reconcile
+from newsletter.project import Project
+from newsletter.transports import Transport, transport_from_settings
+
+log = logging.getLogger("newsletter.daemon")
+LOG_FORMATS = ("text", "json")
+# Every tick already recovers leases and reconciles before it claims; this job is the backstop that keeps
+# doing so, and says so in the log, when ticks fail (an SMTP outage) or are stuck behind a long run.
+HOUSEKEEPING_SECONDS = 300.0
+WEB_SHUTDOWN_SECONDS = 2
+WEB_STARTUP_SECONDS = 30.0
+
+
+class TextFormatter(logging.Formatter):
+    """`2026-03-02T07:00:01Z INFO newsletter.daemon: tick: 3 sent, …` — UTC, one line per record."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line for log shippers; `extra={"fields": {...}}` adds machine-readable keys."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(log_format: str, stream: TextIO | None = None) -> None:
+    """Send every record of this process to stderr as text or JSON lines."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    # APScheduler logs two lines per job run at INFO; our tick line says more in one.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return (text[0] if text else type(error).__name__)[:500]
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """Bind the web socket now, so a busy port fails the start and port 0 tells which port it got."""
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        return socket.create_server(address, family=family)
+    except OSError as error:
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {error.strerror or error}; pass another --host/--port or change [web]"
+        ) from None
+
+
+class Daemon:
+    """The long-lived sender: ticks on a clock, serves the web app, stops cleanly on a signal."""
+
+    def __init__(
+        self,
+        project: Project,
+        *,
+        host: str,
+        port: int,
+        tick_seconds: float | None = None,
+        transport: Transport | None = None,
+        metrics: ProcessMetrics | None = None,
+    ) -> None:
+        self.project = project
+        self.host = host
+        self.port = port
+        self.tick_seconds = tick_seconds or project.settings.daemon.tick_seconds
+        self.transport = transport or transport_from_settings(project.settings)
+        self.metrics = metrics or ProcessMetrics(self.tick_seconds)
+        self.stop = threading.Event()
+        self._stop_reason = "asked to stop"
+
+    def request_stop(self, reason: str = "asked to stop") -> None:
+        """Finish the message on the wire, then stop ticking and serving."""
+        self._stop_reason = reason
+        self.stop.set()
+
+    def tick(self) -> SendSummary | None:
+        """Send everything due now and log one line of counts; an expected failure is logged, not raised."""
+        if self.stop.is_set():
+            return None
+        started = time.monotonic()
+        try:
+            summary = send_due(self.project, self.transport, stop=self.stop, on_outcome=self.metrics.record_outcome)
+        except (NewsletterError, SQLAlchemyError) as error:
+            self._tick_failed(started, _one_line(error))
+            return None
+        except BaseException as error:
+            self._tick_failed(started, f"{type(error).__name__}: {_one_line(error)}")
+            raise
+        finally:
+            self.transport.close()  # relays drop idle connections; reconnecting per tick is cheap
+        duration = time.monotonic() - started
+        self.metrics.record_tick(duration)
+        counts = summary.as_dict()
+        log.info(
+            "tick: %d sent, %d retry, %d failed, %d skipped in %.2f s%s",
+            *counts.values(),
+            duration,
+            " (stopping)" if self.stop.is_set() else "",
+            extra={"fields": {"event": "tick", **counts, "duration_seconds": round(duration, 3)}},
+        )
+        return summary
+
+    def _tick_failed(self, started: float, error: str) -> None:
+        duration = time.monotonic() - started
+        self.metrics.record_tick(duration, error)
+        log.error(
+            "tick failed after %.2f s: %s",
+            duration,
+            error,
+            extra={"fields": {"event": "tick_failed", "error": error, "duration_seconds": round(duration, 3)}},
+        )
+
+    def housekeeping(self) -> None:
+        """Release leases of senders that died and plan what a tick must not miss (ended pauses, new lessons)."""
+        if self.stop.is_set():
+            return
+        now = datetime.now(UTC)
+        try:
+            released = release_expired_leases(self.project, now)
+            with self.project.db.session() as session:
+                planned = reconcile(session, self.project.settings, self.project.series, now)
+        except (NewsletterError, SQLAlchemyError) as error:
+            log.error("housekeeping failed: %s", _one_line(error), extra={"fields": {"event": "housekeeping_failed"}})
+            return
+        if released or planned:
+            log.info(
+                "housekeeping: %d expired leases released, %d lessons planned",
+                released,
+                planned,
+                extra={"fields": {"event": "housekeeping", "released": released, "planned": planned}},
+            )
+
+    def run(self) -> None:
+        """Check the configuration, serve the web app, tick until a signal or `request_stop`, then return."""
+        for notice in self.project.settings.notices:
+            log.warning(notice)
+        # Fail at start, not at the first tick, on a database, lesson, template or relay that cannot work.
+        self.project.db  # noqa: B018
+        self.project.renderer  # noqa: B018
+        self.transport.check()
+        self.transport.close()
+        server, web = self._start_web()
+        scheduler = self._scheduler()
+        restore_signals = self._handle_signals()
+        started = threading.Event()
+        scheduler.add_listener(lambda _event: started.set(), EVENT_SCHEDULER_STARTED)
+        threading.Thread(target=self._stop_when_asked, args=(scheduler, started), name="stopper", daemon=True).start()
+        log.info(
+            "ticking every %g s", self.tick_seconds, extra={"fields": {"event": "start", "tick": self.tick_seconds}}
+        )
+        try:
+            scheduler.start()
+        finally:
+            server.should_exit = True
+            web.join(timeout=WEB_SHUTDOWN_SECONDS + 5)
+            restore_signals()
+            self.transport.close()
+        log.info("stopped", extra={"fields": {"event": "stopped"}})
+
+    def _scheduler(self) -> BlockingScheduler:
+        scheduler = BlockingScheduler(
+            timezone=UTC,
+            jobstores={"default": MemoryJobStore()},
+            executors={"default": ThreadPoolExecutor(max_workers=1)},
+            job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None},
+        )
+        scheduler.add_job(
+            self.tick, IntervalTrigger(seconds=self.tick_seconds), id="dispatch", next_run_time=datetime.now(UTC)
+        )
+        scheduler.add_job(self.housekeeping, IntervalTrigger(seconds=HOUSEKEEPING_SECONDS), id="housekeeping")
+        return scheduler
+
+    def _stop_when_asked(self, scheduler: BlockingScheduler, started: threading.Event) -> None:
+        self.stop.wait()
+        log.info("%s: finishing the message on the wire, then stopping", self._stop_reason)
+        started.wait()
+        scheduler.pause()  # no new job starts while the executor drains
+        scheduler.shutdown(wait=True)
+
+    def _handle_signals(self) -> Callable[[], None]:
+        """Route SIGTERM and SIGINT to `request_stop`; return how to put the previous handlers back."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            self.request_stop(signal.Signals(signum).name)
+            for sig in previous:
+                signal.signal(sig, signal.SIG_DFL)  # a second signal stops at once
+
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+        def restore() -> None:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+        return restore
+
+    def _start_web(self) -> tuple[Any, threading.Thread]:
+        import uvicorn
+
+        from newsletter.web import create_app
+        from newsletter.web.health import health_routes
+
+        listener = listen(self.host, self.port)
+        port = int(listener.getsockname()[1])
+        app = create_app(self.project, host=self.host, studio=False, live_reload=False)
+        app.router.routes[:0] = health_routes(self.project, self.metrics)
+        config = uvicorn.Config(
+            app,
+            host=self.host,
+            port=port,
+            log_config=None,
+            access_log=False,  # load balancers probe /healthz every few seconds
+            timeout_graceful_shutdown=WEB_SHUTDOWN_SECONDS,
+        )
+        server = uvicorn.Server(config)
+        web = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, name="web", daemon=True)
+        web.start()
+        deadline = time.monotonic() + WEB_STARTUP_SECONDS
+        while not server.started:
+            if not web.is_alive() or time.monotonic() > deadline:
+                listener.close()
+                raise ConfigError(f"the web app did not start on {self.host}:{port}; see the log above")
+            time.sleep(0.02)
+        shown = f"[{self.host}]" if ":" in self.host else self.host
+        url = f"http://{shown}:{port}"
+        log.info(
+            "serving the subscriber pages, /healthz and /metrics at %s",
+            url,
+            extra={"fields": {"event": "listening", "url": url}},
+        )
+        return server, web
