@@ -1,0 +1,165 @@
+"""Every rendered email in real headless Chromium: no horizontal scrolling on a phone or at 600 px, a visible
+unsubscribe link in the footer, no text below 14 px, and a dark mode that applies.
+
+Chromium is Debian's (`/usr/bin/chromium`), driven by Playwright for Python; no browser is downloaded.
+Locally the test skips without it; under CI=true a missing Chromium fails the run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from newsletter.lessons import load_series
+from newsletter.models import CONFIRMATION_WEEK
+from newsletter.project import Project
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+WIDTHS = (375, 600)
+REPO = Path(__file__).resolve().parent.parent
+BUNDLED = load_series(REPO / "lessons")
+EMAILS = [(CONFIRMATION_WEEK, "confirmation"), *((lesson.week, lesson.slug) for lesson in BUNDLED)]
+
+# Text the reader can see (not hidden, not the preheader) whose computed size is below 14 px.
+SMALL_VISIBLE_TEXT = """() => {
+  const small = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  while (walker.nextNode()) {
+    const node = walker.currentNode;
+    const element = node.parentElement;
+    if (!node.textContent.trim() || !element) continue;
+    const rect = element.getBoundingClientRect();
+    const style = getComputedStyle(element);
+    const hidden = rect.width === 0 || rect.height <= 1 || style.visibility === "hidden" || style.opacity === "0";
+    if (!hidden && parseFloat(style.fontSize) < 14) small.push([node.textContent.trim(), style.fontSize]);
+  }
+  return small;
+}"""
+
+# Visible text whose colour has less than 4.5:1 contrast (WCAG AA) with the background it sits on.
+LOW_CONTRAST_TEXT = """() => {
+  const rgba = (text) => (text.match(/[\\d.]+/g) || []).map(Number);
+  const luminance = ([r, g, b]) => {
+    const channel = (value) => {
+      value /= 255;
+      return value <= 0.03928 ? value / 12.92 : ((value + 0.055) / 1.055) ** 2.4;
+    };
+    return 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b);
+  };
+  const background = (element) => {
+    for (let node = element; node; node = node.parentElement) {
+      const colour = rgba(getComputedStyle(node).backgroundColor);
+      if (colour.length === 3 || (colour.length === 4 && colour[3] > 0)) return colour;
+    }
+    return [255, 255, 255];
+  };
+  const low = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  while (walker.nextNode()) {
+    const element = walker.currentNode.parentElement;
+    if (!walker.currentNode.textContent.trim() || !element) continue;
+    const rect = element.getBoundingClientRect();
+    if (rect.width === 0 || rect.height <= 1 || getComputedStyle(element).opacity === "0") continue;
+    const [light, dark] = [luminance(rgba(getComputedStyle(element).color)), luminance(background(element))]
+      .sort((a, b) => b - a);
+    const ratio = (light + 0.05) / (dark + 0.05);
+    if (ratio < 4.5) low.push([walker.currentNode.textContent.trim().slice(0, 40), ratio.toFixed(2)]);
+  }
+  return low;
+}"""
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        reason = f"{CHROMIUM} is missing: install Debian's chromium package to run the browser tests"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def open_email(
+    chromium: Browser, project: Project, week: int, width: int, color_scheme: Literal["light", "dark"] = "light"
+) -> Page:
+    """A page showing the email's HTML part at this viewport width."""
+    sample = project.sample_subscriber()
+    html = project.render(sample, week).html
+    page = chromium.new_page(
+        viewport={"width": width, "height": 900}, color_scheme=color_scheme, java_script_enabled=False
+    )
+    page.set_content(html, wait_until="load")
+    return page
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize(("week", "slug"), EMAILS, ids=[slug for _, slug in EMAILS])
+def test_the_email_fits_and_shows_its_unsubscribe_link(
+    chromium: Browser, project: Project, tmp_path: Path, week: int, slug: str, width: int
+) -> None:
+    page = open_email(chromium, project, week, width)
+    try:
+        page.screenshot(path=str(tmp_path / f"{slug}-{width}.png"), full_page=True)
+        scroll_width = page.evaluate("document.documentElement.scrollWidth")
+        assert scroll_width <= width, f"{slug} scrolls sideways at {width} px: {scroll_width} px wide"
+        assert page.evaluate("document.body.scrollWidth") <= width
+
+        unsubscribe = project.links(project.sample_subscriber().id).unsubscribe
+        link = page.locator(f'a[href="{unsubscribe}"]')
+        assert link.count() == 1, f"{slug}: no link to {unsubscribe}"
+        assert link.is_visible()
+        box = link.bounding_box()
+        heading = page.locator("h1").bounding_box()
+        assert box is not None and heading is not None
+        assert box["x"] >= 0 and box["x"] + box["width"] <= width, f"{slug}: the unsubscribe link is cut off"
+        assert box["y"] > heading["y"] + heading["height"], f"{slug}: the unsubscribe link is not in the footer"
+        assert float(link.evaluate("a => parseFloat(getComputedStyle(a).fontSize)")) >= 14
+
+        assert page.evaluate(SMALL_VISIBLE_TEXT) == []
+    finally:
+        page.close()
+
+
+@pytest.mark.parametrize(("week", "slug"), EMAILS[:2], ids=[slug for _, slug in EMAILS[:2]])
+def test_dark_mode_styles_apply(chromium: Browser, project: Project, week: int, slug: str) -> None:
+    backgrounds: dict[str, str] = {}
+    schemes: tuple[Literal["light", "dark"], ...] = ("light", "dark")
+    for scheme in schemes:
+        page = open_email(chromium, project, week, 600, color_scheme=scheme)
+        try:
+            backgrounds[scheme] = page.evaluate("getComputedStyle(document.body).backgroundColor")
+        finally:
+            page.close()
+    assert backgrounds["light"] != backgrounds["dark"]
+    assert backgrounds["dark"] == "rgb(17, 20, 24)"
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+@pytest.mark.parametrize(("week", "slug"), EMAILS, ids=[slug for _, slug in EMAILS])
+def test_text_is_readable_in_light_and_dark_mode(
+    chromium: Browser, project: Project, week: int, slug: str, scheme: Literal["light", "dark"]
+) -> None:
+    page = open_email(chromium, project, week, 600, color_scheme=scheme)
+    try:
+        assert page.evaluate(LOW_CONTRAST_TEXT) == []
+    finally:
+        page.close()
