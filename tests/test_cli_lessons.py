@@ -93,6 +93,14 @@ def test_render_eml_is_the_wire_bytes(run: Invoke, project_dir: Path) -> None:
     assert not (project_dir / "newsletter.db").exists(), "previewing must not create a database"
 
 
+def test_render_eml_at_a_given_instant(run: Invoke) -> None:
+    first = as_message(run("render", "muscle", "--format", "eml", "--now", "2026-03-02T07:00Z").stdout_bytes)
+    again = as_message(run("render", "muscle", "--format", "eml", "--now", "2026-03-09T07:00Z").stdout_bytes)
+    assert first["Date"].datetime == datetime(2026, 3, 2, 7, 0, tzinfo=UTC)
+    assert first["Message-ID"] == again["Message-ID"]
+    assert run("render", "muscle", "--now", "next week").exit_code == 2
+
+
 def test_render_confirmation_to_a_file(run: Invoke, tmp_path: Path) -> None:
     target = tmp_path / "confirm.eml"
     result = run("render", "confirmation", "--format", "eml", "-o", str(target))

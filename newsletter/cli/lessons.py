@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import click
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import select
 
 from newsletter.checklist.course import check_course
+from newsletter.cli.options import now_option, resolve_now
 from newsletter.config import database_url
 from newsletter.message import to_wire
 from newsletter.models import CONFIRMATION_WEEK, Subscriber
 from newsletter.planning import CONFIRMATION_SLUG
 from newsletter.project import SAMPLE_EMAIL, SAMPLE_NAME, Project
+from newsletter.subscribers import find_subscriber
 
 FORMATS = ("html", "text", "eml")
 
@@ -86,19 +87,26 @@ def _shown_path(path: Path, root: Path) -> str:
     default=None,
     help="Write to FILE instead of standard output.",
 )
+@now_option
 @click.pass_context
 def render_command(
-    ctx: click.Context, slug: str, email: str | None, name: str | None, output_format: str, output: Path | None
+    ctx: click.Context,
+    slug: str,
+    email: str | None,
+    name: str | None,
+    output_format: str,
+    output: Path | None,
+    now: datetime | None,
 ) -> None:
     """Render the lesson SLUG (or `confirmation`, the double opt-in email) for one subscriber."""
     project = Project.open(ctx.obj["config_path"])
     week = _week_of(project, slug)
     subscriber = _subscriber_for(project, email, name)
-    now = datetime.now(UTC)
+    moment = resolve_now(now)
     if output_format == "eml":
-        data = to_wire(project.settings, project.message(subscriber, week, now=now))
+        data = to_wire(project.settings, project.message(subscriber, week, now=moment))
     else:
-        rendered = project.render(subscriber, week, now)
+        rendered = project.render(subscriber, week, moment)
         data = (rendered.html if output_format == "html" else rendered.text).encode("utf-8")
     if output is None:
         click.echo(data, nl=False)
@@ -120,9 +128,8 @@ def _week_of(project: Project, slug: str) -> int:
 def _subscriber_for(project: Project, email: str | None, name: str | None) -> Subscriber:
     """The stored subscriber with this address, else an unsaved sample one."""
     if email and _database_exists(project):
-        # Addresses are stored lower-cased (newsletter.subscribers.normalise_email).
         with project.db.session() as session:
-            stored = session.scalar(select(Subscriber).where(Subscriber.email == email.strip().lower()))
+            stored = find_subscriber(session, email)
         if stored is not None:
             return stored
     return project.sample_subscriber(email or SAMPLE_EMAIL, SAMPLE_NAME if name is None else name)
