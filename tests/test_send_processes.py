@@ -70,7 +70,7 @@ def week_one_statuses(project: Project) -> Counter[str]:
         rows = session.execute(
             select(Delivery.status, func.count()).where(Delivery.week == 1).group_by(Delivery.status)
         )
-        return Counter({status: count for status, count in rows.all()})
+        return Counter(dict(rows.all()))
 
 
 def test_sigkill_at_random_moments_loses_nothing(project_dir: Path, env: dict[str, str], database_url: str) -> None:
