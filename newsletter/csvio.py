@@ -84,9 +84,11 @@ def decode(data: bytes, encoding: str | None = None) -> tuple[str, str]:
     """Return (text, encoding used) by the rules in the module docstring."""
     if encoding:
         try:
-            return data.decode(encoding), encoding
+            codecs.lookup(encoding)
         except LookupError:
             raise SubscriberError(f"encoding {encoding!r} is unknown; try utf-8, utf-16 or cp1252") from None
+        try:
+            return data.decode(encoding), encoding
         except UnicodeDecodeError as error:
             raise SubscriberError(f"not {encoding} text: {error.reason} at byte {error.start}") from None
     for bom, name in ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")):
@@ -188,7 +190,7 @@ def _store_batch(session: Session, project: Project, batch: list[ImportRow], now
         insert(Subscriber).returning(Subscriber.email, Subscriber.id),
         [_subscriber_values(row, statuses[row.line], now) for row in fresh],
     )
-    ids = dict(inserted.tuples().all())
+    ids: dict[str, int] = dict(inserted.all())
     deliveries: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
     for row in fresh:

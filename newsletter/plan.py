@@ -74,7 +74,7 @@ def upcoming_sends(
     if email is not None:
         query = query.where(Subscriber.id == get_subscriber(session, email).id)
     sends: list[PlannedSend] = []
-    for delivery, subscriber in session.execute(query).tuples():
+    for delivery, subscriber in session.execute(query):
         sends.append(PlannedSend(subscriber.email, delivery.week, delivery.slug, delivery.due_at, subscriber.timezone))
         if project_later_lessons and delivery.week > CONFIRMATION_WEEK and subscriber.status == "active":
             sends.extend(_projected_after(project, subscriber, delivery, now=now, horizon=horizon))
