@@ -45,7 +45,11 @@ def _run(project: Project, host: str, port: int, *, studio: bool, open_browser: 
     click.echo(f"Serving {what} at {url if studio else url + 'subscribe'}")
     if open_browser:
         threading.Thread(target=_open_when_started, args=(server, url), daemon=True).start()
-    server.run()
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        # uvicorn shuts down cleanly on Ctrl-C, then raises it again: stopping the server is not a failure.
+        click.echo("Stopped.")
 
 
 def _open_when_started(server: object, url: str, timeout: float = 30.0) -> None:

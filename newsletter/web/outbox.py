@@ -10,11 +10,19 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+from newsletter.project import CONFIRM_PATH, PREFERENCES_PATH, UNSUBSCRIBE_PATH
 from newsletter.transports import OutboxMessage, read_outbox
 from newsletter.web.pages import page, studio_only, web_context
 from newsletter.web.preview import FRAME_POLICY
 
 _URL = re.compile(r"https?://[^\s<>()\"']+")
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._@=+-]")
+# The demo's links point at the configured public URL; these open the same page on the server in use.
+_OUR_PAGES = {
+    CONFIRM_PATH: "Confirm",
+    PREFERENCES_PATH: "Preferences",
+    UNSUBSCRIBE_PATH: "Unsubscribe page",
+}
 
 
 @dataclass(frozen=True)
@@ -25,7 +33,7 @@ class OpenedMessage:
     headers: list[tuple[str, str]]
     text: str
     html: str
-    links: list[tuple[str, str]]  # (the URL as sent, the same path on this server when it is one of ours)
+    links: list[tuple[str, str, str]]  # (URL as sent, the same path on this server or "", what the link does)
 
 
 def _part(message: EmailMessage, subtype: str) -> str:
@@ -43,7 +51,8 @@ def open_message(stored: OutboxMessage, base_url: str) -> OpenedMessage:
     links = []
     for url in dict.fromkeys(_URL.findall(text)):
         local = url[len(base) :] if url.startswith(base + "/") else ""
-        links.append((url, local))
+        purpose = next((label for prefix, label in _OUR_PAGES.items() if local.startswith(prefix)), "Open")
+        links.append((url, local, purpose))
     return OpenedMessage(
         stored=stored,
         headers=[(name, str(value)) for name, value in message.items()],
@@ -92,7 +101,7 @@ def outbox_raw(request: Request) -> Response:
     return Response(
         stored.raw,
         media_type="message/rfc822",
-        headers={"Content-Disposition": f'attachment; filename="{stored.path.name}.eml"'},
+        headers={"Content-Disposition": f'attachment; filename="{_SAFE_NAME.sub("_", stored.path.name)}.eml"'},
     )
 
 

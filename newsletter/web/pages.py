@@ -67,6 +67,11 @@ def _local_time(moment: datetime, zone: str) -> str:
     return f"{local:%A} {local.day} {local:%B %Y at %H:%M} ({zone})"
 
 
+def _local_date(moment: datetime, zone: str) -> str:
+    local = moment.astimezone(ZoneInfo(zone))
+    return f"{local:%A} {local.day} {local:%B %Y}"
+
+
 def _kilobytes(size: int) -> str:
     return f"{size / 1024:.1f} KB"
 
@@ -79,6 +84,7 @@ ENVIRONMENT = jinja2.Environment(
     lstrip_blocks=True,
 )
 ENVIRONMENT.filters["local_time"] = _local_time
+ENVIRONMENT.filters["local_date"] = _local_date
 ENVIRONMENT.filters["kilobytes"] = _kilobytes
 
 
