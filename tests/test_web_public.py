@@ -432,7 +432,7 @@ def test_pausing_for_some_weeks_withdraws_the_lesson_and_says_when_it_comes_back
     back = next_slot_after(Cadence("America/New_York", 1, time(6, 15)), NOW + timedelta(weeks=2))
     assert back == datetime(2026, 3, 24, 10, 15, tzinfo=UTC)  # New York is on daylight time by then
     text = text_of(page)
-    assert "Paused until Wednesday 18 March 2026 at 08:00 (America/New_York)" in text
+    assert "Paused until Wednesday 18 March 2026 ." in text  # the date sits in its own <time>
     assert "next lesson then arrives Tuesday 24 March 2026 at 06:15 (America/New_York)" in text
     assert 'value="resume"' in page
 
@@ -519,3 +519,22 @@ def test_public_pages_never_need_the_studio_token(project: Project, settings: Se
         assert visitor.post(f"/u/{token(guarded, 'unsubscribe', reader.id)}", data=ONE_CLICK).status_code == 200
         assert visitor.get("/").status_code == 401
     guarded.db.dispose()
+
+
+def test_the_journey_works_on_each_database(any_project: Project) -> None:
+    """Subscribe, confirm, pause, resume and one-click unsubscribe on SQLite and on PostgreSQL."""
+    app = create_app(any_project, live_reload=False, clock=Clock())
+    with TestClient(app, base_url="http://127.0.0.1", follow_redirects=False) as client:
+        assert sign_up(client, email="pg@example.com")[0] == 200
+        reader = subscriber(any_project, "pg@example.com")
+        assert reader is not None and reader.status == "pending"
+        assert client.get(f"/confirm/{token(any_project, 'confirm', reader.id)}").status_code == 200
+        assert preferences(client, any_project, reader, action="pause", weeks="until-resumed")[0] == 200
+        assert pending_rows(any_project, reader.id) == []
+        assert preferences(client, any_project, reader, action="resume")[0] == 200
+        assert [row.week for row in pending_rows(any_project, reader.id)] == [1]
+        one_click = client.post(f"/u/{token(any_project, 'unsubscribe', reader.id)}", data=ONE_CLICK)
+        assert one_click.status_code == 200
+    gone = subscriber(any_project, "pg@example.com")
+    assert gone is not None and gone.status == "unsubscribed"
+    assert pending_rows(any_project, reader.id) == []
