@@ -1,0 +1,125 @@
+"""`newsletter serve` as a real uvicorn process: pages answer, one-click works, live reload streams, Ctrl-C stops it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from newsletter import tokens
+from newsletter.models import Subscriber
+from newsletter.project import Project
+from newsletter.subscribers import SubscriberInput, add_subscriber
+
+pytestmark = pytest.mark.slow
+STARTUP_SECONDS = 20
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def server(project_dir: Path, project: Project, sqlite_url: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    port = free_port()
+    environment = {**os.environ, "NEWSLETTER_DATABASE_URL": sqlite_url, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "newsletter",
+            "--config",
+            str(project_dir / "config.toml"),
+            "serve",
+            "--port",
+            str(port),
+        ],
+        cwd=project_dir,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            httpx.get(base + "/subscribe", timeout=1)
+            break
+        except httpx.TransportError:
+            time.sleep(0.1)
+    else:
+        process.kill()
+        output = process.communicate()[0].decode(errors="replace")
+        pytest.fail(f"newsletter serve did not answer within {STARTUP_SECONDS} s:\n{output}")
+    yield process, base
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+    assert process.stdout is not None
+    process.stdout.close()
+
+
+def test_serve_answers_unsubscribes_streams_reloads_and_stops(
+    server: tuple[subprocess.Popen[bytes], str], project: Project, project_dir: Path
+) -> None:
+    process, base = server
+    with project.db.session() as session:
+        reader = add_subscriber(
+            session, project, SubscriberInput("kai@example.com"), confirmed=True, now=datetime.now(UTC)
+        )
+        reader_id = reader.id
+
+    assert 'name="email"' in httpx.get(base + "/subscribe").text
+    assert httpx.get(base + "/").status_code == 200
+
+    one_click = httpx.post(
+        f"{base}/u/{tokens.issue(project.settings.secret_key, 'unsubscribe', reader_id)}",
+        content=b"List-Unsubscribe=One-Click",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert one_click.status_code == 200 and not one_click.is_redirect
+    with project.db.session() as session:
+        assert session.scalar(select(Subscriber.status).where(Subscriber.id == reader_id)) == "unsubscribed"
+
+    with httpx.Client(base_url=base, timeout=httpx.Timeout(10.0)) as client:
+        with client.stream("GET", "/_studio/events") as events:
+            assert events.headers["content-type"].startswith("text/event-stream")
+            lines = events.iter_lines()
+            assert [next(lines) for _ in range(3)] == ["retry: 1000", "event: version", "data: 0"]
+            lesson = project_dir / "lessons" / "02-knees.md"
+            lesson.write_text(lesson.read_text(encoding="utf-8").replace("Lesson 2:", "Lesson 2 (new):"), "utf-8")
+            started = time.monotonic()
+            assert "data: 1" in _lines_until(lines, "data: 1")
+            assert time.monotonic() - started < 3, "the reload took longer than a couple of seconds"
+        assert "Lesson 2 (new):" in client.get("/preview/knees").text
+
+        # Ctrl-C with a live-reload stream still open must not hang the server.
+        with client.stream("GET", "/_studio/events") as events:
+            next(events.iter_lines())
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=15)
+    assert process.stdout is not None
+    output = process.stdout.read().decode(errors="replace")
+    assert process.returncode == 0, output
+    assert "Serving the preview studio and the subscriber pages at http://127.0.0.1:" in output
+
+
+def _lines_until(lines: Iterator[str], wanted: str) -> list[str]:
+    seen = []
+    for line in lines:
+        seen.append(line)
+        if line == wanted:
+            break
+    return seen
