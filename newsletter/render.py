@@ -26,8 +26,10 @@ from newsletter.errors import TemplateError
 from newsletter.lessons import Lesson, Series, markdown_parser
 
 TEXT_WIDTH = 78
-_OPEN, _CLOSE = "\ue000", "\ue001"  # private-use code points: never in real content, inert to Jinja and MJML
-_PLACEHOLDER = re.compile(f"{_OPEN}([a-z_.]+){_CLOSE}")
+# Plain ASCII markers: Jinja's escaping and MJML leave them alone in text and in attributes alike (MJML
+# rewrites non-ASCII code points inside attributes, so private-use characters would not survive an href).
+_OPEN, _CLOSE = "@@nl:", "@@"
+_PLACEHOLDER = re.compile(r"@@nl:([a-z_.]+)@@")
 RECIPIENT_FIELDS = ("subscriber.greeting", "subscriber.name", "subscriber.email", "subscriber.schedule")
 LINK_FIELDS = ("links.unsubscribe", "links.preferences", "links.confirm")
 
@@ -188,55 +190,49 @@ def _tidy_text(text: str) -> str:
 
 def markdown_to_text(source: str, width: int = TEXT_WIDTH) -> str:
     """Render lesson Markdown as readable plain text: wrapped paragraphs, bullets, links as `text (url)`."""
-    blocks: list[str] = []
+    # Each block remembers which list it belongs to (None outside lists): items of one list stay together,
+    # everything else is separated by a blank line.
+    blocks: list[tuple[str, int | None]] = []
     tokens = markdown_parser().parse(source)
-    list_depth = 0
-    ordered_counters: list[int | None] = []
+    open_lists: list[tuple[int, int | None]] = []  # (list id, next number or None for bullets)
     for index, token in enumerate(tokens):
         if token.type in ("bullet_list_open", "ordered_list_open"):
-            list_depth += 1
-            ordered_counters.append(1 if token.type == "ordered_list_open" else None)
+            open_lists.append((index, 1 if token.type == "ordered_list_open" else None))
         elif token.type in ("bullet_list_close", "ordered_list_close"):
-            list_depth -= 1
-            ordered_counters.pop()
+            open_lists.pop()
         elif token.type == "inline":
             opener = tokens[index - 1]
             content = _inline_text(token.children or [])
             if opener.type == "heading_open":
                 underline = "-" if opener.tag == "h2" else "·"
-                blocks.append(f"{content}\n{underline * min(len(content), width)}")
-            elif list_depth and _in_list_item(tokens, index):
-                counter = ordered_counters[-1]
+                blocks.append((f"{content}\n{underline * min(len(content), width)}", None))
+            elif open_lists and _in_list_item(tokens, index):
+                list_id, counter = open_lists[-1]
                 marker = f"{counter}." if counter is not None else "•"
                 if counter is not None:
-                    ordered_counters[-1] = counter + 1
-                indent = "  " * (list_depth - 1)
-                blocks.append(
-                    textwrap.fill(
-                        content,
-                        width,
-                        initial_indent=f"{indent}{marker} ",
-                        subsequent_indent=indent + " " * (len(marker) + 1),
-                        break_long_words=False,
-                        break_on_hyphens=False,
-                    )
+                    open_lists[-1] = (list_id, counter + 1)
+                indent = "  " * (len(open_lists) - 1)
+                text = textwrap.fill(
+                    content,
+                    width,
+                    initial_indent=f"{indent}{marker} ",
+                    subsequent_indent=indent + " " * (len(marker) + 1),
+                    break_long_words=False,
+                    break_on_hyphens=False,
                 )
+                blocks.append((text, open_lists[0][0]))
             else:
-                blocks.append(textwrap.fill(content, width, break_long_words=False, break_on_hyphens=False))
+                blocks.append((textwrap.fill(content, width, break_long_words=False, break_on_hyphens=False), None))
         elif token.type in {"fence", "code_block"}:
-            blocks.append(textwrap.indent(token.content.rstrip("\n"), "    "))
+            blocks.append((textwrap.indent(token.content.rstrip("\n"), "    "), None))
         elif token.type == "hr":
-            blocks.append("* * *")
-    return _join_blocks(blocks)
-
-
-def _join_blocks(blocks: list[str]) -> str:
-    """Separate blocks by a blank line, but keep the items of one list together."""
+            blocks.append(("* * *", None))
     out: list[str] = []
-    for block in blocks:
-        is_item = block.lstrip().startswith(("• ",)) or bool(re.match(r"\s*\d+\. ", block))
-        previous_is_item = bool(out) and (out[-1].lstrip().startswith("• ") or bool(re.match(r"\s*\d+\. ", out[-1])))
-        out.append(("\n" if is_item and previous_is_item else "\n\n") + block if out else block)
+    for position, (block, owner) in enumerate(blocks):
+        if position:
+            same_list = owner is not None and owner == blocks[position - 1][1]
+            out.append("\n" if same_list else "\n\n")
+        out.append(block)
     return "".join(out) + "\n"
 
 
