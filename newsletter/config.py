@@ -29,7 +29,7 @@ SECRET_KEY_FILENAME = ".secret-key"
 
 @dataclass(frozen=True, slots=True)
 class NewsletterSection:
-    name: str = "Running, Explained"
+    name: str = "Newsletter"
     base_url: str = "http://127.0.0.1:8025"
     lessons: Path = Path("lessons")
     templates: Path = Path("templates")
