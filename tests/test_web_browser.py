@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from playwright.sync_api import Browser, expect, sync_playwright
 from sqlalchemy import select
 
 from newsletter.dispatch import send_due
@@ -39,14 +40,12 @@ CHROMIUM_ARGS = [
 
 
 @pytest.fixture(scope="module")
-def chromium() -> Iterator[object]:
+def chromium() -> Iterator[Browser]:
     if not CHROMIUM.exists():
         message = f"browser tests need Chromium at {CHROMIUM} (apt-get install -y chromium)"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(message)
         pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield browser
@@ -88,11 +87,8 @@ def pending_weeks(project: Project, subscriber_id: int) -> list[int]:
 
 
 def test_a_reader_subscribes_confirms_pauses_and_unsubscribes(
-    chromium: object, base_url: str, project: Project, tmp_path: Path
+    chromium: Browser, base_url: str, project: Project, tmp_path: Path
 ) -> None:
-    from playwright.sync_api import Browser, expect
-
-    assert isinstance(chromium, Browser)
     context = chromium.new_context(base_url=base_url, timezone_id="Australia/Adelaide", locale="en-GB")
     page = context.new_page()
 
@@ -147,11 +143,8 @@ def test_a_reader_subscribes_confirms_pauses_and_unsubscribes(
 
 
 def test_the_studio_toggles_mobile_and_dark_and_looks_right(
-    chromium: object, base_url: str, project: Project, tmp_path: Path
+    chromium: Browser, base_url: str, project: Project, tmp_path: Path
 ) -> None:
-    from playwright.sync_api import Browser, expect
-
-    assert isinstance(chromium, Browser)
     with project.db.session() as session:
         for number, day in enumerate(["Monday", "Monday", "Wednesday", "Friday", "Saturday", "Monday"]):
             data = SubscriberInput(f"reader{number}@example.com", "", "UTC", day, "07:00")

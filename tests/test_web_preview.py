@@ -54,7 +54,7 @@ def reopened(settings: Settings) -> Settings:
     assert settings.config_path is not None
     return load_settings(
         settings.config_path,
-        env={"NEWSLETTER_SECRET_KEY": "test-secret-key-0123456789", "NEWSLETTER_DATABASE_URL": settings.database.url},
+        env={"NEWSLETTER_SECRET_KEY": settings.secret_key.decode(), "NEWSLETTER_DATABASE_URL": settings.database.url},
     )
 
 

@@ -538,3 +538,24 @@ def test_the_journey_works_on_each_database(any_project: Project) -> None:
     gone = subscriber(any_project, "pg@example.com")
     assert gone is not None and gone.status == "unsubscribed"
     assert pending_rows(any_project, reader.id) == []
+
+
+def test_a_refusal_from_the_subscriber_rules_is_a_400_page_and_an_outage_a_503(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from newsletter.errors import DatabaseError, SubscriberError
+    from newsletter.web import public
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise SubscriberError("email ann@example.com: this domain does not take mail")
+
+    monkeypatch.setattr(public, "request_subscription", refuse)
+    status, page = sign_up(client)
+    assert status == 400 and "this domain does not take mail" in page
+
+    def outage(*_args: object, **_kwargs: object) -> None:
+        raise DatabaseError("cannot open the database")
+
+    monkeypatch.setattr(public, "request_subscription", outage)
+    status, page = sign_up(client)
+    assert status == 503 and "try again in a few minutes" in page and "cannot open" not in page

@@ -93,7 +93,7 @@ def _subscriber(session: Session, subscriber_id: int) -> Subscriber:
 
 
 def public_page(endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
-    """Turn an outage of the database or a broken project into a polite 503 instead of a traceback."""
+    """Answer a bad link or refused input with a page that says so, and an outage with a polite 503."""
 
     @functools.wraps(endpoint)
     async def answered(request: Request) -> Response:
@@ -103,6 +103,9 @@ def public_page(endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[
             return _token_refused(request, error)
         except SubscriberGone:
             return page(request, "public_message.html", {"kind": "gone"}, status=404, headers=NO_STORE)
+        except SubscriberError as error:
+            values = {"kind": "refused", "detail": str(error)}
+            return page(request, "public_message.html", values, status=400, headers=NO_STORE)
         except NewsletterError as error:
             log.error("public page %s failed: %s", request.url.path, error)
             return page(request, "public_message.html", {"kind": "unavailable"}, status=503, headers=NO_STORE)
