@@ -1,0 +1,408 @@
+"""`newsletter run` as a real process against a real SMTP server, with a 1-second tick; and its parts in-process.
+
+The daemon subprocesses log JSON lines to a file; the test reads the address they listen on from the
+"listening" record, adds readers whose first lesson is due at once, and watches mail arrive at the sink,
+the ledger fill, and `/healthz` and `/metrics` over HTTP. Each process case runs on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from smtp_sink import FaultPlan, SmtpSink, stall
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import sessionmaker
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from newsletter.config import load_settings
+from newsletter.daemon import Daemon, JsonFormatter, TextFormatter
+from newsletter.db import Database, make_engine
+from newsletter.metrics import ProcessMetrics
+from newsletter.models import Delivery
+from newsletter.project import Project
+from newsletter.subscribers import SubscriberInput, add_subscriber
+from newsletter.transports import MemoryTransport, SmtpTransport
+from newsletter.web.health import health_routes
+
+STOP_WITHIN_SECONDS = 5.0
+WAIT_SECONDS = 45.0
+
+# The Prometheus text format, version 0.0.4: one sample per line, families declared by # TYPE first.
+SAMPLE = re.compile(
+    r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)\})? "
+    r"(?P<value>[-+]?(?:\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|Inf)|NaN)$"
+)
+LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\.)*)"')
+METRIC_TYPES = ("counter", "gauge", "summary", "histogram", "untyped")
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def parse_prometheus(text: str) -> Samples:
+    """Parse the exposition strictly: every sample belongs to a family typed before it, every line parses."""
+    assert text.endswith("\n")
+    types: dict[str, str] = {}
+    samples: Samples = {}
+    for line in text.splitlines():
+        if line.startswith("# HELP "):
+            assert len(line.split(" ", 3)) == 4, line
+        elif line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ")
+            assert kind in METRIC_TYPES and name not in types, line
+            types[name] = kind
+        else:
+            match = SAMPLE.match(line)
+            assert match, f"not a sample line: {line!r}"
+            name = match["name"]
+            family = re.sub(r"_(sum|count)$", "", name) if name not in types else name
+            assert family in types, f"{name} has no # TYPE line"
+            labels = match["labels"] or ""
+            pairs = LABEL.findall(labels)
+            assert ",".join(f'{key}="{value}"' for key, value in pairs) == labels, line
+            key = (name, frozenset(pairs))
+            assert key not in samples, f"duplicate sample {line!r}"
+            samples[key] = float(match["value"])
+    return samples
+
+
+def metric(samples: Samples, name: str, **labels: str) -> float:
+    return samples[name, frozenset(labels.items())]
+
+
+def wait_for(condition: Callable[[], object], what: str, seconds: float = WAIT_SECONDS) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+class DaemonProcess:
+    """`newsletter run --port 0 --log-format json` in a subprocess, logging to a file."""
+
+    def __init__(self, project_dir: Path, environment: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        command = [sys.executable, "-m", "newsletter", "--config", str(project_dir / "config.toml")]
+        with log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [*command, "run", "--host", "127.0.0.1", "--port", "0", "--log-format", "json"],
+                env=environment,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+        wait_for(lambda: self.url or self.process.poll() is not None, "the daemon to listen")
+        assert self.url, self.log_path.read_text()
+
+    def records(self) -> list[dict[str, object]]:
+        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.startswith("{")]
+
+    @property
+    def url(self) -> str:
+        return next((str(r["url"]) for r in self.records() if r.get("event") == "listening"), "")
+
+    def get(self, path: str) -> httpx.Response:
+        return httpx.get(self.url + path, timeout=10)
+
+    def ticks(self) -> list[dict[str, object]]:
+        return [record for record in self.records() if record.get("event") == "tick"]
+
+    def terminate(self) -> float:
+        """SIGTERM; return how long the process took to exit."""
+        self.process.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        self.process.wait(timeout=30)
+        return time.monotonic() - started
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def daemons(tmp_path: Path) -> Iterator[Callable[[Path, dict[str, str]], DaemonProcess]]:
+    started: list[DaemonProcess] = []
+
+    def start(project_dir: Path, environment: dict[str, str]) -> DaemonProcess:
+        started.append(DaemonProcess(project_dir, environment, tmp_path / f"daemon-{len(started)}.log"))
+        return started[-1]
+
+    yield start
+    for daemon in started:
+        daemon.kill()
+
+
+def daemon_env(database_url: str, smtp_port: int, env: dict[str, str]) -> dict[str, str]:
+    return {
+        **os.environ,
+        **env,
+        "NEWSLETTER_DATABASE_URL": database_url,
+        "NEWSLETTER_DELIVERY_TRANSPORT": "smtp",
+        "NEWSLETTER_SMTP_HOST": "127.0.0.1",
+        "NEWSLETTER_SMTP_PORT": str(smtp_port),
+        "NEWSLETTER_SMTP_CONNECTIONS": "2",
+        "NEWSLETTER_SMTP_TIMEOUT": "5",
+        "NEWSLETTER_DELIVERY_BATCH_SIZE": "5",
+        "NEWSLETTER_DAEMON_TICK_SECONDS": "1",
+        "NEWSLETTER_SCHEDULE_FIRST_LESSON": "immediately",
+    }
+
+
+def open_project(project_dir: Path, environment: dict[str, str]) -> Project:
+    """The test's own handle on the daemon's database, migrated before any daemon starts."""
+    project = Project(load_settings(project_dir / "config.toml", env=environment))
+    project.db  # noqa: B018
+    return project
+
+
+def add_readers(project: Project, count: int, *, confirmed: bool = True, prefix: str = "reader") -> None:
+    with project.db.session() as session:
+        for n in range(count):
+            reader = SubscriberInput(f"{prefix}{n}@example.com", f"Reader {n}", "UTC", "Monday", "07:00")
+            add_subscriber(session, project, reader, confirmed=confirmed, now=datetime.now(UTC))
+
+
+def statuses(project: Project, week: int | None = None) -> Counter[str]:
+    query = select(Delivery.status, func.count()).group_by(Delivery.status)
+    if week is not None:
+        query = query.where(Delivery.week == week)
+    with project.db.session() as session:
+        return Counter(dict(session.execute(query).all()))
+
+
+@pytest.mark.slow
+def test_mail_flows_and_health_and_metrics_answer_over_http(
+    project_dir: Path, env: dict[str, str], database_url: str, daemons: Callable[..., DaemonProcess]
+) -> None:
+    with SmtpSink() as sink:
+        environment = daemon_env(database_url, sink.port, env)
+        project = open_project(project_dir, environment)
+        daemon = daemons(project_dir, environment)
+        wait_for(daemon.ticks, "the first tick")
+        assert daemon.get("/healthz").json()["status"] == "ok"
+
+        add_readers(project, 5)
+        add_readers(project, 1, confirmed=False, prefix="new")
+        wait_for(lambda: sink.count == 6, "five lessons and one confirmation")
+        wait_for(lambda: statuses(project)["sent"] == 6, "the ledger to record them")
+
+        health = daemon.get("/healthz")
+        metrics = daemon.get("/metrics")
+        elapsed = daemon.terminate()
+        received = Counter(message.recipients[0] for message in sink.messages)
+
+    assert daemon.process.returncode == 0 and elapsed < STOP_WITHIN_SECONDS, daemon.log_path.read_text()
+    assert received == Counter({f"reader{n}@example.com": 1 for n in range(5)} | {"new0@example.com": 1})
+    assert statuses(project, week=1) == Counter({"sent": 5}) and statuses(project, week=2) == Counter({"pending": 5})
+
+    assert health.status_code == 200 and health.headers["content-type"] == "application/json"
+    body = health.json()
+    assert body["status"] == "ok" and body["database_reachable"] is True and body["problems"] == []
+    assert 0 <= body["last_tick_age_seconds"] < 5 and datetime.fromisoformat(body["last_tick_at"]).tzinfo
+
+    assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain; version=0.0.4")
+    samples = parse_prometheus(metrics.text)
+    assert metric(samples, "newsletter_sends_total") == 6
+    assert metric(samples, "newsletter_deliveries", status="sent") == 6
+    assert metric(samples, "newsletter_deliveries", status="pending") == 5
+    assert metric(samples, "newsletter_deliveries", status="sending") == 0
+    assert metric(samples, "newsletter_subscribers", status="active") == 5
+    assert metric(samples, "newsletter_subscribers", status="pending") == 1
+    assert metric(samples, "newsletter_database_up") == 1
+    ticks = metric(samples, "newsletter_ticks_total")
+    assert ticks >= 1 and metric(samples, "newsletter_tick_duration_seconds_count") == ticks
+    assert metric(samples, "newsletter_tick_duration_seconds_sum") > 0
+
+    tick_lines = daemon.ticks()
+    assert sum(int(str(line["sent"])) for line in tick_lines) == 6
+    assert {"time", "level", "logger", "message", "retry", "failed", "skipped"} <= set(tick_lines[0])
+    project.db.dispose()
+
+
+@pytest.mark.slow
+def test_sigterm_finishes_the_message_on_the_wire_and_exits_zero(
+    project_dir: Path, env: dict[str, str], database_url: str, daemons: Callable[..., DaemonProcess]
+) -> None:
+    readers = 20
+    with SmtpSink(faults=FaultPlan({"*": stall(0.3)})) as sink:
+        environment = daemon_env(database_url, sink.port, env)
+        project = open_project(project_dir, environment)
+        add_readers(project, readers)
+        daemon = daemons(project_dir, environment)
+        wait_for(lambda: sink.count > 0, "the first message")
+        elapsed = daemon.terminate()
+        received = sink.count
+
+    assert daemon.process.returncode == 0, daemon.log_path.read_text()
+    assert elapsed < STOP_WITHIN_SECONDS
+    week_one = statuses(project, week=1)
+    assert week_one["sending"] == 0  # nothing half-recorded
+    assert week_one["sent"] == received and 0 < received < readers
+    assert week_one["pending"] == readers - received
+    messages = [str(record["message"]) for record in daemon.records()]
+    assert any("SIGTERM: finishing the message on the wire" in message for message in messages)
+    assert messages[-1] == "stopped"
+    project.db.dispose()
+
+
+@pytest.mark.slow
+def test_two_daemons_on_one_database_send_nothing_twice(
+    project_dir: Path, env: dict[str, str], database_url: str, daemons: Callable[..., DaemonProcess]
+) -> None:
+    readers = 60
+    with SmtpSink(faults=FaultPlan({"*": stall(0.02)})) as sink:
+        environment = daemon_env(database_url, sink.port, env)
+        project = open_project(project_dir, environment)
+        first, second = daemons(project_dir, environment), daemons(project_dir, environment)
+        add_readers(project, readers)  # both are ticking: they race for the same due rows
+        wait_for(lambda: statuses(project, week=1)["sent"] == readers, "every lesson 1 to be recorded")
+        time.sleep(2.5)  # two more ticks each: a duplicate would show up now
+        elapsed = [first.terminate(), second.terminate()]
+        received = Counter(message.message_id for message in sink.messages)
+
+    assert [first.process.returncode, second.process.returncode] == [0, 0]
+    assert max(elapsed) < STOP_WITHIN_SECONDS
+    assert len(received) == readers and set(received.values()) == {1}
+    sent_by = [sum(int(str(tick["sent"])) for tick in daemon.ticks()) for daemon in (first, second)]
+    assert sum(sent_by) == readers, sent_by
+    project.db.dispose()
+
+
+# In-process: the tick, housekeeping and the health routes, with a clock and transports the test controls.
+
+
+def test_a_tick_sends_and_counts_and_logs_one_line(project: Project, caplog: pytest.LogCaptureFixture) -> None:
+    with project.db.session() as session:
+        add_subscriber(session, project, SubscriberInput("ada@example.com"), confirmed=False, now=datetime.now(UTC))
+    transport = MemoryTransport()
+    daemon = Daemon(project, host="127.0.0.1", port=0, tick_seconds=1, transport=transport)
+    with caplog.at_level("INFO", logger="newsletter.daemon"):
+        summary = daemon.tick()
+
+    assert summary is not None and summary.sent == 1 and len(transport.sent) == 1 and transport.closed
+    snapshot = daemon.metrics.snapshot()
+    assert (snapshot.sent, snapshot.ticks, snapshot.tick_failures) == (1, 1, 0)
+    assert [record.getMessage().split(" in ")[0] for record in caplog.records] == [
+        "tick: 1 sent, 0 retry, 0 failed, 0 skipped"
+    ]
+
+
+def test_a_failing_tick_is_logged_counted_and_makes_health_degraded(
+    project: Project, caplog: pytest.LogCaptureFixture
+) -> None:
+    with project.db.session() as session:
+        add_subscriber(session, project, SubscriberInput("ada@example.com"), confirmed=False, now=datetime.now(UTC))
+    with SmtpSink(auth=("lessons", "right")) as sink:
+        refused = SmtpTransport(
+            "127.0.0.1", sink.port, "none", username="lessons", password="wrong", connections=1, timeout=5
+        )
+        daemon = Daemon(project, host="127.0.0.1", port=0, tick_seconds=1, transport=refused)
+        with caplog.at_level("ERROR", logger="newsletter.daemon"):
+            assert daemon.tick() is None
+
+    assert daemon.metrics.snapshot().tick_failures == 1
+    assert caplog.records[0].getMessage().startswith("tick failed after")
+    assert statuses(project) == Counter({"pending": 1})  # the claimed row went back
+    health, metrics = fetch(health_routes(project, daemon.metrics), "/healthz", "/metrics")
+    samples = parse_prometheus(metrics.text)
+    assert health.status_code == 503 and health.json()["status"] == "degraded"
+    assert health.json()["problems"][0].startswith("the last tick failed: ")
+    assert metric(samples, "newsletter_tick_failures_total") == 1
+
+
+def test_housekeeping_returns_the_rows_of_a_dead_sender(project: Project) -> None:
+    with project.db.session() as session:
+        add_subscriber(session, project, SubscriberInput("ada@example.com"), confirmed=False, now=datetime.now(UTC))
+        session.execute(
+            update(Delivery).values(
+                status="sending", lease_owner="dead:1", lease_until=datetime.now(UTC) - timedelta(minutes=1)
+            )
+        )
+    Daemon(project, host="127.0.0.1", port=0, transport=MemoryTransport()).housekeeping()
+    assert statuses(project) == Counter({"pending": 1})
+
+
+def fetch(routes: list[Route], *paths: str) -> list[httpx.Response]:
+    """GET each path from an app made of these routes, in process."""
+
+    async def get_all() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=Starlette(routes=routes))
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            return [await client.get(path) for path in paths]
+
+    return asyncio.run(get_all())
+
+
+class Clock:
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def test_health_turns_degraded_when_ticks_stop_and_when_the_database_is_gone(project: Project, tmp_path: Path) -> None:
+    clock = Clock(datetime(2026, 3, 2, 7, 0, tzinfo=UTC))
+    metrics = ProcessMetrics(tick_seconds=10, clock=clock)
+    routes = health_routes(project, metrics)
+    clock.now += timedelta(seconds=5)
+    metrics.record_tick(0.2)
+    assert fetch(routes, "/healthz")[0].status_code == 200
+    clock.now += timedelta(seconds=59)  # 3 ticks + 30 s grace = 60 s of silence is still fine
+    assert fetch(routes, "/healthz")[0].json()["status"] == "ok"
+    metrics.record_outcome("sent")  # a long tick that is sending counts as alive
+    clock.now += timedelta(seconds=59)
+    assert fetch(routes, "/healthz")[0].status_code == 200
+    clock.now += timedelta(seconds=2)
+    (stale,) = fetch(routes, "/healthz")
+    assert stale.status_code == 503 and "for 61 s (ticks are every 10 s)" in stale.json()["problems"][0]
+
+    folder = tmp_path / "not-a-database"
+    folder.mkdir()  # a folder where the database file should be: SQLite cannot open it
+    gone = Project(project.settings.replace("database", url=f"sqlite:///{folder}"))
+    engine = make_engine(f"sqlite:///{folder}")
+    gone.__dict__["db"] = Database(engine=engine, sessions=sessionmaker(engine))
+    serving_only = ProcessMetrics(tick_seconds=None)
+    health, metrics_page = fetch(health_routes(gone, serving_only), "/healthz", "/metrics")
+    samples = parse_prometheus(metrics_page.text)
+    assert health.status_code == 503 and health.json()["database_reachable"] is False
+    assert metric(samples, "newsletter_database_up") == 0
+    assert ("newsletter_deliveries", frozenset({("status", "sent")})) not in samples
+    assert ("newsletter_ticks_total", frozenset()) not in samples  # this process does not tick
+    engine.dispose()
+
+
+def test_log_formats_are_one_line_each() -> None:
+    import logging
+
+    record = logging.LogRecord("newsletter.daemon", logging.INFO, __file__, 1, "tick: %d sent", (3,), None)
+    record.fields = {"event": "tick", "sent": 3}
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["message"] == "tick: 3 sent" and entry["sent"] == 3 and entry["level"] == "info"
+    assert datetime.fromisoformat(entry["time"]).tzinfo is not None
+    text = TextFormatter().format(record)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ INFO newsletter\.daemon: tick: 3 sent", text)
+
+
+def test_a_busy_port_stops_the_start_with_a_clear_error(project: Project) -> None:
+    from newsletter.daemon import listen
+    from newsletter.errors import ConfigError
+
+    with closing(listen("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}"):
+            listen("127.0.0.1", port)
