@@ -46,7 +46,6 @@ from newsletter.project import Project
 from newsletter.transports import Transport, transport_from_settings
 
 log = logging.getLogger("newsletter.daemon")
-LOG_FORMATS = ("text", "json")
 # Every tick already recovers leases and reconciles before it claims; this job is the backstop that keeps
 # doing so, and says so in the log, when ticks fail (an SMTP outage) or are stuck behind a long run.
 HOUSEKEEPING_SECONDS = 300.0
