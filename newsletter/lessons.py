@@ -90,14 +90,22 @@ def _toml_error_line(error: tomllib.TOMLDecodeError) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _check_types(path: Path, data: dict[str, Any], schema: Mapping[str, type], what: str) -> None:
+def key_line(text: str, key: str, default: int = 1) -> int:
+    """The 1-based line where `key = …` is set in a TOML text, for error messages."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if re.match(rf"\s*{re.escape(key)}\s*=", line):
+            return number
+    return default
+
+
+def _check_types(path: Path, data: dict[str, Any], schema: Mapping[str, type], what: str, text: str) -> None:
     for key, value in data.items():
         if key not in schema:
-            raise LessonError(path, f"unknown {what} key {key!r}; allowed: {', '.join(schema)}", 1)
+            raise LessonError(path, f"unknown {what} key {key!r}; allowed: {', '.join(schema)}", key_line(text, key))
         expected = schema[key]
         if not isinstance(value, expected) or isinstance(value, bool):
             kind = "an integer" if expected is int else "a string"
-            raise LessonError(path, f"`{key}` must be {kind}, got {value!r}", 1)
+            raise LessonError(path, f"`{key}` must be {kind}, got {value!r}", key_line(text, key))
 
 
 def split_front_matter(path: Path, text: str) -> tuple[dict[str, Any], str, int]:
@@ -149,21 +157,27 @@ def load_lesson(path: Path) -> Lesson:
     except OSError as error:
         raise LessonError(path, f"cannot be read: {error.strerror}") from None
     data, body, body_line = split_front_matter(path, text)
-    _check_types(path, data, LESSON_KEYS, "front matter")
+    _check_types(path, data, LESSON_KEYS, "front matter", text)
     missing = [key for key in REQUIRED_LESSON_KEYS if not str(data.get(key, "")).strip()]
     if missing:
         raise LessonError(path, f"front matter is missing required key(s): {', '.join(missing)}", 1)
     if data["week"] < 1:
-        raise LessonError(path, f"`week` must be 1 or more, got {data['week']}", 1)
+        raise LessonError(path, f"`week` must be 1 or more, got {data['week']}", key_line(text, "week"))
     if not SLUG_PATTERN.match(data["slug"]):
-        raise LessonError(path, f"`slug` must be lowercase letters, digits and dashes, got {data['slug']!r}", 1)
+        raise LessonError(
+            path, f"`slug` must be lowercase letters, digits and dashes, got {data['slug']!r}", key_line(text, "slug")
+        )
     for key in ("title", "subject", "preheader", "summary"):
         if any(char in str(data.get(key, "")) for char in "\r\n"):
-            raise LessonError(path, f"`{key}` must be one line", 1)
+            raise LessonError(path, f"`{key}` must be one line", key_line(text, key))
     if len(data["subject"]) > SUBJECT_MAX:
-        raise LessonError(path, f"`subject` must be at most {SUBJECT_MAX} characters, has {len(data['subject'])}", 1)
+        raise LessonError(
+            path,
+            f"`subject` must be at most {SUBJECT_MAX} characters, has {len(data['subject'])}",
+            key_line(text, "subject"),
+        )
     if len(data["preheader"]) > PREHEADER_MAX:
-        raise LessonError(path, f"`preheader` must be at most {PREHEADER_MAX} characters", 1)
+        raise LessonError(path, f"`preheader` must be at most {PREHEADER_MAX} characters", key_line(text, "preheader"))
     if not body.strip():
         raise LessonError(path, "has no Markdown body after the front matter", body_line)
     _check_body(path, body, body_line)
@@ -180,6 +194,10 @@ def load_lesson(path: Path) -> Lesson:
     )
 
 
+def _line_in(lesson: Lesson, key: str) -> int:
+    return key_line(lesson.path.read_text(encoding="utf-8-sig"), key)
+
+
 def load_series(folder: Path) -> Series:
     """Load series.toml and every `*.md` lesson in the folder, ordered by week; weeks run 1..N without gaps."""
     folder = Path(folder)
@@ -190,7 +208,7 @@ def load_series(folder: Path) -> Series:
         meta = tomllib.loads(series_file.read_text(encoding="utf-8-sig"))
     except tomllib.TOMLDecodeError as error:
         raise LessonError(series_file, f"not valid TOML: {error}", _toml_error_line(error)) from None
-    _check_types(series_file, meta, SERIES_KEYS, "series")
+    _check_types(series_file, meta, SERIES_KEYS, "series", series_file.read_text(encoding="utf-8-sig"))
     for key in ("title", "slug"):
         if not str(meta.get(key, "")).strip():
             raise LessonError(series_file, f"missing required key `{key}`")
@@ -203,13 +221,17 @@ def load_series(folder: Path) -> Series:
     for index, lesson in enumerate(lessons, start=1):
         if lesson.slug in seen_slugs:
             other = seen_slugs[lesson.slug].path.name
-            raise LessonError(lesson.path, f"slug {lesson.slug!r} is already used by {other}", 1)
+            raise LessonError(lesson.path, f"slug {lesson.slug!r} is already used by {other}", _line_in(lesson, "slug"))
         seen_slugs[lesson.slug] = lesson
         if lesson.week != index:
             previous = lessons[index - 2]
             if index > 1 and previous.week == lesson.week:
-                raise LessonError(lesson.path, f"week {lesson.week} is already used by {previous.path.name}", 1)
-            raise LessonError(lesson.path, f"weeks must run 1..N without gaps; expected week {index} here", 1)
+                raise LessonError(
+                    lesson.path, f"week {lesson.week} is already used by {previous.path.name}", _line_in(lesson, "week")
+                )
+            raise LessonError(
+                lesson.path, f"weeks must run 1..N without gaps; expected week {index} here", _line_in(lesson, "week")
+            )
     source = folder / meta["source"] if meta.get("source") else None
     return Series(
         title=meta["title"],

@@ -121,12 +121,15 @@ def dkim_sign(settings: Settings, data: bytes) -> bytes:
     if key_path is None or not key_path.is_file():
         raise ConfigError(f"[dkim] private_key must be a readable PEM file, got {str(key_path or '')!r}")
     domain = settings.dkim.domain or settings.sender_domain
-    signature = dkim.sign(
-        data,
-        settings.dkim.selector.encode(),
-        domain.encode(),
-        key_path.read_bytes(),
-        include_headers=list(SIGNED_HEADERS),
-        canonicalize=(b"relaxed", b"relaxed"),
-    )
+    try:
+        signature = dkim.sign(
+            data,
+            settings.dkim.selector.encode(),
+            domain.encode(),
+            key_path.read_bytes(),
+            include_headers=list(SIGNED_HEADERS),
+            canonicalize=(b"relaxed", b"relaxed"),
+        )
+    except dkim.DKIMException as error:
+        raise ConfigError(f"[dkim] private_key {key_path}: cannot sign with it: {error}") from None
     return bytes(signature) + data

@@ -165,7 +165,7 @@ def test_check_names_a_lesson_with_a_duplicate_week(run: Invoke, project_dir: Pa
     result = run("check")
     assert result.exit_code == 1
     assert "week 4 is already used by 04-mood.md" in result.stdout
-    assert "lessons/05-sleep.md line 1" in result.stdout
+    assert "lessons/05-sleep.md line 2" in result.stdout
 
 
 def test_check_names_the_template_and_line_of_a_syntax_error(run: Invoke, project_dir: Path) -> None:

@@ -87,14 +87,14 @@ def test_a_wrong_type_says_what_is_expected(course: Path) -> None:
     path = course / "02-hips.md"
     edit(path, "week = 2", 'week = "two"')
     error = load_error(course)
-    assert str(error) == f"{path} line 1: `week` must be an integer, got 'two'"
+    assert str(error) == f"{path} line 2: `week` must be an integer, got 'two'"
 
 
 def test_a_duplicate_week_names_both_files(course: Path) -> None:
     path = course / "03-shoulders.md"
     edit(path, "week = 3", "week = 2")
     error = load_error(course)
-    assert error.path == str(path) and error.line == 1
+    assert error.path == str(path) and error.line == 2
     assert "week 2 is already used by 02-hips.md" in str(error)
 
 
@@ -102,7 +102,7 @@ def test_a_duplicate_slug_names_both_files(course: Path) -> None:
     path = course / "03-shoulders.md"
     edit(path, 'slug = "shoulders"', 'slug = "hips"')
     error = load_error(course)
-    assert error.path == str(path) and error.line == 1
+    assert error.path == str(path) and error.line == 3
     assert "slug 'hips' is already used by 02-hips.md" in str(error)
 
 
