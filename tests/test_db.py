@@ -1,0 +1,114 @@
+"""Migrations and connections: the head revision, `newsletter db upgrade`, SQLite tuning, concurrent first use."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import inspect, text
+
+from newsletter.cli import main
+from newsletter.config import Settings
+from newsletter.db import HEAD_REVISION, MIGRATIONS, connect, current_revision
+from newsletter.errors import DatabaseError
+
+
+def _assigned(path: Path, name: str) -> object:
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise AssertionError(f"{path.name} assigns no {name}")
+
+
+def test_head_revision_is_the_newest_migration() -> None:
+    files = [path for path in (MIGRATIONS / "versions").glob("*.py") if path.name != "__init__.py"]
+    revisions = {_assigned(path, "revision"): _assigned(path, "down_revision") for path in files}
+    heads = set(revisions) - set(revisions.values())
+    assert heads == {HEAD_REVISION}, "db.HEAD_REVISION must name the one migration nothing revises"
+    assert sum(down is None for down in revisions.values()) == 1, "exactly one migration starts the chain"
+
+
+def test_db_upgrade_applies_once_then_reports_up_to_date(
+    project_dir: Path, env: dict[str, str], database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NEWSLETTER_DATABASE_URL", database_url)
+    runner, config = CliRunner(), str(project_dir / "config.toml")
+    first = runner.invoke(main, ["--config", config, "db", "upgrade"])
+    assert first.exit_code == 0, first.output
+    assert first.stdout.strip() == f"database upgraded from revision none to {HEAD_REVISION}"
+    second = runner.invoke(main, ["--config", config, "db", "upgrade"])
+    assert second.exit_code == 0, second.output
+    assert second.stdout.strip() == f"database at revision {HEAD_REVISION} (up to date)"
+
+
+def test_sqlite_is_tuned_for_several_processes(settings: Settings) -> None:
+    database = connect(settings)
+    try:
+        with database.engine.connect() as connection:
+            assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+            assert connection.execute(text("PRAGMA busy_timeout")).scalar() == 30_000
+            assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
+    finally:
+        database.dispose()
+
+
+CONNECT_AFTER_SIGNAL = """
+import sys, time
+from pathlib import Path
+from newsletter.config import load_settings
+from newsletter.db import connect, current_revision
+go = Path(sys.argv[2])
+Path(sys.argv[3]).touch()  # imported and ready
+while not go.exists():
+    time.sleep(0.005)
+database = connect(load_settings(sys.argv[1]))
+print(current_revision(database.engine))
+database.dispose()
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_opening_a_fresh_sqlite_file_at_once_both_succeed(
+    project_dir: Path, settings: Settings, tmp_path: Path
+) -> None:
+    go = tmp_path / "go"
+    environment = {**os.environ, "NEWSLETTER_SECRET_KEY": "test", "NEWSLETTER_DATABASE_URL": settings.database.url}
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", CONNECT_AFTER_SIGNAL, str(project_dir / "config.toml"), str(go), str(ready)],
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for ready in (tmp_path / "ready-1", tmp_path / "ready-2")
+    ]
+    deadline = time.monotonic() + 60
+    while not all((tmp_path / name).exists() for name in ("ready-1", "ready-2")):
+        assert time.monotonic() < deadline, "the processes never got ready"
+        assert all(process.poll() is None for process in processes), [p.communicate() for p in processes]
+        time.sleep(0.01)
+    assert not (project_dir / "newsletter.db").exists()
+    go.touch()
+    outcomes = [process.communicate(timeout=60) for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], outcomes
+    assert [stdout.strip() for stdout, _ in outcomes] == [HEAD_REVISION, HEAD_REVISION]
+    database = connect(settings, migrate=False)
+    try:
+        assert current_revision(database.engine) == HEAD_REVISION
+        assert {"subscribers", "deliveries", "events"} <= set(inspect(database.engine).get_table_names())
+    finally:
+        database.dispose()
+
+
+def test_an_unreachable_database_is_a_clear_error_without_the_password(settings: Settings) -> None:
+    unreachable = settings.replace("database", url="postgresql://newsletter:s3cret@127.0.0.1:9/newsletter")
+    with pytest.raises(DatabaseError, match="cannot open the database") as caught:
+        connect(unreachable)
+    assert "s3cret" not in str(caught.value)
