@@ -149,7 +149,8 @@ def test_the_confirmation_email_is_previewed_too(client: TestClient) -> None:
     page = client.get("/preview/confirmation").text
     assert "Confirm your subscription" in page
     assert re.search(r'<pre class="text-part">[^<]*https://running.example.com/confirm/', page)
-    assert "Yes, send me the lessons" in client.get("/preview/confirmation/frame").text
+    frame = client.get("/preview/confirmation/frame").text
+    assert re.search(r'href="https://running.example.com/confirm/[^"]+"[^>]*>\s*Yes, send me the lessons', frame)
 
 
 @pytest.mark.parametrize(
@@ -235,7 +236,9 @@ def test_a_broken_lesson_shows_its_file_and_line_and_reloading_the_fix_recovers(
         holder.reload()
         page = client.get("/").text
         assert "The project does not load" in page
-        assert "lessons/03-brain.md</code> line 1" in page and "`week` must be an integer" in page
+        line = lesson.read_text(encoding="utf-8").splitlines().index('week = "three"') + 1
+        assert f"lessons/03-brain.md</code> line {line}" in page and "`week` must be an integer" in page
+        assert f'<span class="line hit"><span class="number">{line}</span>week = &#34;three&#34;' in page
         assert "lessons/03-brain.md" in client.get("/preview/brain").text
         assert client.get("/subscribe").status_code == 200  # subscribers keep the last good project
         lesson.write_text(original.replace("Lesson 3:", "Lesson 3 (edited):"), encoding="utf-8")
