@@ -225,8 +225,10 @@ class Dispatcher:
             if delivery is None or delivery.lease_owner != self.owner or delivery.status != "sending":
                 return None  # the lease was lost: another sender owns this row now
             subscriber = session.get(Subscriber, delivery.subscriber_id)
-            wanted = "pending" if delivery.week == CONFIRMATION_WEEK else "active"
-            if subscriber is None or subscriber.status != wanted:
+            # A confirmation is for someone still pending; a lesson for a reader who is active, or who has
+            # finished the course and gets a failed lesson retried.
+            wanted = ("pending",) if delivery.week == CONFIRMATION_WEEK else ("active", "completed")
+            if subscriber is None or subscriber.status not in wanted:
                 delivery.status, delivery.lease_owner, delivery.lease_until = "cancelled", None, None
                 return "skipped"
             try:
