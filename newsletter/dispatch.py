@@ -77,6 +77,15 @@ class DueDelivery:
     due_at: datetime
 
 
+def may_receive(week: int, subscriber_status: str) -> bool:
+    """Whether a delivery of `week` may go to a subscriber in that status.
+
+    A confirmation is for someone still pending; a lesson for a reader who is active, or who finished the
+    course and has a failed lesson retried.
+    """
+    return subscriber_status == "pending" if week == CONFIRMATION_WEEK else subscriber_status in ("active", "completed")
+
+
 def clock_from(start: datetime | None) -> Clock:
     """The real clock, or one that starts at `start` and runs at real speed (for `--now` simulations)."""
     if start is None:
@@ -225,10 +234,7 @@ class Dispatcher:
             if delivery is None or delivery.lease_owner != self.owner or delivery.status != "sending":
                 return None  # the lease was lost: another sender owns this row now
             subscriber = session.get(Subscriber, delivery.subscriber_id)
-            # A confirmation is for someone still pending; a lesson for a reader who is active, or who has
-            # finished the course and gets a failed lesson retried.
-            wanted = ("pending",) if delivery.week == CONFIRMATION_WEEK else ("active", "completed")
-            if subscriber is None or subscriber.status not in wanted:
+            if subscriber is None or not may_receive(delivery.week, subscriber.status):
                 delivery.status, delivery.lease_owner, delivery.lease_until = "cancelled", None, None
                 return "skipped"
             try:

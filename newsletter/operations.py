@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
+from newsletter.dispatch import may_receive
 from newsletter.errors import NewsletterError
 from newsletter.metrics import LedgerGauges
 from newsletter.models import CONFIRMATION_WEEK, DELIVERY_STATUSES, SUBSCRIBER_STATUSES, Delivery, Event, Subscriber
@@ -230,8 +231,7 @@ def list_deliveries(
 
 def _why_not(delivery: Delivery, subscriber: Subscriber) -> str | None:
     """Why the dispatcher would not send this row again, or None when it would."""
-    wanted = "pending" if delivery.week == CONFIRMATION_WEEK else "active"
-    if subscriber.status != wanted:
+    if not may_receive(delivery.week, subscriber.status):
         return f"the subscriber is {subscriber.status}"
     return None
 
@@ -242,7 +242,7 @@ def retry_deliveries(
     """Put failed and held deliveries (of one address, or all of them) back to pending, due at `now`.
 
     Attempts start again from zero and the row keeps its Message-ID. Rows the dispatcher would not send
-    (the reader unsubscribed, bounced, paused or finished the course) stay as they are and are reported.
+    (the reader unsubscribed, bounced or paused) stay as they are and are reported.
     """
     if (email is None) == (not all_failed):
         raise NewsletterError("retry needs exactly one of an address or all failed deliveries")

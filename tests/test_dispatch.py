@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from smtp_sink import FaultPlan, SmtpSink, drop_after_data, permanent, stall, temporary
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from newsletter.dispatch import claim_due_deliveries, list_due, release_expired_leases, retry_delay, send_due
 from newsletter.message import DELIVERY_HEADER
@@ -179,3 +179,20 @@ def test_the_outbox_transport_receives_the_wire_bytes(project: Project, tmp_path
     send_due(project, OutboxTransport(tmp_path / "outbox"), now=FIRST_SLOT)
     (stored,) = read_outbox(tmp_path / "outbox")
     assert b"\r\n" in stored.raw and stored.raw.count(b"\n") == stored.raw.count(b"\r\n")
+
+
+def test_a_failed_last_lesson_can_be_retried_after_the_course_is_complete(project: Project) -> None:
+    from newsletter.operations import retry_deliveries
+
+    add_readers(project, ["last@example.com"])
+    with project.db.session() as session:
+        session.scalars(select(Subscriber)).one().position = 6  # lesson 7 of 7 is next
+        session.execute(update(Delivery).values(week=7, slug="longevity"))
+    transport = MemoryTransport()
+    transport.fail_permanently("last@example.com")
+    assert send_due(project, transport, now=FIRST_SLOT).failed == 1
+    with project.db.session() as session:
+        assert session.scalars(select(Subscriber)).one().status == "completed"
+    retry_deliveries(project, now=FIRST_SLOT + timedelta(days=1), email="last@example.com")
+    assert send_due(project, MemoryTransport(), now=FIRST_SLOT + timedelta(days=1)).sent == 1
+    assert ledger(project)["last@example.com", 7].status == "sent"
