@@ -221,7 +221,8 @@ def test_a_template_error_at_render_time_names_the_template_line(
     line = next(number for number, text in enumerate(template.read_text().splitlines(), 1) if "// 0" in text)
     project.__dict__.pop("renderer", None)
     page = client.get("/preview/knees").text
-    assert f"templates/lesson.mjml.j2 line {line}: ZeroDivisionError" in page
+    assert f"templates/lesson.mjml.j2</code> line {line}" in page
+    assert '<pre class="message">ZeroDivisionError: integer division or modulo by zero</pre>' in page
 
 
 def test_a_broken_lesson_shows_its_file_and_line_and_reloading_the_fix_recovers(

@@ -120,6 +120,12 @@ class ErrorReport:
     line: int | None = None
     excerpt: tuple[tuple[int, str], ...] = ()
 
+    @property
+    def reason(self) -> str:
+        """The message without the "file line N: " it starts with, for pages that show the place apart."""
+        where = f"{self.path} line {self.line}: " if self.line else f"{self.path}: "
+        return self.message.removeprefix(where) if self.path else self.message
+
 
 def error_report(error: BaseException, root: Path) -> ErrorReport:
     """Describe an error with the file and line it names, and a few lines of that file when it is readable."""
