@@ -74,7 +74,18 @@ def cancel_pending(session: Session, subscriber: Subscriber) -> None:
 def plan_confirmation(
     session: Session, settings: Settings, series: Series, subscriber: Subscriber, now: datetime
 ) -> Delivery:
-    """Queue the double opt-in email, due at once; a new request gets a new Message-ID."""
+    """Queue the double opt-in email, due at once; each request gets its own Message-ID.
+
+    A confirmation already sent (or failed) is replaced by the new request; one still on the wire is left
+    to finish, and the unique (subscriber, week) row then carries on as it is.
+    """
+    session.execute(
+        delete(Delivery).where(
+            Delivery.subscriber_id == subscriber.id,
+            Delivery.week == CONFIRMATION_WEEK,
+            Delivery.status.in_(("sent", "failed", "cancelled")),
+        )
+    )
     session.flush()
     requests = session.scalar(
         select(func.count()).select_from(Event).where(Event.subscriber_id == subscriber.id, Event.kind == "subscribed")

@@ -232,20 +232,8 @@ def request_subscription(
     subscriber.status, subscriber.unsubscribed_at, subscriber.updated_at = "pending", None, now
     # plan_confirmation derives a fresh Message-ID from the number of "subscribed" events, so count this one.
     record_event(session, subscriber, "subscribed", source=source, at=now, detail=detail)
-    _plan_fresh_confirmation(session, project, subscriber, now)
-    return subscriber
-
-
-def _plan_fresh_confirmation(session: Session, project: Project, subscriber: Subscriber, now: datetime) -> None:
-    # planning never resets a sent row, and (subscriber, week 0) is unique: clear the finished confirmation first.
-    session.execute(
-        delete(Delivery).where(
-            Delivery.subscriber_id == subscriber.id,
-            Delivery.week == CONFIRMATION_WEEK,
-            Delivery.status.in_(("sent", "failed", "cancelled")),
-        )
-    )
     plan_confirmation(session, project.settings, project.series, subscriber, now)
+    return subscriber
 
 
 def confirm(
