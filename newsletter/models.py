@@ -84,7 +84,12 @@ def _one_of(column: str, values: tuple[str, ...]) -> str:
 
 class Subscriber(Base):
     __tablename__ = "subscribers"
-    __table_args__ = (CheckConstraint(_one_of("status", SUBSCRIBER_STATUSES), name="status"),)
+    # AUTOINCREMENT on SQLite: an erased subscriber's id is never handed to someone else, since links in
+    # old emails (unsubscribe tokens never expire) and Message-IDs are derived from it.
+    __table_args__ = (
+        CheckConstraint(_one_of("status", SUBSCRIBER_STATUSES), name="status"),
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)

@@ -112,3 +112,17 @@ def test_deleting_a_subscriber_removes_deliveries_and_keeps_events(any_project: 
     with any_project.db.session() as session:
         assert session.scalars(select(Delivery)).all() == []
         assert [(e.kind, e.subscriber_id) for e in session.scalars(select(Event))] == [("subscribed", None)]
+
+
+def test_an_erased_subscribers_id_is_never_reused(project: Project) -> None:
+    """Old unsubscribe links and Message-IDs carry the id: a newcomer must not inherit it (SQLite AUTOINCREMENT)."""
+    from newsletter.subscribers import SubscriberInput, add_subscriber, erase
+
+    now = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
+    with project.db.session() as session:
+        first = add_subscriber(session, project, SubscriberInput("first@example.com"), confirmed=True, now=now)
+        first_id = first.id
+        erase(session, project, first, now=now)
+    with project.db.session() as session:
+        second = add_subscriber(session, project, SubscriberInput("second@example.com"), confirmed=True, now=now)
+        assert second.id > first_id

@@ -40,6 +40,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_subscribers")),
         sa.UniqueConstraint("email", name=op.f("uq_subscribers_email")),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("subscribers", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_subscribers_status"), ["status"], unique=False)
