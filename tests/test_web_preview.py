@@ -27,6 +27,7 @@ from newsletter.project import Project
 from newsletter.subscribers import SubscriberInput, add_subscriber
 from newsletter.transports import OutboxTransport
 from newsletter.web import create_app
+from newsletter.web.livereload import ProjectHolder
 from newsletter.web.preview import force_scheme
 
 with warnings.catch_warnings():
@@ -248,22 +249,39 @@ def test_a_broken_lesson_shows_its_file_and_line_and_reloading_the_fix_recovers(
     assert holder.version == 2
 
 
-def test_live_reload_picks_up_a_saved_lesson_within_seconds(
+def saved_until_reloaded(holder: ProjectHolder, path: Path, text: str, within: float = 10.0) -> float:
+    """Save `text` to `path` (again every half second, in case the watcher was still starting) until a reload."""
+    seen, started = holder.version, time.monotonic()
+    while time.monotonic() - started < within:
+        path.write_text(text, encoding="utf-8")
+        saved = time.monotonic()
+        while time.monotonic() - saved < 0.5:
+            if holder.version != seen:
+                return time.monotonic() - saved
+            time.sleep(0.02)
+    raise AssertionError(f"no reload within {within} seconds of saving {path.name}")
+
+
+def test_live_reload_rebuilds_the_project_when_a_lesson_or_the_config_is_saved(
     project_dir: Path, project: Project, settings: Settings
 ) -> None:
     app = create_app(project, clock=lambda: NOW, reload_settings=lambda: reopened(settings))
     holder = app.state.web.holder
     lesson = project_dir / "lessons" / "05-sleep.md"
     with TestClient(app, base_url="http://127.0.0.1") as client:
-        time.sleep(0.3)  # let the watcher start
-        break_file(lesson, "title = ", 'title = "Sleep, revised" #')
-        deadline = time.monotonic() + 5
-        while holder.version == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert holder.version >= 1, "no reload within 5 seconds of saving a lesson"
+        assert client.get("/").status_code == 200  # opens the database
+        edited = lesson.read_text(encoding="utf-8").replace("title = ", 'title = "Sleep, revised" #', 1)
+        assert saved_until_reloaded(holder, lesson, edited) < 2
         assert "Sleep, revised" in client.get("/preview/sleep").text
-        (project_dir / "newsletter.db-journal-ish").write_text("noise")  # other files in the root do not count
+        assert holder.project is not project and holder.project.db is project.db  # the pool is kept
+
+        config = project_dir / "config.toml"
+        renamed = config.read_text(encoding="utf-8").replace('name = "', 'name = "Renamed · ', 1)
+        saved_until_reloaded(holder, config, renamed)
+        assert "Renamed · " in client.get("/").text
+
         seen = holder.version
+        (project_dir / "notes.txt").write_text("other files in the project folder do not count")
         time.sleep(0.6)
         assert holder.version == seen
 

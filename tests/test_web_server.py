@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -99,9 +101,10 @@ def test_serve_answers_unsubscribes_streams_reloads_and_stops(
             lines = events.iter_lines()
             assert [next(lines) for _ in range(3)] == ["retry: 1000", "event: version", "data: 0"]
             lesson = project_dir / "lessons" / "02-knees.md"
-            lesson.write_text(lesson.read_text(encoding="utf-8").replace("Lesson 2:", "Lesson 2 (new):"), "utf-8")
+            edited = lesson.read_text(encoding="utf-8").replace("Lesson 2:", "Lesson 2 (new):")
             started = time.monotonic()
-            assert "data: 1" in _lines_until(lines, "data: 1")
+            with _saving_repeatedly(lesson, edited):
+                assert _lines_until(lines, "data: 1")[-1] == "data: 1"
             assert time.monotonic() - started < 3, "the reload took longer than a couple of seconds"
         assert "Lesson 2 (new):" in client.get("/preview/knees").text
 
@@ -114,6 +117,25 @@ def test_serve_answers_unsubscribes_streams_reloads_and_stops(
     output = process.stdout.read().decode(errors="replace")
     assert process.returncode == 0, output
     assert "Serving the preview studio and the subscriber pages at http://127.0.0.1:" in output
+
+
+@contextlib.contextmanager
+def _saving_repeatedly(path: Path, text: str) -> Iterator[None]:
+    """Save the file now and every half second while the body runs (an editor saving until it sees the change)."""
+    stop = threading.Event()
+
+    def save() -> None:
+        while not stop.is_set():
+            path.write_text(text, encoding="utf-8")
+            stop.wait(0.5)
+
+    saver = threading.Thread(target=save, daemon=True)
+    saver.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        saver.join()
 
 
 def _lines_until(lines: Iterator[str], wanted: str) -> list[str]:
