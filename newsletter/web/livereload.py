@@ -52,7 +52,13 @@ class ProjectHolder:
 
     def reload(self) -> None:
         """Build a new project from the config; keep the old one serving if the new one does not load."""
-        self.version += 1
+        try:
+            self._replace_project()
+        finally:
+            # Bumped last, so whoever sees the new version also sees the new project (or its error).
+            self.version += 1
+
+    def _replace_project(self) -> None:
         try:
             settings = self._reload_settings()
         except NewsletterError as error:
