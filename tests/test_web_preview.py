@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import email
 import re
+import shutil
+import subprocess
 import time
 import warnings
 from collections.abc import Iterator
@@ -184,6 +186,23 @@ def test_an_unknown_slug_gets_a_404_page_listing_the_lessons(client: TestClient)
         for slug in SLUGS:
             assert f'href="/preview/{slug}"' in response.text
     assert client.get("/preview").status_code == 307
+
+
+def test_with_dkim_configured_the_checklist_verifies_the_signature_without_dns(
+    settings: Settings, tmp_path: Path
+) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to generate a DKIM test key")
+    key = tmp_path / "dkim.pem"
+    subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True, capture_output=True)
+    signed = Project(settings.replace("dkim", selector="news2026", domain="running.example.com", private_key=key))
+    app = create_app(signed, live_reload=False, clock=lambda: NOW)
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        page = client.get("/preview/muscle", params={"tab": "checklist"}).text
+        eml = client.get("/preview/muscle.eml").content
+    signed.db.dispose()
+    assert eml.startswith(b"DKIM-Signature:")
+    assert re.search(r'<li class="ok"><span class="mark">✓</span> <strong>10\. DKIM signature</strong>', page)
 
 
 # --- errors an editor makes ------------------------------------------------------------------------------------------

@@ -9,14 +9,16 @@ from datetime import date, datetime, time, timedelta
 from email.message import EmailMessage
 from zoneinfo import ZoneInfo
 
+from dkim.crypto import UnparsableKeyError
 from sqlalchemy import func, select
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from newsletter.checklist import CheckResult, run_checklist
+from newsletter.checklist import CheckResult, DnsTxtLookup, run_checklist
+from newsletter.checklist.course import CALL_TO_ACTION
+from newsletter.checklist.signing import dns_serving, public_key_record
 from newsletter.errors import NewsletterError
-from newsletter.lessons import Lesson
 from newsletter.message import to_wire
 from newsletter.models import CONFIRMATION_WEEK, Delivery
 from newsletter.planning import CONFIRMATION_SLUG
@@ -97,27 +99,24 @@ def build_preview(project: Project, slug: str, week: int, title: str, name: str,
     rendered = project.render(subscriber, week, now)
     message = project.message(subscriber, week, now=now)
     raw = to_wire(project.settings, message)
-    lesson: Lesson | None = project.series.week(week) if week != CONFIRMATION_WEEK else None
     checks = run_checklist(
         raw,
         subject=rendered.subject,
-        call_to_action=_call_to_action(lesson) if lesson else None,
-        dkim_dns=_no_dns,
+        call_to_action=CALL_TO_ACTION if week != CONFIRMATION_WEEK else None,
+        dkim_dns=_dkim_dns(project),
     )
     return Preview(slug, week, title, rendered, message, raw, checks)
 
 
-def _no_dns(*_args: object, **_kwargs: object) -> bytes | None:
-    # The studio never waits on DNS: with DKIM configured, the signature item reports the key as unpublished.
-    return None
-
-
-def _call_to_action(lesson: Lesson) -> str | None:
-    """The first line of the lesson's "Try this week" section, which the text part must carry."""
-    match = re.search(r"^##\s*Try this week\s*\n+(?P<first>[^\n]+)", lesson.body, re.MULTILINE | re.IGNORECASE)
-    if match is None:
+def _dkim_dns(project: Project) -> DnsTxtLookup | None:
+    """Answer DKIM key lookups with the configured key's public half, as `newsletter check` does: no DNS wait."""
+    key = project.settings.dkim.private_key
+    if not project.settings.dkim.selector or key is None or not key.is_file():
         return None
-    return re.sub(r"[*_`]", "", match.group("first")).strip()[:40] or None
+    try:
+        return dns_serving(public_key_record(key.read_bytes()))
+    except (UnparsableKeyError, ValueError):
+        return None  # an unparsable key cannot sign either: rendering reports it
 
 
 def force_scheme(html: str, scheme: str) -> str:
