@@ -198,7 +198,7 @@ def test_with_dkim_configured_the_checklist_verifies_the_signature_without_dns(
     signed = Project(settings.replace("dkim", selector="news2026", domain="running.example.com", private_key=key))
     app = create_app(signed, live_reload=False, clock=lambda: NOW)
     with TestClient(app, base_url="http://127.0.0.1") as client:
-        page = client.get("/preview/muscle", params={"tab": "checklist"}).text
+        page = client.get("/preview/muscle").text
         eml = client.get("/preview/muscle.eml").content
     signed.db.dispose()
     assert eml.startswith(b"DKIM-Signature:")
