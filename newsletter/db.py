@@ -1,8 +1,9 @@
 """The database connection: engine, sessions, SQLite tuning, and migrations applied on first use.
 
 SQLite is tuned for several processes on one machine: WAL (readers never block the writer), a 30 s busy
-timeout, and every transaction opened with `BEGIN IMMEDIATE`, so two writers queue at BEGIN instead of
-failing with "database is locked" halfway through. PostgreSQL needs nothing special; migrations take an
+timeout, and every writing transaction opened with `BEGIN IMMEDIATE`, so two writers queue at BEGIN
+instead of failing with "database is locked" halfway through; `Database.reading()` opens a plain BEGIN
+for reports and pages that only read. PostgreSQL needs nothing special; migrations take an
 advisory lock there so that senders starting together migrate once.
 """
 
@@ -26,6 +27,7 @@ from newsletter.errors import DatabaseError
 MIGRATIONS = Path(__file__).parent / "migrations"
 HEAD_REVISION = "0001"  # the newest migration; tests/test_db.py checks it matches migrations/versions
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+READ_ONLY_OPTION = "newsletter_read_only"
 
 
 def _enable_wal(cursor: Any) -> None:
@@ -55,7 +57,8 @@ def _tune_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = connection.get_execution_options().get(READ_ONLY_OPTION)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 @dataclass
@@ -71,6 +74,12 @@ class Database:
     def session(self) -> Iterator[Session]:
         """A session in one transaction: committed on success, rolled back on error."""
         with self.sessions() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A transaction that only reads: on SQLite a plain BEGIN, so readers never queue behind senders."""
+        with Session(self.engine.execution_options(**{READ_ONLY_OPTION: True})) as session, session.begin():
             yield session
 
     def dispose(self) -> None:

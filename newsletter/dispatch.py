@@ -140,7 +140,7 @@ def claim_due_deliveries(session: Session, owner: str, now: datetime, lease: tim
 
 def list_due(project: Project, now: datetime, limit: int | None = None) -> list[DueDelivery]:
     """What a run at `now` would send, without claiming anything."""
-    with project.db.session() as session:
+    with project.db.reading() as session:
         query = (
             select(Subscriber.email, Delivery.week, Delivery.slug, Delivery.due_at)
             .join(Subscriber, Subscriber.id == Delivery.subscriber_id)

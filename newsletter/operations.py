@@ -168,7 +168,7 @@ def _funnel(session: Session, project: Project, now: datetime) -> list[LessonLin
 
 def status_report(project: Project, now: datetime) -> StatusReport:
     """Where the course stands at `now`, read in one transaction."""
-    with project.db.session() as session:
+    with project.db.reading() as session:
         subscribers = _counts(session, Subscriber.status, SUBSCRIBER_STATUSES)
         deliveries = _counts(session, Delivery.status, DELIVERY_STATUSES)
         lessons = _funnel(session, project, now)
@@ -198,7 +198,7 @@ def status_report(project: Project, now: datetime) -> StatusReport:
 
 def ledger_gauges(project: Project, now: datetime) -> LedgerGauges:
     """Deliveries and subscribers by status, and how late the oldest due delivery is, for `/metrics`."""
-    with project.db.session() as session:
+    with project.db.reading() as session:
         oldest = _oldest_due(session, now)
         return LedgerGauges(
             reachable=True,

@@ -17,6 +17,7 @@ from newsletter.cli import main
 from newsletter.config import Settings
 from newsletter.db import HEAD_REVISION, MIGRATIONS, connect, current_revision
 from newsletter.errors import DatabaseError
+from newsletter.project import Project
 
 
 def _assigned(path: Path, name: str) -> object:
@@ -112,3 +113,16 @@ def test_an_unreachable_database_is_a_clear_error_without_the_password(settings:
     with pytest.raises(DatabaseError, match="cannot open the database") as caught:
         connect(unreachable)
     assert "s3cret" not in str(caught.value)
+
+
+def test_a_reader_does_not_queue_behind_a_writer_on_sqlite(project: Project) -> None:
+    from sqlalchemy import func, select
+
+    from newsletter.models import Subscriber
+
+    database = project.db
+    with database.session() as writer:  # holds SQLite's write lock (BEGIN IMMEDIATE) until the block ends
+        writer.execute(text("UPDATE subscribers SET name = name"))
+        # A second writing session would wait out the busy timeout here and fail with "database is locked".
+        with database.reading() as reader:
+            assert reader.scalar(select(func.count()).select_from(Subscriber)) == 0

@@ -143,7 +143,7 @@ def upcoming_sends(project: Project, now: datetime, days: int = UPCOMING_DAYS) -
     today = now.astimezone(zone).date()
     bounds = [datetime.combine(today + timedelta(days=offset), time(0), zone) for offset in range(days + 1)]
     pending = select(func.count()).select_from(Delivery).where(Delivery.status == "pending")
-    with project.db.session() as session:
+    with project.db.reading() as session:
         overdue = session.scalar(pending.where(Delivery.due_at <= now)) or 0
         counts = [
             DayCount(
