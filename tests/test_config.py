@@ -150,3 +150,17 @@ def test_a_missing_config_says_what_to_do(tmp_path: Path, monkeypatch: pytest.Mo
         load_settings(None, env=KEY)
     with pytest.raises(ConfigError, match="no such config file"):
         load_settings(tmp_path / "absent.toml", env=KEY)
+
+
+def test_the_cli_says_once_that_it_generated_a_signing_key(project_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from newsletter.cli import main
+
+    monkeypatch.delenv("NEWSLETTER_SECRET_KEY", raising=False)
+    command = ["--config", str(project_dir / "config.toml"), "lessons"]
+    first = CliRunner().invoke(main, command)
+    second = CliRunner().invoke(main, command)
+    assert first.exit_code == second.exit_code == 0
+    assert "note: generated a signing key" in first.stderr and (project_dir / ".secret-key").is_file()
+    assert "signing key" not in second.stderr

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from newsletter.checklist.course import check_course
-from newsletter.cli.options import now_option, resolve_now
+from newsletter.cli.options import now_option, open_project, resolve_now
 from newsletter.config import database_url
 from newsletter.message import to_wire
 from newsletter.models import CONFIRMATION_WEEK, Subscriber
@@ -27,7 +27,7 @@ FORMATS = ("html", "text", "eml")
 @click.pass_context
 def lessons_command(ctx: click.Context, as_json: bool) -> None:
     """List the course: week, slug, subject, preheader and the size of each lesson's HTML."""
-    project = Project.open(ctx.obj["config_path"])
+    project = open_project(ctx)
     sample = project.sample_subscriber()
     sizes = {lesson.slug: len(project.render(sample, lesson.week).html.encode("utf-8")) for lesson in project.series}
     if as_json:
@@ -99,7 +99,7 @@ def render_command(
     now: datetime | None,
 ) -> None:
     """Render the lesson SLUG (or `confirmation`, the double opt-in email) for one subscriber."""
-    project = Project.open(ctx.obj["config_path"])
+    project = open_project(ctx)
     week = _week_of(project, slug)
     subscriber = _subscriber_for(project, email, name)
     moment = resolve_now(now)

@@ -11,7 +11,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from newsletter.cli.options import now_option, resolve_now
+from newsletter.cli.options import now_option, open_project, resolve_now
 from newsletter.operations import (
     DELIVERY_FILTERS,
     DeliveryRow,
@@ -20,7 +20,6 @@ from newsletter.operations import (
     retry_deliveries,
     status_report,
 )
-from newsletter.project import Project
 
 WATCH_SECONDS = 5.0
 PIPE_WIDTH = 200  # rich assumes 80 columns without a terminal; a pipe or a file should keep whole rows
@@ -110,7 +109,7 @@ def status_command(ctx: click.Context, now: datetime | None, as_json: bool, watc
     Per lesson: sent, being sent, due now, due later, failed (5xx, or 4xx too often), held (could not be
     rendered), and how many readers unsubscribed right after it.
     """
-    project = Project.open(ctx.obj["config_path"])
+    project = open_project(ctx)
     console = _console()
     try:
         while True:
@@ -159,7 +158,7 @@ def _deliveries_table(rows: list[DeliveryRow]) -> Table:
 @click.pass_context
 def deliveries_command(ctx: click.Context, status: str | None, email: str | None, limit: int, as_json: bool) -> None:
     """List delivery ledger rows: pending ones soonest first, the others newest first."""
-    project = Project.open(ctx.obj["config_path"])
+    project = open_project(ctx)
     rows = list_deliveries(project, status=status, email=email, limit=limit)
     if as_json:
         click.echo(json.dumps([row.as_json() for row in rows]))
@@ -183,7 +182,7 @@ def retry_command(ctx: click.Context, now: datetime | None, email: str | None, a
     """
     if (email is None) == (not all_failed):
         raise click.UsageError("give exactly one of --email ADDR or --all-failed")
-    project = Project.open(ctx.obj["config_path"])
+    project = open_project(ctx)
     result = retry_deliveries(project, now=resolve_now(now), email=email, all_failed=all_failed)
     if not result.retried and not result.left:
         click.echo("nothing to retry: no failed or held deliveries" + (f" for {email}" if email else ""))
@@ -230,7 +229,7 @@ def run_command(ctx: click.Context, host: str | None, port: int | None, log_form
     from newsletter.daemon import Daemon, configure_logging
 
     configure_logging(log_format)
-    project = Project.open(ctx.obj["config_path"])
+    project = open_project(ctx)
     web = project.settings.web
     daemon = Daemon(
         project,

@@ -8,6 +8,8 @@ from typing import Any, TypeVar
 
 import click
 
+from newsletter.project import Project
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 NOW_HELP = (
@@ -49,3 +51,11 @@ def now_option(command: F) -> F:
 def resolve_now(now: datetime | None) -> datetime:
     """Return the instant given with `--now`, or the current time."""
     return now if now is not None else datetime.now(UTC)
+
+
+def open_project(ctx: click.Context) -> Project:
+    """Open the project named by `--config` (or ./config.toml), telling the operator what was set up for them."""
+    project = Project.open(ctx.obj["config_path"])
+    for notice in project.settings.notices:
+        click.echo(f"note: {notice}", err=True)
+    return project

@@ -14,9 +14,8 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from newsletter.cli.options import now_option, resolve_now
+from newsletter.cli.options import now_option, open_project, resolve_now
 from newsletter.dispatch import list_due, send_due, send_test
-from newsletter.project import Project
 from newsletter.transports import transport_from_settings
 
 
@@ -50,7 +49,7 @@ def send_command(ctx: click.Context, now: datetime | None, dry_run: bool, limit:
     exactly one sender. Exits 0 when the run completed, even if some deliveries failed (see `newsletter
     status`); non-zero only when the run could not proceed (bad config, database or SMTP unreachable).
     """
-    project = Project.open(ctx.obj["config_path"])
+    project = open_project(ctx)
     if dry_run:
         due = list_due(project, resolve_now(now), limit)
         if as_json:
@@ -102,7 +101,7 @@ def test_send_command(ctx: click.Context, slug: str, to: str, name: str) -> None
     """Send one lesson (or `confirmation`) to one address, outside the ledger, subject prefixed [TEST]."""
     from newsletter.subscribers import clean_name, normalise_email
 
-    project = Project.open(ctx.obj["config_path"])
+    project = open_project(ctx)
     transport = transport_from_settings(project.settings)
     transport.check()
     try:
@@ -125,7 +124,7 @@ def demo_command(ctx: click.Context, weeks: int, folder: str | None) -> None:
     """
     from newsletter.demo import print_report, run_demo
 
-    project = Project.open(ctx.obj["config_path"])
+    project = open_project(ctx)
     report = run_demo(project.settings, weeks=weeks, folder=folder)
     print_report(report, Console())
 

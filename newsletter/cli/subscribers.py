@@ -21,7 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from newsletter import subscribers as domain
-from newsletter.cli.options import now_option, resolve_now
+from newsletter.cli.options import now_option, open_project, resolve_now
 from newsletter.csvio import export_subscribers, import_subscribers
 from newsletter.db import connect, current_revision, upgrade
 from newsletter.errors import DatabaseError
@@ -43,7 +43,7 @@ def _console(err: bool = False) -> Console:
 @contextmanager
 def _session(ctx: click.Context) -> Iterator[tuple[Project, Session]]:
     """Open the project and one transaction; the database is closed when the command ends."""
-    project = Project.open(ctx.obj["config_path"])
+    project = open_project(ctx)
     ctx.call_on_close(project.db.dispose)
     with project.db.session() as session:
         yield project, session
@@ -113,7 +113,7 @@ def import_command(ctx: click.Context, file: Path, confirmed: bool, encoding: st
     already known are left unchanged, so importing the same file twice changes nothing. Every good row is
     imported; each bad row is listed with its line number and reason, and the exit status is then 1.
     """
-    project = Project.open(ctx.obj["config_path"])
+    project = open_project(ctx)
     ctx.call_on_close(project.db.dispose)
     err = _console(err=True)
     with Progress(
@@ -328,7 +328,7 @@ def db_group() -> None:
 @click.pass_context
 def upgrade_command(ctx: click.Context) -> None:
     """Apply database migrations (also done on first use) and print the revision; running it again is harmless."""
-    project = Project.open(ctx.obj["config_path"])
+    project = open_project(ctx)
     database = connect(project.settings, migrate=False)
     try:
         before = current_revision(database.engine)
