@@ -14,10 +14,12 @@ from starlette.exceptions import StarletteDeprecationWarning
 
 from newsletter import tokens
 from newsletter.config import Settings
+from newsletter.dispatch import send_due
 from newsletter.models import Delivery, Event, Subscriber
 from newsletter.project import Project
 from newsletter.schedule import Cadence, next_slot_after
 from newsletter.subscribers import SubscriberInput, add_subscriber, erase
+from newsletter.transports import MemoryTransport
 from newsletter.web import create_app
 from newsletter.web.security import CSRF_COOKIE, MAX_BODY_BYTES, RateLimiter
 
@@ -559,3 +561,16 @@ def test_a_refusal_from_the_subscriber_rules_is_a_400_page_and_an_outage_a_503(
     monkeypatch.setattr(public, "request_subscription", outage)
     status, page = sign_up(client)
     assert status == 503 and "try again in a few minutes" in page and "cannot open" not in page
+
+
+def test_after_a_pause_the_next_lesson_still_keeps_the_minimum_gap(settings: Settings) -> None:
+    spaced = Project(settings.replace("schedule", min_gap=timedelta(days=20)))
+    reader = add_reader(spaced)
+    send_due(spaced, MemoryTransport(), now=datetime(2026, 3, 10, 10, 15, tzinfo=UTC))  # lesson 1, Tuesday 06:15 EDT
+    clock = Clock(datetime(2026, 3, 11, 12, 0, tzinfo=UTC))
+    with TestClient(create_app(spaced, live_reload=False, clock=clock), base_url="http://127.0.0.1") as client:
+        status, page = preferences(client, spaced, reader, action="pause", weeks="1")
+    spaced.db.dispose()
+    assert status == 200
+    # The first Tuesday slot after the pause (24 March) is within 20 days of lesson 1: the next one is.
+    assert "next lesson then arrives Tuesday 31 March 2026 at 06:15 (America/New_York)" in text_of(page)

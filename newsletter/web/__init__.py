@@ -1,6 +1,6 @@
 """The web app: the preview studio for editors and the pages subscribers use, as one Starlette application.
 
-    studio (preview.py, outbox.py, livereload.py)     public (public.py)
+    studio (preview.py, outbox.py, livereload.py)     public (public.py, preferences.py)
     /                  the course at a glance          /subscribe              the sign-up form
     /preview/<slug>    one email, as a reader sees it  /confirm/<token>        double opt-in
     /outbox            the outbox folder as an inbox   /u/<token>              RFC 8058 one-click unsubscribe
@@ -27,7 +27,7 @@ from starlette.staticfiles import StaticFiles
 
 from newsletter.config import Settings, load_settings
 from newsletter.project import Project
-from newsletter.web import outbox, preview, public
+from newsletter.web import outbox, preferences, preview, public
 from newsletter.web.livereload import ProjectHolder, events_endpoint, watch_project
 from newsletter.web.pages import ENVIRONMENT, HERE, WebContext, page, studio_only_async, web_context
 from newsletter.web.security import MAX_BODY_BYTES, BodySizeLimit, RateLimiter, SecurityHeaders, StudioGuard
@@ -84,7 +84,11 @@ def create_app(
         studio=studio,
     )
 
-    routes: list[BaseRoute] = [*public.routes, Mount("/static", StaticFiles(directory=HERE / "static"), name="static")]
+    routes: list[BaseRoute] = [
+        *public.routes,
+        *preferences.routes,
+        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+    ]
     if studio:
         events = studio_only_async(events_endpoint(lambda request: web_context(request).holder))
         routes += [*preview.routes, *outbox.routes, Route("/_studio/events", events, name="events")]
