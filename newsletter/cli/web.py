@@ -8,6 +8,7 @@ import webbrowser
 
 import click
 
+from newsletter.cli.options import open_project
 from newsletter.config import Settings
 from newsletter.errors import ConfigError
 from newsletter.project import Project
@@ -33,8 +34,6 @@ def _run(project: Project, host: str, port: int, *, studio: bool, open_browser: 
 
     from newsletter.web import create_app
 
-    for notice in project.settings.notices:
-        click.echo(notice, err=True)
     app = create_app(project, host=host, studio=studio)
     server = uvicorn.Server(
         uvicorn.Config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
@@ -68,7 +67,7 @@ def _open_when_started(server: object, url: str, timeout: float = 30.0) -> None:
 @click.pass_context
 def serve(ctx: click.Context, host: str | None, port: int | None, no_studio: bool) -> None:
     """Serve the subscriber pages (subscribe, confirm, unsubscribe, preferences) and the preview studio."""
-    project = Project.open(ctx.obj["config_path"])
+    project = open_project(ctx)
     web = project.settings.web
     host = host or web.host
     check_exposure(project.settings, host, studio=not no_studio)
@@ -82,7 +81,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, no_studio: boo
 @click.pass_context
 def preview(ctx: click.Context, host: str, port: int | None, no_open: bool) -> None:
     """Open the preview studio: every lesson as a reader sees it, re-rendered whenever a file changes."""
-    project = Project.open(ctx.obj["config_path"])
+    project = open_project(ctx)
     check_exposure(project.settings, host, studio=True)
     _run(project, host, port or project.settings.web.port, studio=True, open_browser=not no_open)
 
