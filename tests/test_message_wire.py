@@ -1,0 +1,142 @@
+"""`compose` against the email package: the same header fields byte for byte, the same decoded parts.
+
+The reference below is how the message used to be built (EmailMessage, set_content/add_alternative, the SMTP
+policy with 998-octet lines). `compose` must write identical header blocks, top level and per part, and
+parts that decode to identical text; only the quoted-printable line breaks differ (76 octets, RFC 2045).
+"""
+
+from __future__ import annotations
+
+import email
+import random
+from datetime import UTC, datetime, timedelta, timezone
+from email import policy
+from email.message import EmailMessage
+from email.utils import format_datetime
+from pathlib import Path
+
+import pytest
+
+from newsletter.config import Settings, settings_from_mapping
+from newsletter.message import DELIVERY_HEADER, WIRE_POLICY, _address, build_message, compose, to_wire
+from newsletter.render import RenderedEmail
+
+NAMES = [
+    "Reader 1",
+    "",
+    "J. Smith",
+    'Bob "the" Builder',
+    "O'Brien, Pat",
+    "Zoë Ünal",
+    "李小龙",
+    "a\\b",
+    "=?utf-8?q?Bob?=",
+]
+NAMES += ["x" * 300, "  spaced   out\t name ", "Émile (the) <runner>", "名" * 60]
+SUBJECTS = ["Lesson 1: Running and muscle — gain or loss?", "Plain subject", "=?utf-8?q?x?= trick", "Ünïcödé " * 40]
+BODIES = [
+    "<p>hi</p>",
+    "x" * 5000 + "\n" + "é = \t \n.\nFrom x\n",
+    "",
+    "trailing space \nand tab\t\n",
+    "\u2028separators\x0bvertical\x0cfeed\r\nmixed\rends\n",
+    '<a href="https://example.com/' + "q" * 2000 + '">link</a>',
+]
+
+
+def settings_with(**sender: str) -> Settings:
+    document = {
+        "sender": {"from": "lessons@running.example.com", **sender},
+        "newsletter": {"name": "Running, Explained"},
+    }
+    return settings_from_mapping(document, Path("."), {"NEWSLETTER_SECRET_KEY": "k" * 20})
+
+
+def reference(settings: Settings, rendered: RenderedEmail, **fields: object) -> bytes:
+    """The message as the email package builds and serialises it."""
+    message = EmailMessage(policy=WIRE_POLICY)
+    message["From"] = _address(settings.from_name, settings.sender.from_)
+    message["To"] = _address(str(fields["to_name"]), str(fields["to_email"]))
+    message["Subject"] = str(fields.get("subject_prefix", "")) + " ".join(rendered.subject.split())
+    message["Date"] = format_datetime(fields["date"])  # type: ignore[arg-type]
+    message["Message-ID"] = str(fields["message_id"])
+    if settings.sender.reply_to:
+        message["Reply-To"] = settings.sender.reply_to
+    list_id = str(fields["list_id_value"])
+    message["List-Id"] = list_id
+    message["List-Unsubscribe"] = f"<{fields['unsubscribe_url']}>"
+    message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    message["Feedback-ID"] = f"{list_id.rsplit('<', 1)[-1].rstrip('>')}:newsletter"
+    message["Auto-Submitted"] = "auto-generated"
+    if fields.get("delivery_id") is not None:
+        message[DELIVERY_HEADER] = str(fields["delivery_id"])
+    message.set_content(rendered.text, subtype="plain", charset="utf-8", cte="quoted-printable")
+    message.add_alternative(rendered.html, subtype="html", charset="utf-8", cte="quoted-printable")
+    return message.as_bytes(policy=WIRE_POLICY)
+
+
+def anatomy(raw: bytes) -> tuple[bytes, list[bytes], list[str]]:
+    """(top-level header block, each part's header block, each part decoded), boundary replaced."""
+    parsed = email.message_from_bytes(raw, policy=policy.default)
+    assert isinstance(parsed, EmailMessage)
+    boundary = parsed.get_boundary()
+    assert boundary is not None
+    raw = raw.replace(boundary.encode(), b"BOUNDARY")
+    parts = raw.split(b"--BOUNDARY")[1:-1]
+    decoded = [str(part.get_content()) for part in parsed.iter_parts()]
+    return raw.split(b"\r\n\r\n", 1)[0], [part.split(b"\r\n\r\n", 1)[0] for part in parts], decoded
+
+
+def fields_for(name: str, case: int) -> dict[str, object]:
+    return {
+        "to_email": "reader.one+tag@example.com",
+        "to_name": name,
+        "message_id": "<running.w1.0a1b2c3d@running.example.com>",
+        "unsubscribe_url": "https://running.example.com/u/" + "t" * (30 if case % 2 else 900),
+        "list_id_value": '"Running: Muscle" <running.running.example.com>',
+        "delivery_id": 42 if case % 2 else None,
+        "date": datetime(2026, 3, 2, 7, tzinfo=UTC if case % 3 else timezone(timedelta(hours=-5))),
+        "subject_prefix": "[TEST] " if case % 5 == 0 else "",
+    }
+
+
+@pytest.mark.parametrize("reply_to", ["", "help@running.example.com"])
+@pytest.mark.parametrize("name", NAMES)
+def test_compose_writes_what_the_email_package_writes(name: str, reply_to: str) -> None:
+    settings = settings_with(reply_to=reply_to, from_name="Zoë’s Läufe" if reply_to else "")
+    for case, body in enumerate(BODIES):
+        subject = SUBJECTS[(case + len(name)) % len(SUBJECTS)]
+        rendered = RenderedEmail(subject=subject, preheader="", html=body, text=body.replace("<", ""))
+        fields = fields_for(name, case)
+        expected = reference(settings, rendered, **fields)
+        data = compose(settings, rendered, **fields)  # type: ignore[arg-type]
+        assert anatomy(data) == anatomy(expected)
+        lines = data.split(b"\r\n")
+        assert data.count(b"\n") == data.count(b"\r\n")
+        assert max(map(len, lines)) <= 998
+        body_lines = [line for part in data.split(b"\r\n\r\n")[2:] for line in part.split(b"\r\n")]
+        assert max(map(len, body_lines)) <= 76  # quoted-printable lines as RFC 2045 wants them
+
+
+def test_build_message_parses_exactly_the_composed_bytes() -> None:
+    settings = settings_with()
+    rendered = RenderedEmail(subject=SUBJECTS[0], preheader="", html=BODIES[1], text=BODIES[3])
+    fields = fields_for("Zoë Ünal", 1)
+    random.seed(7)
+    data = compose(settings, rendered, **fields)  # type: ignore[arg-type]
+    random.seed(7)
+    assert to_wire(settings, build_message(settings, rendered, **fields)) == data  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "field", [{"message_id": "<a@b>\r\nBcc: victim@example.com"}, {"unsubscribe_url": "https://x/u/a\nBcc: v@x"}]
+)
+def test_a_line_break_in_a_header_value_is_refused_like_the_email_package_does(field: dict[str, str]) -> None:
+    settings = settings_with()
+    rendered = RenderedEmail(subject="Hi", preheader="", html="<p>x</p>", text="x")
+    fields = {**fields_for("Reader", 1), **field}
+    with pytest.raises(ValueError, match="linefeed or carriage return") as ours:
+        compose(settings, rendered, **fields)  # type: ignore[arg-type]
+    with pytest.raises(ValueError) as theirs:
+        reference(settings, rendered, **fields)
+    assert str(ours.value) == str(theirs.value)
