@@ -263,8 +263,13 @@ class Daemon:
 
         listener = listen(self.host, self.port)
         port = int(listener.getsockname()[1])
-        app = create_app(self.project, host=self.host, studio=False, live_reload=False)
-        app.router.routes[:0] = health_routes(self.project, self.metrics)
+        app = create_app(
+            self.project,
+            host=self.host,
+            studio=False,
+            live_reload=False,
+            extra_routes=health_routes(self.project, self.metrics),
+        )
         config = uvicorn.Config(
             app,
             host=self.host,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 
 from starlette.applications import Starlette
@@ -61,13 +61,15 @@ def create_app(
     live_reload: bool = True,
     clock: Callable[[], datetime] | None = None,
     reload_settings: Callable[[], Settings] | None = None,
+    extra_routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
     """Build the app for a project.
 
     `host` is the address the server binds (default: [web] host); anything but loopback puts the studio
     behind NEWSLETTER_WEB_ADMIN_TOKEN. `studio=False` serves only the public pages. `live_reload` watches
     lessons, templates and config.toml; `reload_settings` says how to read the settings again (default: the
-    same config file). `clock` gives "now" (tests and `--now` pin it).
+    same config file). `clock` gives "now" (tests and `--now` pin it). `extra_routes` come first
+    (the daemon's /healthz and /metrics).
     """
     project = project_or_settings if isinstance(project_or_settings, Project) else Project(project_or_settings)
     settings = project.settings
@@ -85,6 +87,7 @@ def create_app(
     )
 
     routes: list[BaseRoute] = [
+        *extra_routes,
         *public.routes,
         *preferences.routes,
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
