@@ -21,7 +21,7 @@ from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 from smtp_sink import FaultPlan, SmtpSink, stall
 from sqlalchemy import func, select, update
@@ -114,8 +114,8 @@ class DaemonProcess:
     def url(self) -> str:
         return next((str(r["url"]) for r in self.records() if r.get("event") == "listening"), "")
 
-    def get(self, path: str) -> httpx.Response:
-        return httpx.get(self.url + path, timeout=10)
+    def get(self, path: str) -> httpx2.Response:
+        return httpx2.get(self.url + path, timeout=10)
 
     def ticks(self) -> list[dict[str, object]]:
         return [record for record in self.records() if record.get("event") == "tick"]
@@ -336,12 +336,12 @@ def test_housekeeping_returns_the_rows_of_a_dead_sender(project: Project) -> Non
     assert statuses(project) == Counter({"pending": 1})
 
 
-def fetch(routes: list[Route], *paths: str) -> list[httpx.Response]:
+def fetch(routes: list[Route], *paths: str) -> list[httpx2.Response]:
     """GET each path from an app made of these routes, in process."""
 
-    async def get_all() -> list[httpx.Response]:
-        transport = httpx.ASGITransport(app=Starlette(routes=routes))
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+    async def get_all() -> list[httpx2.Response]:
+        transport = httpx2.ASGITransport(app=Starlette(routes=routes))
+        async with httpx2.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             return [await client.get(path) for path in paths]
 
     return asyncio.run(get_all())

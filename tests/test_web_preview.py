@@ -7,7 +7,6 @@ import re
 import shutil
 import subprocess
 import time
-import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email import policy
@@ -17,7 +16,7 @@ from urllib.parse import unquote
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import update
-from starlette.exceptions import StarletteDeprecationWarning
+from starlette.testclient import TestClient
 
 from newsletter.cli import main
 from newsletter.cli.web import check_exposure
@@ -31,11 +30,6 @@ from newsletter.transports import OutboxTransport
 from newsletter.web import create_app
 from newsletter.web.livereload import ProjectHolder
 from newsletter.web.preview import force_scheme
-
-with warnings.catch_warnings():
-    # Starlette 1.x would rather drive its TestClient with httpx2; httpx, our dev dependency, works the same.
-    warnings.simplefilter("ignore", StarletteDeprecationWarning)
-    from starlette.testclient import TestClient
 
 NOW = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)  # a Wednesday
 SLUGS = ["muscle", "knees", "brain", "mood", "sleep", "immunity", "longevity"]

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import re
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 
 import pytest
 from sqlalchemy import func, select
-from starlette.exceptions import StarletteDeprecationWarning
+from starlette.testclient import TestClient
 
 from newsletter import tokens
 from newsletter.config import Settings
@@ -22,11 +21,6 @@ from newsletter.subscribers import SubscriberInput, add_subscriber, erase
 from newsletter.transports import MemoryTransport
 from newsletter.web import create_app
 from newsletter.web.security import CSRF_COOKIE, MAX_BODY_BYTES, RateLimiter
-
-with warnings.catch_warnings():
-    # Starlette 1.x would rather drive its TestClient with httpx2; httpx, our dev dependency, works the same.
-    warnings.simplefilter("ignore", StarletteDeprecationWarning)
-    from starlette.testclient import TestClient
 
 NOW = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)  # a Wednesday
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}

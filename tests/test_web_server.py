@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 from sqlalchemy import select
 
@@ -57,9 +57,9 @@ def server(project_dir: Path, project: Project, sqlite_url: str) -> Iterator[tup
     deadline = time.monotonic() + STARTUP_SECONDS
     while time.monotonic() < deadline and process.poll() is None:
         try:
-            httpx.get(base + "/subscribe", timeout=1)
+            httpx2.get(base + "/subscribe", timeout=1)
             break
-        except httpx.TransportError:
+        except httpx2.TransportError:
             time.sleep(0.1)
     else:
         process.kill()
@@ -83,10 +83,10 @@ def test_serve_answers_unsubscribes_streams_reloads_and_stops(
         )
         reader_id = reader.id
 
-    assert 'name="email"' in httpx.get(base + "/subscribe").text
-    assert httpx.get(base + "/").status_code == 200
+    assert 'name="email"' in httpx2.get(base + "/subscribe").text
+    assert httpx2.get(base + "/").status_code == 200
 
-    one_click = httpx.post(
+    one_click = httpx2.post(
         f"{base}/u/{tokens.issue(project.settings.secret_key, 'unsubscribe', reader_id)}",
         content=b"List-Unsubscribe=One-Click",
         headers={"Content-Type": "application/x-www-form-urlencoded"},
@@ -95,7 +95,7 @@ def test_serve_answers_unsubscribes_streams_reloads_and_stops(
     with project.db.session() as session:
         assert session.scalar(select(Subscriber.status).where(Subscriber.id == reader_id)) == "unsubscribed"
 
-    with httpx.Client(base_url=base, timeout=httpx.Timeout(10.0)) as client:
+    with httpx2.Client(base_url=base, timeout=httpx2.Timeout(10.0)) as client:
         with client.stream("GET", "/_studio/events") as events:
             assert events.headers["content-type"].startswith("text/event-stream")
             lines = events.iter_lines()
