@@ -3,22 +3,43 @@
 Whenever a subscriber is confirmed, resumed, changed or has a lesson recorded as sent, the row for their
 next lesson is created (or moved) with its `due_at`, so "what is due" is one indexed range query on
 `(status, due_at)` however many subscribers there are. The calendar arithmetic itself is `schedule.py`'s.
+
+Which lesson comes next and when (`next_lesson`) is decided in one place, and the row is written by one
+statement (`put_pending`, an insert-or-reset on the unique (subscriber, week) pair). The ORM functions below
+serve subscriber changes; `advance` is the send path's version of "position = week, plan the next lesson",
+two Core statements with no objects loaded, because it runs once per message sent.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Table, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
 from newsletter.lessons import Series
 from newsletter.message import message_id_for
-from newsletter.models import CONFIRMATION_WEEK, Delivery, Event, Subscriber
+from newsletter.models import CONFIRMATION_WEEK, Delivery, Event, Subscriber, utcnow
 from newsletter.schedule import WEEKDAY_NAMES, Cadence, first_lesson_due, next_due
 
 CONFIRMATION_SLUG = "confirmation"
+DELIVERIES = cast(Table, Delivery.__table__)
+SUBSCRIBERS = cast(Table, Subscriber.__table__)
+
+
+@dataclass(frozen=True)
+class NextLesson:
+    """The row that carries a subscriber's next lesson: which one, when it is due, its Message-ID."""
+
+    week: int
+    slug: str
+    due_at: datetime
+    message_id: str
 
 
 def cadence_of(subscriber: Subscriber) -> Cadence:
@@ -45,21 +66,67 @@ def record_event(
     )
 
 
+def next_lesson(
+    settings: Settings,
+    series: Series,
+    *,
+    subscriber_id: int,
+    position: int,
+    cadence: Cadence,
+    now: datetime,
+    after: datetime | None,
+    last_sent_at: datetime | None,
+) -> NextLesson | None:
+    """The lesson after `position` and when it is due; None when the series has no more.
+
+    `after` is the instant the next slot must follow: the slot of the lesson just sent, or `now` after a
+    confirmation, resume or change of day. The last actual send adds `min_gap`, so an outage never bursts.
+    """
+    lesson = series.week(position + 1)
+    if lesson is None:
+        return None
+    if position == 0 and last_sent_at is None:
+        due = first_lesson_due(cadence, after or now, settings.schedule.first_lesson)  # type: ignore[arg-type]
+    else:
+        due = next_due(cadence, after=after or now, last_sent_at=last_sent_at, min_gap=settings.schedule.min_gap)
+    message_id = message_id_for(settings, series.slug, subscriber_id, f"w{lesson.week}")
+    return NextLesson(week=lesson.week, slug=lesson.slug, due_at=due, message_id=message_id)
+
+
+def put_pending(session: Session, subscriber_id: int, week: int, slug: str, due: datetime, message_id: str) -> None:
+    """Create or reset the row for (subscriber, week) as pending at `due`; a sent or sending row is left alone."""
+    values: dict[str, Any] = {
+        "slug": slug,
+        "slot_at": due,
+        "due_at": due,
+        "status": "pending",
+        "attempts": 0,
+        "error": None,
+        "smtp_reply": None,
+        "lease_owner": None,
+        "lease_until": None,
+        "smtp_started_at": None,
+        "message_id": message_id,
+    }
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(DELIVERIES).values(subscriber_id=subscriber_id, week=week, **values)
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["subscriber_id", "week"],
+            # ON CONFLICT's update skips Column.onupdate, so the timestamp is set here.
+            set_={**values, "updated_at": utcnow()},
+            where=DELIVERIES.c.status.not_in(("sent", "sending")),
+        )
+    )
+
+
 def _upsert_pending(
     session: Session, subscriber: Subscriber, week: int, slug: str, due: datetime, message_id: str
 ) -> Delivery:
-    """Create or reset the row for (subscriber, week) as pending at `due`; a sent row is never reset."""
-    row = session.scalar(select(Delivery).where(Delivery.subscriber_id == subscriber.id, Delivery.week == week))
-    if row is None:
-        row = Delivery(subscriber_id=subscriber.id, week=week)
-        session.add(row)
-    elif row.status in ("sent", "sending"):
-        return row
-    row.slug, row.slot_at, row.due_at, row.status = slug, due, due, "pending"
-    row.attempts, row.error, row.smtp_reply = 0, None, None
-    row.lease_owner = row.lease_until = row.smtp_started_at = None
-    row.message_id = message_id
-    return row
+    """`put_pending`, then the row as an object of this session."""
+    put_pending(session, subscriber.id, week, slug, due, message_id)
+    found = select(Delivery).where(Delivery.subscriber_id == subscriber.id, Delivery.week == week)
+    return session.scalars(found.execution_options(populate_existing=True)).one()
 
 
 def cancel_pending(session: Session, subscriber: Subscriber) -> None:
@@ -104,29 +171,69 @@ def plan_next_lesson(
     now: datetime,
     after: datetime | None = None,
 ) -> Delivery | None:
-    """Materialise the subscriber's next lesson; mark them completed when the course has no more.
-
-    `after` is the instant the next slot must follow: the slot of the lesson just sent, or `now` after a
-    confirmation, resume or change of day. The last actual send adds `min_gap`, so an outage never bursts.
-    """
+    """Materialise the subscriber's next lesson; mark them completed when the course has no more."""
     session.flush()
-    lesson = series.week(subscriber.position + 1)
-    if lesson is None:
-        subscriber.status = "completed"
-        return None
     last_sent_at = session.scalar(
         select(func.max(Delivery.sent_at)).where(
             Delivery.subscriber_id == subscriber.id, Delivery.week > CONFIRMATION_WEEK, Delivery.status == "sent"
         )
     )
-    cadence = cadence_of(subscriber)
-    if subscriber.position == 0 and last_sent_at is None:
-        due = first_lesson_due(cadence, after or now, settings.schedule.first_lesson)  # type: ignore[arg-type]
-    else:
-        due = next_due(cadence, after=after or now, last_sent_at=last_sent_at, min_gap=settings.schedule.min_gap)
-    message_id = message_id_for(settings, series.slug, subscriber.id, f"w{lesson.week}")
+    planned = next_lesson(
+        settings,
+        series,
+        subscriber_id=subscriber.id,
+        position=subscriber.position,
+        cadence=cadence_of(subscriber),
+        now=now,
+        after=after,
+        last_sent_at=last_sent_at,
+    )
+    if planned is None:
+        subscriber.status = "completed"
+        return None
     subscriber.status = "active"
-    return _upsert_pending(session, subscriber, lesson.week, lesson.slug, due, message_id)
+    return _upsert_pending(session, subscriber, planned.week, planned.slug, planned.due_at, planned.message_id)
+
+
+def advance(
+    session: Session,
+    settings: Settings,
+    series: Series,
+    *,
+    subscriber_id: int,
+    week: int,
+    after: datetime,
+    now: datetime,
+    last_sent_at: datetime | None,
+    also: Mapping[str, Any] | None = None,
+) -> bool:
+    """Move a subscriber past `week` and plan their next lesson, as `plan_next_lesson` does; False if already past.
+
+    Only a subscriber not yet past `week` is moved (a late resend never moves anyone back), and the schedule
+    used is the one that same UPDATE reads back, so a change of day made a moment ago counts. `also` names
+    more subscriber columns to set in that statement.
+    """
+    moved = session.execute(
+        update(SUBSCRIBERS)
+        .where(SUBSCRIBERS.c.id == subscriber_id, SUBSCRIBERS.c.position < week)
+        .values(position=week, status="active" if series.week(week + 1) else "completed", **(also or {}))
+        .returning(SUBSCRIBERS.c.timezone, SUBSCRIBERS.c.weekday, SUBSCRIBERS.c.send_time)
+    ).first()
+    if moved is None:
+        return False
+    planned = next_lesson(
+        settings,
+        series,
+        subscriber_id=subscriber_id,
+        position=week,
+        cadence=Cadence(timezone=moved.timezone, weekday=moved.weekday, send_time=moved.send_time),
+        now=now,
+        after=after,
+        last_sent_at=last_sent_at,
+    )
+    if planned is not None:
+        put_pending(session, subscriber_id, planned.week, planned.slug, planned.due_at, planned.message_id)
+    return True
 
 
 def replan(session: Session, settings: Settings, series: Series, subscriber: Subscriber, now: datetime) -> None:
