@@ -8,10 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from newsletter.errors import LessonError
+from newsletter.lessons import PREHEADER_MAX, SUBJECT_MAX
 from newsletter.split.article import Section
 
-SUBJECT_MAX = 78
-PREHEADER_MAX = 140
 SUMMARY_MAX = 200
 EDITOR_SECTIONS = ("Key takeaways", "Try this week")
 _SENTENCE_END = re.compile(r"[.!?][”’\"')\]]*(?=\s+[“‘\"'(\[]?[A-Z0-9])")
