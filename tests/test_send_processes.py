@@ -74,12 +74,13 @@ def week_one_statuses(project: Project) -> Counter[str]:
 
 
 def test_sigkill_at_random_moments_loses_nothing(project_dir: Path, env: dict[str, str], database_url: str) -> None:
-    readers, kills = 120, 6
+    readers, kills = 150, 10
     rng = random.Random(20261126)
     with SmtpSink(faults=FaultPlan({"*": stall(0.01)})) as sink:  # a slow server keeps messages in flight
         environment = sender_env(database_url, sink.port, env)
         project = seed(project_dir, environment, readers)
         clock = FIRST_SLOT
+        orphaned = 0  # rows a killed sender had claimed: only lease recovery can finish them
         for _ in range(kills):
             sender = start_sender(project_dir, environment, clock)
             before = sink.count
@@ -89,6 +90,7 @@ def test_sigkill_at_random_moments_loses_nothing(project_dir: Path, env: dict[st
             time.sleep(rng.uniform(0.0, 0.4))
             sender.send_signal(signal.SIGKILL)
             sender.communicate()
+            orphaned += week_one_statuses(project)["sending"]
             clock += timedelta(minutes=1)  # later runs see the dead sender's leases as expired
         for _ in range(10):
             finisher = start_sender(project_dir, environment, clock)
@@ -99,6 +101,7 @@ def test_sigkill_at_random_moments_loses_nothing(project_dir: Path, env: dict[st
             clock += timedelta(minutes=30)
         received = Counter(message.message_id for message in sink.messages)
 
+    assert orphaned > 0  # the kills really landed mid-run
     assert week_one_statuses(project) == Counter({"sent": readers})
     with project.db.session() as session:
         expected = set(session.scalars(select(Delivery.message_id).where(Delivery.week == 1)))
