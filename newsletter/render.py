@@ -74,14 +74,26 @@ class _Compiled:
     text: str
     fields: set[str] = field(default_factory=set)
 
+    def __post_init__(self) -> None:
+        # Split once at the placeholders, so filling is a join rather than a scan of the whole email.
+        self._html_pieces = _PLACEHOLDER.split(self.html)
+        self._text_pieces = _PLACEHOLDER.split(self.text)
+
     def fill(self, values: Mapping[str, str]) -> RenderedEmail:
         escaped = {key: html.escape(value, quote=True) for key, value in values.items()}
         return RenderedEmail(
             subject=self.subject,
             preheader=self.preheader,
-            html=_PLACEHOLDER.sub(lambda m: escaped[m.group(1)], self.html),
-            text=_PLACEHOLDER.sub(lambda m: values[m.group(1)], self.text),
+            html=_joined(self._html_pieces, escaped),
+            text=_joined(self._text_pieces, values),
         )
+
+
+def _joined(pieces: list[str], values: Mapping[str, str]) -> str:
+    """Text and placeholder names alternate in `pieces` (as `re.split` with one group leaves them)."""
+    filled = pieces.copy()
+    filled[1::2] = [values[name] for name in pieces[1::2]]
+    return "".join(filled)
 
 
 def _placeholders(names: tuple[str, ...]) -> dict[str, dict[str, str]]:
