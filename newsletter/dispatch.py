@@ -9,8 +9,9 @@ The delivery ledger (`deliveries`) is both outbox and record:
        └── sending whose lease expired (its sender died): released at the start of every run
 
 Crash safety: `smtp_started_at` is committed before the message goes on the wire and each outcome is
-committed on its own, guarded by `lease_owner`. A sender killed mid-run repeats at most the messages that
-were on its open connections, and a repeat carries the same Message-ID. Concurrency: the claim is one
+committed before the next message goes out on that connection, guarded by `lease_owner`; one commit does
+both, so the send path costs one commit per message. A sender killed mid-run repeats at most the messages
+that were on its open connections, and a repeat carries the same Message-ID. Concurrency: the claim is one
 UPDATE … WHERE id IN (due rows) RETURNING, with `FOR UPDATE SKIP LOCKED` on PostgreSQL and `BEGIN
 IMMEDIATE` on SQLite, so any number of senders split the work and never take the same row.
 
@@ -28,22 +29,35 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cache, partial
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Update, bindparam, exists, func, or_, select, update
+from sqlalchemy.orm import Session, aliased
 
 from newsletter.errors import NewsletterError, PermanentSendError, TransientSendError, TransportError
-from newsletter.message import envelope_for, message_id_for
+from newsletter.message import envelope_for, message_id_for, wire_envelope
 from newsletter.models import CONFIRMATION_WEEK, Delivery, Subscriber
-from newsletter.planning import cancel_pending, plan_next_lesson, reconcile, record_event
+from newsletter.planning import (
+    DELIVERIES,
+    SUBSCRIBERS,
+    advance,
+    cancel_pending,
+    plan_next_lesson,
+    reconcile,
+    record_event,
+)
 from newsletter.project import Project
-from newsletter.transports import Transport
+from newsletter.transports import Envelope, Transport
 
 MAX_RETRY_DELAY = timedelta(hours=6)
+# What rendering needs to know about a subscriber (`Project.render`: the links, the greeting, the schedule).
+_RENDERED_SUBSCRIBER_COLUMNS = ("email", "name", "timezone", "weekday", "send_time")
 Clock = Callable[[], datetime]
 
 
@@ -77,13 +91,18 @@ class DueDelivery:
     due_at: datetime
 
 
-def may_receive(week: int, subscriber_status: str) -> bool:
-    """Whether a delivery of `week` may go to a subscriber in that status.
+def receiving_statuses(week: int) -> tuple[str, ...]:
+    """The subscriber statuses a delivery of `week` may go to.
 
     A confirmation is for someone still pending; a lesson for a reader who is active, or who finished the
     course and has a failed lesson retried.
     """
-    return subscriber_status == "pending" if week == CONFIRMATION_WEEK else subscriber_status in ("active", "completed")
+    return ("pending",) if week == CONFIRMATION_WEEK else ("active", "completed")
+
+
+def may_receive(week: int, subscriber_status: str) -> bool:
+    """Whether a delivery of `week` may go to a subscriber in that status."""
+    return subscriber_status in receiving_statuses(week)
 
 
 def clock_from(start: datetime | None) -> Clock:
@@ -151,8 +170,29 @@ def list_due(project: Project, now: datetime, limit: int | None = None) -> list[
         return [DueDelivery(*row) for row in session.execute(query)]
 
 
+@dataclass(frozen=True)
+class _Claimed:
+    """A claimed row and what sending and recording it need, loaded with its batch."""
+
+    delivery_id: int
+    week: int
+    slot_at: datetime
+    message_id: str | None
+    last_sent_at: datetime | None  # the subscriber's latest lesson sent before this one
+    subscriber: Subscriber  # a detached copy, only for rendering
+
+
+# A sent message's outcome, written by the next commit on the same connection.
+_Record = Callable[[Session], "str | None"]
+
+
 class Dispatcher:
-    """One sender run: claims batches and sends them over the transport's connections."""
+    """One sender run: one lane per SMTP connection, each taking rows from shared claimed batches.
+
+    A lane commits once per message: that commit records the previous message's outcome and marks the next
+    one `smtp_started_at` before it goes on the wire. So each connection has at most one message that may have
+    been delivered but is not yet recorded, and a crash repeats at most one message per open connection.
+    """
 
     def __init__(
         self,
@@ -173,6 +213,16 @@ class Dispatcher:
         self.on_outcome = on_outcome
         self.summary = SendSummary()
         self._fatal: TransportError | None = None
+        self._broken = False
+        self._lease = timedelta(seconds=self.settings.delivery.lease_seconds)
+        self._claimed: deque[_Claimed] = deque()
+        self._claiming = threading.Lock()
+        self._remaining: int | None = None
+        self._nothing_due = False
+        # SQLite has one writer at a time, and a connection that finds the file locked sleeps in SQLite's busy
+        # handler for 1 to 100 ms; lanes of one process take turns on a lock that wakes the next at once.
+        sqlite = self.project.db.dialect == "sqlite"
+        self._one_writer: AbstractContextManager[object] = threading.Lock() if sqlite else nullcontext()
 
     def run(self, limit: int | None = None) -> SendSummary:
         """Send everything due (up to `limit` messages), then return the counts."""
@@ -180,82 +230,194 @@ class Dispatcher:
         release_expired_leases(self.project, now)
         with self.project.db.session() as session:
             reconcile(session, self.settings, self.project.series, now)
-        lease = timedelta(seconds=self.settings.delivery.lease_seconds)
-        workers = max(1, self.settings.smtp.connections if self.settings.delivery.transport == "smtp" else 1)
-        remaining = limit
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="send") as pool:
-            while not self.stop.is_set() and self._fatal is None and (remaining is None or remaining > 0):
-                size = (
-                    self.settings.delivery.batch_size
-                    if remaining is None
-                    else min(remaining, self.settings.delivery.batch_size)
-                )
-                with self.project.db.session() as session:
-                    claimed = claim_due_deliveries(session, self.owner, self.clock(), lease, size)
-                if not claimed:
-                    break
-                if remaining is not None:
-                    remaining -= len(claimed)
-                list(pool.map(self._deliver, self._load(claimed)))
+        self._remaining = limit
+        lanes = max(1, self.settings.smtp.connections if self.settings.delivery.transport == "smtp" else 1)
+        with ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="send") as pool:
+            running = [pool.submit(self._lane) for _ in range(lanes)]
+            wait(running)
+        # Stopped early: rows claimed but never started go back at once instead of waiting out their lease.
+        self._release([item.delivery_id for item in self._claimed])
+        for lane in running:
+            lane.result()
         if self._fatal is not None:
             raise self._fatal
         return self.summary
 
-    def _load(self, ids: Sequence[int]) -> list[tuple[int, int, int]]:
-        """(delivery id, subscriber id, week) of the claimed rows, in due order."""
-        with self.project.db.session() as session:
-            rows = session.execute(
-                select(Delivery.id, Delivery.subscriber_id, Delivery.week)
-                .where(Delivery.id.in_(ids))
-                .order_by(Delivery.due_at)
-            )
-            return [(row.id, row.subscriber_id, row.week) for row in rows]
+    @contextmanager
+    def _transaction(self) -> Iterator[Session]:
+        with self._one_writer, self.project.db.session() as session:
+            yield session
 
-    def _deliver(self, item: tuple[int, int, int]) -> None:
-        delivery_id, _, _ = item
-        if self.stop.is_set() or self._fatal is not None:
-            self._release(delivery_id)
-            return
+    def _lane(self) -> None:
+        """Send over one connection until nothing is due, the run is stopped or the transport fails."""
+        finished: _Record | None = None
         try:
-            outcome = self._deliver_one(delivery_id)
+            while True:
+                item = self._next()
+                if item is None and finished is None:
+                    return
+                now = self.clock()
+                prepared = self._prepare(item, now) if item else None
+                with self._transaction() as session:
+                    outcome = finished(session) if finished else None
+                    started = self._start(session, item, prepared, now) if item else None
+                self._count(outcome)
+                if item is None:
+                    return
+                if isinstance(started, Envelope):
+                    # The row now says "on the wire": a crash from here on may repeat this message, never lose it.
+                    finished = self._send(item, started)
+                else:
+                    finished = None
+                    self._count(started)
+        except BaseException:
+            self._broken = True  # the other lanes stop taking rows; the error surfaces from run()
+            raise
+
+    def _next(self) -> _Claimed | None:
+        """The next claimed row for a lane; the lane that finds none left claims the next batch."""
+        with self._claiming:
+            if self.stop.is_set() or self._fatal is not None or self._broken:
+                return None
+            if not self._claimed and not self._nothing_due:
+                self._claimed.extend(self._claim_batch())
+                self._nothing_due = not self._claimed
+            return self._claimed.popleft() if self._claimed else None
+
+    def _claim_batch(self) -> list[_Claimed]:
+        size = self.settings.delivery.batch_size
+        if self._remaining is not None:
+            size = min(size, self._remaining)
+            if size <= 0:
+                return []
+        with self._transaction() as session:
+            ids = claim_due_deliveries(session, self.owner, self.clock(), self._lease, size)
+        if self._remaining is not None:
+            self._remaining -= len(ids)
+        return self._load(ids) if ids else []
+
+    def _load(self, ids: Sequence[int]) -> list[_Claimed]:
+        """The claimed rows with their subscribers, in due order, in one query."""
+        earlier = aliased(Delivery)
+        last_sent = (
+            select(func.max(earlier.sent_at))
+            .where(earlier.subscriber_id == Delivery.subscriber_id)
+            .where(earlier.week > CONFIRMATION_WEEK, earlier.status == "sent")
+            .scalar_subquery()
+        )
+        query = (
+            select(
+                Delivery.id,
+                Delivery.week,
+                Delivery.slot_at,
+                Delivery.message_id,
+                last_sent.label("last_sent_at"),
+                Subscriber.id.label("subscriber_id"),
+                *(getattr(Subscriber, name) for name in _RENDERED_SUBSCRIBER_COLUMNS),
+            )
+            .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+            .where(Delivery.id.in_(ids))
+            .order_by(Delivery.due_at)
+        )
+        with self.project.db.reading() as session:
+            rows = session.execute(query).all()
+        return [
+            _Claimed(
+                delivery_id=row.id,
+                week=row.week,
+                slot_at=row.slot_at,
+                message_id=row.message_id,
+                last_sent_at=row.last_sent_at,
+                subscriber=Subscriber(
+                    id=row.subscriber_id, **{name: getattr(row, name) for name in _RENDERED_SUBSCRIBER_COLUMNS}
+                ),
+            )
+            for row in rows
+        ]
+
+    def _prepare(self, item: _Claimed, now: datetime) -> Envelope | NewsletterError:
+        """Render and compose the message (no database work), or the error that stops it."""
+        subscriber = item.subscriber
+        message_id = item.message_id or message_id_for(
+            self.settings, self.project.series.slug, subscriber.id, f"w{item.week}"
+        )
+        try:
+            return wire_envelope(
+                self.settings,
+                self.project.render(subscriber, item.week, now),
+                to_email=subscriber.email,
+                to_name=subscriber.name,
+                message_id=message_id,
+                unsubscribe_url=self.project.links(subscriber.id, now).unsubscribe,
+                list_id_value=self.project.list_id,
+                delivery_id=item.delivery_id,
+                date=now,
+            )
+        except NewsletterError as error:
+            return error
+
+    def _start(
+        self, session: Session, item: _Claimed, prepared: Envelope | NewsletterError | None, now: datetime
+    ) -> Envelope | str | None:
+        """Mark the row on the wire and return the envelope to send; else "skipped", or None if the lease was lost."""
+        if isinstance(prepared, Envelope):
+            # One statement in the common case: still ours, and the subscriber still wants it.
+            started = {"delivery": item.delivery_id, "owner": self.owner, "started_at": now}
+            marked = session.connection().execute(_mark_started_statement(receiving_statuses(item.week)), started)
+            if marked.rowcount == 1:
+                return prepared
+        delivery = session.get(Delivery, item.delivery_id, with_for_update=True)
+        if delivery is None or delivery.lease_owner != self.owner or delivery.status != "sending":
+            return None  # the lease was lost: another sender owns this row now
+        subscriber = session.get(Subscriber, delivery.subscriber_id)
+        if subscriber is None or not may_receive(delivery.week, subscriber.status):
+            delivery.status, delivery.lease_owner, delivery.lease_until = "cancelled", None, None
+            return "skipped"
+        if not isinstance(prepared, Envelope):
+            delivery.status, delivery.error = "held", f"cannot render: {prepared}"
+            delivery.lease_owner = delivery.lease_until = None
+            return "skipped"
+        delivery.smtp_started_at = now  # the subscriber came back between the two statements
+        delivery.attempts += 1
+        return prepared
+
+    def _send(self, item: _Claimed, envelope: Envelope) -> _Record:
+        """Put one message on the wire; return how to record what happened."""
+        try:
+            reply = self.transport.send(envelope)
+        except TransientSendError as error:
+            return partial(self._record_retry, item.delivery_id, error, self.clock())
+        except PermanentSendError as error:
+            return partial(self._record_failure, item.delivery_id, error, self.clock())
         except TransportError as error:
             self._fatal = self._fatal or error
-            self._release(delivery_id)
-            return
+            return partial(self._release_started, item.delivery_id)
+        return partial(self._record_sent, item, reply, self.clock())
+
+    def _count(self, outcome: str | None) -> None:
         if outcome:
             self.summary.add(outcome)
             if self.on_outcome:
                 self.on_outcome(outcome)
 
-    def _deliver_one(self, delivery_id: int) -> str | None:
-        now = self.clock()
-        with self.project.db.session() as session:
-            delivery = session.get(Delivery, delivery_id, with_for_update=True)
-            if delivery is None or delivery.lease_owner != self.owner or delivery.status != "sending":
-                return None  # the lease was lost: another sender owns this row now
-            subscriber = session.get(Subscriber, delivery.subscriber_id)
-            if subscriber is None or not may_receive(delivery.week, subscriber.status):
-                delivery.status, delivery.lease_owner, delivery.lease_until = "cancelled", None, None
-                return "skipped"
-            try:
-                message = self.project.message(
-                    subscriber, delivery.week, message_id=delivery.message_id, delivery_id=delivery.id, now=now
-                )
-                envelope = envelope_for(self.settings, message)
-            except NewsletterError as error:
-                delivery.status, delivery.error = "held", f"cannot render: {error}"
-                delivery.lease_owner = delivery.lease_until = None
-                return "skipped"
-            delivery.smtp_started_at = now
-            delivery.attempts += 1
-        # The row now says "on the wire": a crash from here on may repeat this message, never lose it.
-        try:
-            reply = self.transport.send(envelope)
-        except TransientSendError as error:
-            return self._record_retry(delivery_id, error)
-        except PermanentSendError as error:
-            return self._record_failure(delivery_id, error)
-        return self._record_sent(delivery_id, reply)
+    def _record_sent(self, item: _Claimed, reply: str, now: datetime, session: Session) -> str | None:
+        """Sent: the row, the subscriber's position and their next lesson, without loading an object."""
+        sent = {"delivery": item.delivery_id, "owner": self.owner, "finished_at": now, "reply": reply}
+        connection = session.connection()
+        if connection.execute(_RECORD_SENT, sent).rowcount != 1:
+            return None
+        connection.execute(_RESET_HARD_BOUNCES, {"subscriber": item.subscriber.id})
+        advance(
+            session,
+            self.settings,
+            self.project.series,
+            subscriber_id=item.subscriber.id,
+            week=item.week,
+            after=item.slot_at,
+            now=now,
+            last_sent_at=max(item.last_sent_at, now) if item.last_sent_at else now,
+        )
+        return "sent"
 
     def _guarded(self, session: Session, delivery_id: int) -> tuple[Delivery, Subscriber] | None:
         delivery = session.get(Delivery, delivery_id, with_for_update=True)
@@ -265,74 +427,90 @@ class Dispatcher:
         assert subscriber is not None
         return delivery, subscriber
 
-    def _advance(self, session: Session, delivery: Delivery, subscriber: Subscriber, now: datetime) -> None:
-        """Move the subscriber past this lesson and plan the next one; a late resend never moves them back."""
-        if delivery.week > subscriber.position:
-            subscriber.position = delivery.week
-            plan_next_lesson(session, self.settings, self.project.series, subscriber, now=now, after=delivery.slot_at)
-
-    def _record_sent(self, delivery_id: int, reply: str) -> str | None:
-        now = self.clock()
-        with self.project.db.session() as session:
-            found = self._guarded(session, delivery_id)
-            if found is None:
-                return None
-            delivery, subscriber = found
-            delivery.status, delivery.sent_at, delivery.smtp_reply, delivery.error = "sent", now, reply, None
-            delivery.lease_owner = delivery.lease_until = None
-            subscriber.hard_bounces = 0
-            if delivery.week > subscriber.position:
-                subscriber.position = delivery.week
-                plan_next_lesson(
-                    session, self.settings, self.project.series, subscriber, now=now, after=delivery.slot_at
-                )
-        return "sent"
-
-    def _record_retry(self, delivery_id: int, error: TransientSendError) -> str | None:
-        now = self.clock()
-        with self.project.db.session() as session:
-            found = self._guarded(session, delivery_id)
-            if found is None:
-                return None
-            delivery, _ = found
-            delivery.error, delivery.smtp_reply = str(error), error.reply or None
-            delivery.lease_owner = delivery.lease_until = None
-            if delivery.attempts >= self.settings.delivery.max_attempts:
-                delivery.status = "failed"
-                return "failed"
-            delivery.status = "pending"
-            delivery.due_at = now + retry_delay(self.settings.delivery.retry_base_seconds, delivery.attempts)
+    def _record_retry(self, delivery_id: int, error: TransientSendError, now: datetime, session: Session) -> str | None:
+        found = self._guarded(session, delivery_id)
+        if found is None:
+            return None
+        delivery, _ = found
+        delivery.error, delivery.smtp_reply = str(error), error.reply or None
+        delivery.lease_owner = delivery.lease_until = None
+        if delivery.attempts >= self.settings.delivery.max_attempts:
+            delivery.status = "failed"
+            return "failed"
+        delivery.status = "pending"
+        delivery.due_at = now + retry_delay(self.settings.delivery.retry_base_seconds, delivery.attempts)
         return "retry"
 
-    def _record_failure(self, delivery_id: int, error: PermanentSendError) -> str | None:
-        now = self.clock()
-        with self.project.db.session() as session:
-            found = self._guarded(session, delivery_id)
-            if found is None:
-                return None
-            delivery, subscriber = found
-            delivery.status, delivery.error, delivery.smtp_reply = "failed", str(error), error.reply or None
-            delivery.lease_owner = delivery.lease_until = None
-            subscriber.hard_bounces += 1
-            if subscriber.hard_bounces >= self.settings.delivery.hard_bounce_limit:
-                subscriber.status = "bounced"
-                cancel_pending(session, subscriber)
-                record_event(session, subscriber, "bounced", source="send", at=now, detail=error.reply or str(error))
-            elif delivery.week > subscriber.position:
-                subscriber.position = delivery.week
-                plan_next_lesson(
-                    session, self.settings, self.project.series, subscriber, now=now, after=delivery.slot_at
-                )
+    def _record_failure(
+        self, delivery_id: int, error: PermanentSendError, now: datetime, session: Session
+    ) -> str | None:
+        found = self._guarded(session, delivery_id)
+        if found is None:
+            return None
+        delivery, subscriber = found
+        delivery.status, delivery.error, delivery.smtp_reply = "failed", str(error), error.reply or None
+        delivery.lease_owner = delivery.lease_until = None
+        subscriber.hard_bounces += 1
+        if subscriber.hard_bounces >= self.settings.delivery.hard_bounce_limit:
+            subscriber.status = "bounced"
+            cancel_pending(session, subscriber)
+            record_event(session, subscriber, "bounced", source="send", at=now, detail=error.reply or str(error))
+        elif delivery.week > subscriber.position:
+            subscriber.position = delivery.week
+            plan_next_lesson(session, self.settings, self.project.series, subscriber, now=now, after=delivery.slot_at)
         return "failed"
 
-    def _release(self, delivery_id: int) -> None:
-        """Give back a claimed row that was never put on the wire."""
-        with self.project.db.session() as session:
-            session.execute(
-                update(Delivery)
-                .where(Delivery.id == delivery_id, Delivery.lease_owner == self.owner, Delivery.status == "sending")
-                .values(status="pending", lease_owner=None, lease_until=None)
-            )
+    def _release_started(self, delivery_id: int, session: Session) -> None:
+        """The transport failed as a whole before this message went out: give its row back."""
+        self._release_rows(session, [delivery_id])
+
+    def _release(self, delivery_ids: Sequence[int]) -> None:
+        """Give back claimed rows that were never put on the wire."""
+        if delivery_ids:
+            with self._transaction() as session:
+                self._release_rows(session, delivery_ids)
+
+    def _release_rows(self, session: Session, delivery_ids: Sequence[int]) -> None:
+        session.execute(
+            update(DELIVERIES)
+            .where(DELIVERIES.c.id.in_(delivery_ids), DELIVERIES.c.lease_owner == self.owner)
+            .where(DELIVERIES.c.status == "sending")
+            .values(status="pending", lease_owner=None, lease_until=None)
+        )
+
+
+# The send path's statements, built once with bound parameters: building one costs more than running it.
+_RECORD_SENT = (
+    update(DELIVERIES)
+    .where(DELIVERIES.c.id == bindparam("delivery"), DELIVERIES.c.lease_owner == bindparam("owner"))
+    .values(
+        status="sent",
+        sent_at=bindparam("finished_at"),
+        smtp_reply=bindparam("reply"),
+        error=None,
+        lease_owner=None,
+        lease_until=None,
+    )
+)
+_RESET_HARD_BOUNCES = (
+    update(SUBSCRIBERS)
+    .where(SUBSCRIBERS.c.id == bindparam("subscriber"), SUBSCRIBERS.c.hard_bounces != 0)
+    .values(hard_bounces=0)
+)
+
+
+@cache
+def _mark_started_statement(statuses: tuple[str, ...]) -> Update:
+    """Mark a row on the wire if it is still this sender's and its subscriber is in one of `statuses`."""
+    # `or_` of equalities rather than IN: an IN list is expanded anew on every execution.
+    status_ok = or_(*(SUBSCRIBERS.c.status == status for status in statuses))
+    wanted = exists().where(SUBSCRIBERS.c.id == DELIVERIES.c.subscriber_id, status_ok)
+    return (
+        update(DELIVERIES)
+        .where(DELIVERIES.c.id == bindparam("delivery"), DELIVERIES.c.lease_owner == bindparam("owner"))
+        .where(DELIVERIES.c.status == "sending", wanted)
+        .values(smtp_started_at=bindparam("started_at"), attempts=DELIVERIES.c.attempts + 1)
+    )
 
 
 def send_due(

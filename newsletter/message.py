@@ -194,10 +194,12 @@ def _email_package_field(name: str, value: str | Address) -> bytes:
 
 def to_wire(settings: Settings, message: EmailMessage) -> bytes:
     """Serialise with CRLF line ends and sign with DKIM when a key is configured."""
-    data = message.as_bytes(policy=WIRE_POLICY)
-    if settings.dkim.selector:
-        data = dkim_sign(settings, data)
-    return data
+    return signed(settings, message.as_bytes(policy=WIRE_POLICY))
+
+
+def signed(settings: Settings, data: bytes) -> bytes:
+    """The wire bytes with a DKIM-Signature prepended when a key is configured."""
+    return dkim_sign(settings, data) if settings.dkim.selector else data
 
 
 def envelope_for(settings: Settings, message: EmailMessage) -> Envelope:
@@ -208,6 +210,34 @@ def envelope_for(settings: Settings, message: EmailMessage) -> Envelope:
         data=to_wire(settings, message),
         message_id=str(message["Message-ID"]),
     )
+
+
+def wire_envelope(
+    settings: Settings,
+    rendered: RenderedEmail,
+    *,
+    to_email: str,
+    to_name: str,
+    message_id: str,
+    unsubscribe_url: str,
+    list_id_value: str,
+    delivery_id: int | None = None,
+    date: datetime | None = None,
+) -> Envelope:
+    """`compose`, signed, with its SMTP envelope: what the send path hands to a transport."""
+    data = compose(
+        settings,
+        rendered,
+        to_email=to_email,
+        to_name=to_name,
+        message_id=message_id,
+        unsubscribe_url=unsubscribe_url,
+        list_id_value=list_id_value,
+        delivery_id=delivery_id,
+        date=date,
+    )
+    recipient = _address(to_name, to_email).addr_spec
+    return Envelope(settings.sender.from_, (recipient,), signed(settings, data), message_id)
 
 
 def dkim_sign(settings: Settings, data: bytes) -> bytes:

@@ -12,19 +12,19 @@ two Core statements with no objects loaded, because it runs once per message sen
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from functools import cache
+from typing import cast
 
-from sqlalchemy import Table, delete, func, select, update
+from sqlalchemy import Executable, Table, and_, bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
 from newsletter.lessons import Series
 from newsletter.message import message_id_for
-from newsletter.models import CONFIRMATION_WEEK, Delivery, Event, Subscriber, utcnow
+from newsletter.models import CONFIRMATION_WEEK, Delivery, Event, Subscriber
 from newsletter.schedule import WEEKDAY_NAMES, Cadence, first_lesson_due, next_due
 
 CONFIRMATION_SLUG = "confirmation"
@@ -95,10 +95,20 @@ def next_lesson(
 
 def put_pending(session: Session, subscriber_id: int, week: int, slug: str, due: datetime, message_id: str) -> None:
     """Create or reset the row for (subscriber, week) as pending at `due`; a sent or sending row is left alone."""
-    values: dict[str, Any] = {
-        "slug": slug,
-        "slot_at": due,
-        "due_at": due,
+    row = {"subscriber_id": subscriber_id, "week": week, "slug": slug, "due": due, "message_id": message_id}
+    connection = session.connection()
+    connection.execute(_put_pending_statement(connection.dialect.name), row)
+
+
+@cache
+def _put_pending_statement(dialect_name: str) -> Executable:
+    # Built once per dialect with bound parameters (building it per call costs more than running it), and
+    # without IN lists, which would be expanded anew on every execution.
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    reset = {
+        "slug": bindparam("slug"),
+        "slot_at": bindparam("due"),
+        "due_at": bindparam("due"),
         "status": "pending",
         "attempts": 0,
         "error": None,
@@ -106,18 +116,18 @@ def put_pending(session: Session, subscriber_id: int, week: int, slug: str, due:
         "lease_owner": None,
         "lease_until": None,
         "smtp_started_at": None,
-        "message_id": message_id,
+        "message_id": bindparam("message_id"),
     }
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(DELIVERIES).values(subscriber_id=subscriber_id, week=week, **values)
-    session.execute(
-        statement.on_conflict_do_update(
-            index_elements=["subscriber_id", "week"],
-            # ON CONFLICT's update skips Column.onupdate, so the timestamp is set here.
-            set_={**values, "updated_at": utcnow()},
-            where=DELIVERIES.c.status.not_in(("sent", "sending")),
-        )
+    statement = dialect.insert(DELIVERIES).values(
+        subscriber_id=bindparam("subscriber_id"), week=bindparam("week"), **reset
     )
+    upsert: Executable = statement.on_conflict_do_update(
+        index_elements=["subscriber_id", "week"],
+        # ON CONFLICT's update skips Column.onupdate: take the inserted row's fresh updated_at instead.
+        set_={name: statement.excluded[name] for name in (*reset, "updated_at")},
+        where=and_(DELIVERIES.c.status != "sent", DELIVERIES.c.status != "sending"),
+    )
+    return upsert
 
 
 def _upsert_pending(
@@ -205,20 +215,15 @@ def advance(
     after: datetime,
     now: datetime,
     last_sent_at: datetime | None,
-    also: Mapping[str, Any] | None = None,
 ) -> bool:
     """Move a subscriber past `week` and plan their next lesson, as `plan_next_lesson` does; False if already past.
 
     Only a subscriber not yet past `week` is moved (a late resend never moves anyone back), and the schedule
-    used is the one that same UPDATE reads back, so a change of day made a moment ago counts. `also` names
-    more subscriber columns to set in that statement.
+    used is the one that same UPDATE reads back, so a change of day made a moment ago counts.
     """
-    moved = session.execute(
-        update(SUBSCRIBERS)
-        .where(SUBSCRIBERS.c.id == subscriber_id, SUBSCRIBERS.c.position < week)
-        .values(position=week, status="active" if series.week(week + 1) else "completed", **(also or {}))
-        .returning(SUBSCRIBERS.c.timezone, SUBSCRIBERS.c.weekday, SUBSCRIBERS.c.send_time)
-    ).first()
+    status = "active" if series.week(week + 1) else "completed"
+    parameters = {"subscriber": subscriber_id, "week": week, "new_status": status}
+    moved = session.connection().execute(_ADVANCE, parameters).first()
     if moved is None:
         return False
     planned = next_lesson(
@@ -234,6 +239,14 @@ def advance(
     if planned is not None:
         put_pending(session, subscriber_id, planned.week, planned.slug, planned.due_at, planned.message_id)
     return True
+
+
+_ADVANCE = (
+    update(SUBSCRIBERS)
+    .where(SUBSCRIBERS.c.id == bindparam("subscriber"), SUBSCRIBERS.c.position < bindparam("week"))
+    .values(position=bindparam("week"), status=bindparam("new_status"))
+    .returning(SUBSCRIBERS.c.timezone, SUBSCRIBERS.c.weekday, SUBSCRIBERS.c.send_time)
+)
 
 
 def replan(session: Session, settings: Settings, series: Series, subscriber: Subscriber, now: datetime) -> None:
