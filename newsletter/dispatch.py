@@ -30,14 +30,14 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache, partial
+from queue import SimpleQueue
 
-from sqlalchemy import Update, bindparam, exists, func, or_, select, update
+from sqlalchemy import Connection, Update, bindparam, exists, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from newsletter.errors import NewsletterError, PermanentSendError, TransientSendError, TransportError
@@ -46,7 +46,7 @@ from newsletter.models import CONFIRMATION_WEEK, Delivery, Subscriber
 from newsletter.planning import (
     DELIVERIES,
     SUBSCRIBERS,
-    advance,
+    advance_after_delivery,
     cancel_pending,
     plan_next_lesson,
     reconcile,
@@ -182,16 +182,18 @@ class _Claimed:
     subscriber: Subscriber  # a detached copy, only for rendering
 
 
-# A sent message's outcome, written by the next commit on the same connection.
-_Record = Callable[[Session], "str | None"]
+# A sent message's outcome, to be written by the commit that starts that connection's next message.
+_Record = Callable[[Connection], "str | None"]
 
 
 class Dispatcher:
-    """One sender run: one lane per SMTP connection, each taking rows from shared claimed batches.
+    """One sender run: this thread does all database and rendering work, one thread per SMTP connection sends.
 
-    A lane commits once per message: that commit records the previous message's outcome and marks the next
-    one `smtp_started_at` before it goes on the wire. So each connection has at most one message that may have
-    been delivered but is not yet recorded, and a crash repeats at most one message per open connection.
+    The database thread commits once per message: that commit records the outcome of the message a
+    connection just finished and marks the next one `smtp_started_at` before handing it to that connection.
+    So each connection has at most one message that may have been delivered but is not yet recorded, and a
+    crash repeats at most one message per connection. Keeping the database and the renderer on one thread
+    also keeps Python's GIL from stretching SQLite's single-writer transactions.
     """
 
     def __init__(
@@ -213,16 +215,10 @@ class Dispatcher:
         self.on_outcome = on_outcome
         self.summary = SendSummary()
         self._fatal: TransportError | None = None
-        self._broken = False
         self._lease = timedelta(seconds=self.settings.delivery.lease_seconds)
         self._claimed: deque[_Claimed] = deque()
-        self._claiming = threading.Lock()
         self._remaining: int | None = None
         self._nothing_due = False
-        # SQLite has one writer at a time, and a connection that finds the file locked sleeps in SQLite's busy
-        # handler for 1 to 100 ms; lanes of one process take turns on a lock that wakes the next at once.
-        sqlite = self.project.db.dialect == "sqlite"
-        self._one_writer: AbstractContextManager[object] = threading.Lock() if sqlite else nullcontext()
 
     def run(self, limit: int | None = None) -> SendSummary:
         """Send everything due (up to `limit` messages), then return the counts."""
@@ -231,58 +227,64 @@ class Dispatcher:
         with self.project.db.session() as session:
             reconcile(session, self.settings, self.project.series, now)
         self._remaining = limit
-        lanes = max(1, self.settings.smtp.connections if self.settings.delivery.transport == "smtp" else 1)
-        with ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="send") as pool:
-            running = [pool.submit(self._lane) for _ in range(lanes)]
-            wait(running)
+        connections = max(1, self.settings.smtp.connections if self.settings.delivery.transport == "smtp" else 1)
+        with ThreadPoolExecutor(max_workers=connections, thread_name_prefix="send") as pool:
+            self._coordinate(pool, connections)
         # Stopped early: rows claimed but never started go back at once instead of waiting out their lease.
         self._release([item.delivery_id for item in self._claimed])
-        for lane in running:
-            lane.result()
         if self._fatal is not None:
             raise self._fatal
         return self.summary
 
-    @contextmanager
-    def _transaction(self) -> Iterator[Session]:
-        with self._one_writer, self.project.db.session() as session:
-            yield session
-
-    def _lane(self) -> None:
-        """Send over one connection until nothing is due, the run is stopped or the transport fails."""
-        finished: _Record | None = None
-        try:
-            while True:
-                item = self._next()
-                if item is None and finished is None:
-                    return
-                now = self.clock()
-                prepared = self._prepare(item, now) if item else None
-                with self._transaction() as session:
-                    outcome = finished(session) if finished else None
-                    started = self._start(session, item, prepared, now) if item else None
-                self._count(outcome)
-                if item is None:
-                    return
-                if isinstance(started, Envelope):
-                    # The row now says "on the wire": a crash from here on may repeat this message, never lose it.
-                    finished = self._send(item, started)
+    def _coordinate(self, pool: ThreadPoolExecutor, connections: int) -> None:
+        """Give each connection its next message as it comes free, until nothing is due and nothing is in flight."""
+        finished: SimpleQueue[_Record | BaseException] = SimpleQueue()
+        free: list[_Record | None] = [None] * connections  # a free connection, and how to record what it sent
+        sending = 0
+        with self.project.db.engine.connect() as database:
+            while free or sending:
+                if free:
+                    record = free.pop()
                 else:
-                    finished = None
-                    self._count(started)
-        except BaseException:
-            self._broken = True  # the other lanes stop taking rows; the error surfaces from run()
-            raise
+                    done = finished.get()
+                    sending -= 1
+                    if isinstance(done, BaseException):
+                        raise done  # a bug in a connection's thread
+                    record = done
+                item = self._next()
+                if item is None:
+                    if record is not None:
+                        self._commit(database, record, None)
+                    continue  # nothing more for this connection
+                envelope = self._commit(database, record, item)
+                if envelope is None:
+                    free.append(None)  # that row did not go out; the connection takes the next one
+                else:
+                    # The row now says "on the wire": a crash from here on may repeat this message, never lose it.
+                    pool.submit(self._send, item, envelope, finished)
+                    sending += 1
+
+    def _commit(self, database: Connection, record: _Record | None, item: _Claimed | None) -> Envelope | None:
+        """One transaction: record a connection's last message, and start `item` (rendered first) if given."""
+        now = self.clock()
+        prepared = self._prepare(item, now) if item else None
+        with database.begin():
+            outcome = record(database) if record else None
+            started = self._start(database, item, prepared, now) if item else None
+        self._count(outcome)
+        if isinstance(started, Envelope):
+            return started
+        self._count(started)
+        return None
 
     def _next(self) -> _Claimed | None:
-        """The next claimed row for a lane; the lane that finds none left claims the next batch."""
-        with self._claiming:
-            if self.stop.is_set() or self._fatal is not None or self._broken:
-                return None
-            if not self._claimed and not self._nothing_due:
-                self._claimed.extend(self._claim_batch())
-                self._nothing_due = not self._claimed
-            return self._claimed.popleft() if self._claimed else None
+        """The next claimed row; a new batch is claimed when the last one is used up."""
+        if self.stop.is_set() or self._fatal is not None:
+            return None
+        if not self._claimed and not self._nothing_due:
+            self._claimed.extend(self._claim_batch())
+            self._nothing_due = not self._claimed
+        return self._claimed.popleft() if self._claimed else None
 
     def _claim_batch(self) -> list[_Claimed]:
         size = self.settings.delivery.batch_size
@@ -290,7 +292,7 @@ class Dispatcher:
             size = min(size, self._remaining)
             if size <= 0:
                 return []
-        with self._transaction() as session:
+        with self.project.db.session() as session:
             ids = claim_due_deliveries(session, self.owner, self.clock(), self._lease, size)
         if self._remaining is not None:
             self._remaining -= len(ids)
@@ -357,32 +359,48 @@ class Dispatcher:
             return error
 
     def _start(
-        self, session: Session, item: _Claimed, prepared: Envelope | NewsletterError | None, now: datetime
+        self, database: Connection, item: _Claimed, prepared: Envelope | NewsletterError | None, now: datetime
     ) -> Envelope | str | None:
         """Mark the row on the wire and return the envelope to send; else "skipped", or None if the lease was lost."""
         if isinstance(prepared, Envelope):
             # One statement in the common case: still ours, and the subscriber still wants it.
             started = {"delivery": item.delivery_id, "owner": self.owner, "started_at": now}
-            marked = session.connection().execute(_mark_started_statement(receiving_statuses(item.week)), started)
+            marked = database.execute(_mark_started_statement(receiving_statuses(item.week)), started)
             if marked.rowcount == 1:
                 return prepared
+        with Session(bind=database) as session:  # joins the open transaction
+            return self._start_slowly(session, item, prepared, now)
+
+    def _start_slowly(
+        self, session: Session, item: _Claimed, prepared: Envelope | NewsletterError | None, now: datetime
+    ) -> Envelope | str | None:
+        """Why a row did not start: the lease was lost (None), the subscriber left or it cannot render."""
         delivery = session.get(Delivery, item.delivery_id, with_for_update=True)
         if delivery is None or delivery.lease_owner != self.owner or delivery.status != "sending":
             return None  # the lease was lost: another sender owns this row now
         subscriber = session.get(Subscriber, delivery.subscriber_id)
         if subscriber is None or not may_receive(delivery.week, subscriber.status):
             delivery.status, delivery.lease_owner, delivery.lease_until = "cancelled", None, None
-            return "skipped"
-        if not isinstance(prepared, Envelope):
+            started: Envelope | str = "skipped"
+        elif not isinstance(prepared, Envelope):
             delivery.status, delivery.error = "held", f"cannot render: {prepared}"
             delivery.lease_owner = delivery.lease_until = None
-            return "skipped"
-        delivery.smtp_started_at = now  # the subscriber came back between the two statements
-        delivery.attempts += 1
-        return prepared
+            started = "skipped"
+        else:
+            delivery.smtp_started_at = now  # the subscriber came back between the two statements
+            delivery.attempts += 1
+            started = prepared
+        session.flush()
+        return started
 
-    def _send(self, item: _Claimed, envelope: Envelope) -> _Record:
-        """Put one message on the wire; return how to record what happened."""
+    def _send(self, item: _Claimed, envelope: Envelope, finished: SimpleQueue[_Record | BaseException]) -> None:
+        """On a connection's thread: put one message on the wire and report how to record what happened."""
+        try:
+            finished.put(self._attempt(item, envelope))
+        except BaseException as error:  # a bug: the database thread re-raises it
+            finished.put(error)
+
+    def _attempt(self, item: _Claimed, envelope: Envelope) -> _Record:
         try:
             reply = self.transport.send(envelope)
         except TransientSendError as error:
@@ -400,15 +418,13 @@ class Dispatcher:
             if self.on_outcome:
                 self.on_outcome(outcome)
 
-    def _record_sent(self, item: _Claimed, reply: str, now: datetime, session: Session) -> str | None:
+    def _record_sent(self, item: _Claimed, reply: str, now: datetime, database: Connection) -> str | None:
         """Sent: the row, the subscriber's position and their next lesson, without loading an object."""
         sent = {"delivery": item.delivery_id, "owner": self.owner, "finished_at": now, "reply": reply}
-        connection = session.connection()
-        if connection.execute(_RECORD_SENT, sent).rowcount != 1:
+        if database.execute(_RECORD_SENT, sent).rowcount != 1:
             return None
-        connection.execute(_RESET_HARD_BOUNCES, {"subscriber": item.subscriber.id})
-        advance(
-            session,
+        advance_after_delivery(
+            database,
             self.settings,
             self.project.series,
             subscriber_id=item.subscriber.id,
@@ -427,7 +443,17 @@ class Dispatcher:
         assert subscriber is not None
         return delivery, subscriber
 
-    def _record_retry(self, delivery_id: int, error: TransientSendError, now: datetime, session: Session) -> str | None:
+    def _record_retry(
+        self, delivery_id: int, error: TransientSendError, now: datetime, database: Connection
+    ) -> str | None:
+        with Session(bind=database) as session:  # joins the open transaction
+            outcome = self._record_retry_in(session, delivery_id, error, now)
+            session.flush()
+        return outcome
+
+    def _record_retry_in(
+        self, session: Session, delivery_id: int, error: TransientSendError, now: datetime
+    ) -> str | None:
         found = self._guarded(session, delivery_id)
         if found is None:
             return None
@@ -442,7 +468,15 @@ class Dispatcher:
         return "retry"
 
     def _record_failure(
-        self, delivery_id: int, error: PermanentSendError, now: datetime, session: Session
+        self, delivery_id: int, error: PermanentSendError, now: datetime, database: Connection
+    ) -> str | None:
+        with Session(bind=database) as session:  # joins the open transaction
+            outcome = self._record_failure_in(session, delivery_id, error, now)
+            session.flush()
+        return outcome
+
+    def _record_failure_in(
+        self, session: Session, delivery_id: int, error: PermanentSendError, now: datetime
     ) -> str | None:
         found = self._guarded(session, delivery_id)
         if found is None:
@@ -460,18 +494,18 @@ class Dispatcher:
             plan_next_lesson(session, self.settings, self.project.series, subscriber, now=now, after=delivery.slot_at)
         return "failed"
 
-    def _release_started(self, delivery_id: int, session: Session) -> None:
+    def _release_started(self, delivery_id: int, database: Connection) -> None:
         """The transport failed as a whole before this message went out: give its row back."""
-        self._release_rows(session, [delivery_id])
+        self._release_rows(database, [delivery_id])
 
     def _release(self, delivery_ids: Sequence[int]) -> None:
         """Give back claimed rows that were never put on the wire."""
         if delivery_ids:
-            with self._transaction() as session:
-                self._release_rows(session, delivery_ids)
+            with self.project.db.engine.begin() as database:
+                self._release_rows(database, delivery_ids)
 
-    def _release_rows(self, session: Session, delivery_ids: Sequence[int]) -> None:
-        session.execute(
+    def _release_rows(self, database: Connection, delivery_ids: Sequence[int]) -> None:
+        database.execute(
             update(DELIVERIES)
             .where(DELIVERIES.c.id.in_(delivery_ids), DELIVERIES.c.lease_owner == self.owner)
             .where(DELIVERIES.c.status == "sending")
@@ -491,11 +525,6 @@ _RECORD_SENT = (
         lease_owner=None,
         lease_until=None,
     )
-)
-_RESET_HARD_BOUNCES = (
-    update(SUBSCRIBERS)
-    .where(SUBSCRIBERS.c.id == bindparam("subscriber"), SUBSCRIBERS.c.hard_bounces != 0)
-    .values(hard_bounces=0)
 )
 
 

@@ -6,8 +6,8 @@ next lesson is created (or moved) with its `due_at`, so "what is due" is one ind
 
 Which lesson comes next and when (`next_lesson`) is decided in one place, and the row is written by one
 statement (`put_pending`, an insert-or-reset on the unique (subscriber, week) pair). The ORM functions below
-serve subscriber changes; `advance` is the send path's version of "position = week, plan the next lesson",
-two Core statements with no objects loaded, because it runs once per message sent.
+serve subscriber changes; `advance_after_delivery` is the send path's version of "position = week, plan the
+next lesson", Core statements with no objects loaded, because it runs once per message sent.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from datetime import datetime
 from functools import cache
 from typing import cast
 
-from sqlalchemy import Executable, Table, and_, bindparam, delete, func, select, update
+from sqlalchemy import Connection, Executable, Table, and_, bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -93,10 +93,11 @@ def next_lesson(
     return NextLesson(week=lesson.week, slug=lesson.slug, due_at=due, message_id=message_id)
 
 
-def put_pending(session: Session, subscriber_id: int, week: int, slug: str, due: datetime, message_id: str) -> None:
+def put_pending(
+    connection: Connection, subscriber_id: int, week: int, slug: str, due: datetime, message_id: str
+) -> None:
     """Create or reset the row for (subscriber, week) as pending at `due`; a sent or sending row is left alone."""
     row = {"subscriber_id": subscriber_id, "week": week, "slug": slug, "due": due, "message_id": message_id}
-    connection = session.connection()
     connection.execute(_put_pending_statement(connection.dialect.name), row)
 
 
@@ -134,7 +135,7 @@ def _upsert_pending(
     session: Session, subscriber: Subscriber, week: int, slug: str, due: datetime, message_id: str
 ) -> Delivery:
     """`put_pending`, then the row as an object of this session."""
-    put_pending(session, subscriber.id, week, slug, due, message_id)
+    put_pending(session.connection(), subscriber.id, week, slug, due, message_id)
     found = select(Delivery).where(Delivery.subscriber_id == subscriber.id, Delivery.week == week)
     return session.scalars(found.execution_options(populate_existing=True)).one()
 
@@ -205,8 +206,8 @@ def plan_next_lesson(
     return _upsert_pending(session, subscriber, planned.week, planned.slug, planned.due_at, planned.message_id)
 
 
-def advance(
-    session: Session,
+def advance_after_delivery(
+    connection: Connection,
     settings: Settings,
     series: Series,
     *,
@@ -214,17 +215,19 @@ def advance(
     week: int,
     after: datetime,
     now: datetime,
-    last_sent_at: datetime | None,
+    last_sent_at: datetime,
 ) -> bool:
-    """Move a subscriber past `week` and plan their next lesson, as `plan_next_lesson` does; False if already past.
+    """After `week` was delivered: clear the hard-bounce count, move the subscriber past it, plan the next lesson.
 
-    Only a subscriber not yet past `week` is moved (a late resend never moves anyone back), and the schedule
-    used is the one that same UPDATE reads back, so a change of day made a moment ago counts.
+    What `plan_next_lesson` does for the send path, with Core statements; the caller knows `last_sent_at`
+    (this delivery's time, or a later one). Only a subscriber not yet past `week` is moved (a late resend
+    never moves anyone back), and the schedule used is the one that same UPDATE reads back, so a change of
+    day made a moment ago counts. Returns False if nobody moved.
     """
     status = "active" if series.week(week + 1) else "completed"
-    parameters = {"subscriber": subscriber_id, "week": week, "new_status": status}
-    moved = session.connection().execute(_ADVANCE, parameters).first()
+    moved = connection.execute(_ADVANCE, {"subscriber": subscriber_id, "week": week, "new_status": status}).first()
     if moved is None:
+        connection.execute(_CLEAR_HARD_BOUNCES, {"subscriber": subscriber_id})
         return False
     planned = next_lesson(
         settings,
@@ -237,15 +240,21 @@ def advance(
         last_sent_at=last_sent_at,
     )
     if planned is not None:
-        put_pending(session, subscriber_id, planned.week, planned.slug, planned.due_at, planned.message_id)
+        put_pending(connection, subscriber_id, planned.week, planned.slug, planned.due_at, planned.message_id)
     return True
 
 
+# Delivered mail proves the mailbox works: the count of consecutive hard bounces starts again.
 _ADVANCE = (
     update(SUBSCRIBERS)
     .where(SUBSCRIBERS.c.id == bindparam("subscriber"), SUBSCRIBERS.c.position < bindparam("week"))
-    .values(position=bindparam("week"), status=bindparam("new_status"))
+    .values(position=bindparam("week"), status=bindparam("new_status"), hard_bounces=0)
     .returning(SUBSCRIBERS.c.timezone, SUBSCRIBERS.c.weekday, SUBSCRIBERS.c.send_time)
+)
+_CLEAR_HARD_BOUNCES = (
+    update(SUBSCRIBERS)
+    .where(SUBSCRIBERS.c.id == bindparam("subscriber"), SUBSCRIBERS.c.hard_bounces != 0)
+    .values(hard_bounces=0)
 )
 
 
