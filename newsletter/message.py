@@ -11,8 +11,11 @@ package needs about 2 ms for that. It writes what the email package (SMTP policy
 the same header fields, byte for byte, in the same order and MIME layout. Any header value that is not plain
 printable ASCII goes through the email package itself, for its RFC 2047 encoded words and its refusal of
 line breaks. One deliberate difference: both parts are quoted-printable in RFC 2045's 76-column lines
-(`binascii.b2a_qp`, in C) instead of 998-column ones; they decode to the same text. `build_message` parses
-those bytes into an `EmailMessage` for previews and header views, so every path sends the same bytes.
+(`binascii.b2a_qp`, in C) instead of 998-column ones; they decode to the same text. A lesson rendered for
+a subscriber arrives in pieces (the template's text, the same for every subscriber, between their values):
+the template's pieces are encoded once and joined to the values' by soft line breaks, which decode to
+nothing. `build_message` parses the composed bytes into an `EmailMessage` for previews and header views,
+so every path sends the same bytes.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import hmac
 import random
 import re
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from email import policy
 from email.headerregistry import Address
@@ -56,6 +60,11 @@ SIGNED_HEADERS = (
     b"content-type",
 )
 _PHRASE_SPECIALS = re.compile(r'[()<>\[\]:;@\\,."]')
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+_QP_LINE = 76  # octets, RFC 2045
+# Template text encoded once (per lesson, thousands of messages each); bounded for editors' live reloads.
+_SHARED_PIECES: dict[str, bytes] = {}
+_SHARED_PIECES_KEPT = 256
 
 
 def message_id_for(settings: Settings, series_slug: str, subscriber_id: int, key: str) -> str:
@@ -122,11 +131,11 @@ def compose(
             b"--" + boundary + CRLF,
             _TEXT_PART_HEADERS,
             CRLF,
-            quoted_printable(rendered.text),
+            quoted_printable(rendered.text, rendered.text_pieces),
             CRLF + b"--" + boundary + CRLF,
             _HTML_PART_HEADERS,
             CRLF,
-            quoted_printable(rendered.html),
+            quoted_printable(rendered.html, rendered.html_pieces),
             CRLF + b"--" + boundary + b"--" + CRLF,
         ]
     )
@@ -163,11 +172,68 @@ def build_message(
     return message
 
 
-def quoted_printable(text: str) -> bytes:
-    """UTF-8 text as quoted-printable with CRLF line ends and lines of at most 76 octets (RFC 2045)."""
-    # Split the encoded bytes, as the email package does: only CR and LF end a line, not U+2028 and kin.
-    body = CRLF.join(text.encode("utf-8").splitlines()) + CRLF
-    return binascii.b2a_qp(body, quotetabs=False, istext=True, header=False)
+def quoted_printable(text: str, pieces: Sequence[str] = ()) -> bytes:
+    """UTF-8 text as quoted-printable with CRLF line ends and lines of at most 76 octets (RFC 2045).
+
+    `pieces`, if given, is the same text split into template text (even positions) and values (odd
+    positions). Each piece is encoded on its own and joined by soft line breaks, which decode to nothing,
+    and the template's pieces are remembered: per subscriber only the values are encoded.
+    """
+    if any(piece.endswith("\r") for piece in pieces):
+        pieces = ()  # a CR LF split between two pieces would become two line breaks: encode the whole
+    parts = enumerate(pieces or ("", text))
+    encoded = [_shared_piece(piece) if n % 2 == 0 else _encoded_piece(piece) for n, piece in parts if piece]
+    body = b"".join(_soft_broken(piece) for piece in encoded[:-1]) + (encoded[-1] if encoded else b"")
+    return body if body.endswith(CRLF) else body + CRLF
+
+
+def _encoded_piece(text: str) -> bytes:
+    # CR, LF and CRLF all end a line, as in the email package, which splits the encoded bytes (so U+2028
+    # and kin do not); b2a_qp keeps CRLF line ends when the text has them, else breaks long lines with LF.
+    data = _LINE_END.sub(CRLF, text.encode("utf-8"))
+    encoded = binascii.b2a_qp(data, quotetabs=False, istext=True, header=False)
+    if CRLF not in data:
+        encoded = encoded.replace(b"=\n", b"=\r\n")
+    lines = encoded.split(CRLF)
+    if max(map(len, lines)) <= _QP_LINE:
+        return encoded
+    # b2a_qp lets a line reach 77 octets when it ends in whitespace it escapes; RFC 2045 allows 76.
+    return CRLF.join(_within_qp_line(line) for line in lines)
+
+
+def _within_qp_line(line: bytes) -> bytes:
+    if len(line) <= _QP_LINE:
+        return line
+    cut = _QP_LINE - 1
+    if line[cut - 1 : cut] == b"=":
+        cut -= 1
+    elif line[cut - 2 : cut - 1] == b"=":
+        cut -= 2  # never split an escape
+    return line[:cut] + b"=" + CRLF + _within_qp_line(line[cut:])
+
+
+def _shared_piece(text: str) -> bytes:
+    encoded = _SHARED_PIECES.get(text)
+    if encoded is None:
+        if len(_SHARED_PIECES) >= _SHARED_PIECES_KEPT:
+            _SHARED_PIECES.clear()  # templates changed (live reload) or many lessons: start over
+        encoded = _SHARED_PIECES[text] = _encoded_piece(text)
+    return encoded
+
+
+def _soft_broken(encoded: bytes) -> bytes:
+    """An encoded piece that another follows: end its last line with a soft break, within 76 octets."""
+    if encoded.endswith(CRLF):
+        return encoded  # it ends a line already
+    last_line = len(encoded) - (encoded.rfind(b"\n") + 1)
+    if last_line < _QP_LINE:
+        return encoded + b"=\r\n"
+    cut = len(encoded) - 1  # make room for the "=": move the last character, or escape, to a line of its own
+    if encoded[cut - 2 : cut - 1] == b"=":
+        cut -= 2
+    elif encoded[cut - 1 : cut] == b"=":
+        cut -= 1
+    return encoded[:cut] + b"=\r\n" + encoded[cut:] + b"=\r\n"
 
 
 def _header_field(name: str, value: str | Address) -> bytes:

@@ -60,10 +60,16 @@ class Recipient:
 
 @dataclass(frozen=True)
 class RenderedEmail:
+    """One email's content. `html_pieces` and `text_pieces`, when set, are the same parts split into the
+    template's text (even positions, the same objects for every subscriber of a lesson) and the values
+    filled in (odd positions), so the wire format can encode the template's text once per lesson."""
+
     subject: str
     preheader: str
     html: str
     text: str
+    html_pieces: tuple[str, ...] = ()
+    text_pieces: tuple[str, ...] = ()
 
 
 @dataclass
@@ -81,19 +87,23 @@ class _Compiled:
 
     def fill(self, values: Mapping[str, str]) -> RenderedEmail:
         escaped = {key: html.escape(value, quote=True) for key, value in values.items()}
+        html_pieces = _filled(self._html_pieces, escaped)
+        text_pieces = _filled(self._text_pieces, values)
         return RenderedEmail(
             subject=self.subject,
             preheader=self.preheader,
-            html=_joined(self._html_pieces, escaped),
-            text=_joined(self._text_pieces, values),
+            html="".join(html_pieces),
+            text="".join(text_pieces),
+            html_pieces=html_pieces,
+            text_pieces=text_pieces,
         )
 
 
-def _joined(pieces: list[str], values: Mapping[str, str]) -> str:
+def _filled(pieces: list[str], values: Mapping[str, str]) -> tuple[str, ...]:
     """Text and placeholder names alternate in `pieces` (as `re.split` with one group leaves them)."""
     filled = pieces.copy()
     filled[1::2] = [values[name] for name in pieces[1::2]]
-    return "".join(filled)
+    return tuple(filled)
 
 
 def _placeholders(names: tuple[str, ...]) -> dict[str, dict[str, str]]:

@@ -8,7 +8,9 @@ parts that decode to identical text; only the quoted-printable line breaks diffe
 from __future__ import annotations
 
 import email
+import quopri
 import random
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from email import policy
 from email.message import EmailMessage
@@ -18,7 +20,17 @@ from pathlib import Path
 import pytest
 
 from newsletter.config import Settings, settings_from_mapping
-from newsletter.message import DELIVERY_HEADER, WIRE_POLICY, _address, build_message, compose, to_wire
+from newsletter.message import (
+    CRLF,
+    DELIVERY_HEADER,
+    WIRE_POLICY,
+    _address,
+    build_message,
+    compose,
+    quoted_printable,
+    to_wire,
+)
+from newsletter.project import Project
 from newsletter.render import RenderedEmail
 
 NAMES = [
@@ -140,3 +152,32 @@ def test_a_line_break_in_a_header_value_is_refused_like_the_email_package_does(f
     with pytest.raises(ValueError) as theirs:
         reference(settings, rendered, **fields)
     assert str(ours.value) == str(theirs.value)
+
+
+def test_text_in_pieces_encodes_to_what_the_whole_text_decodes_to() -> None:
+    # Template text (even pieces) may hold any line ends; values (odd pieces) are one line, as rendering fills them.
+    rng = random.Random(20261126)
+    alphabet = ["a", " ", "\t", "=", "é", "\n", "\r\n", "\r", ".", "x" * 80, "€", "    \t", "\u2028", "<p>", "From "]
+    for _ in range(3000):
+        pieces = [
+            "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 14))) for _ in range(rng.choice((1, 3, 5)))
+        ]
+        pieces[1::2] = [value.replace("\n", "").replace("\r", "") for value in pieces[1::2]]
+        text = "".join(pieces)
+        whole, in_pieces = quoted_printable(text), quoted_printable(text, tuple(pieces))
+        assert quopri.decodestring(in_pieces) == quopri.decodestring(whole)
+        assert quopri.decodestring(whole) == CRLF.join(text.encode().splitlines()) + CRLF
+        for encoded in (whole, in_pieces):
+            assert encoded.endswith(CRLF) and encoded.count(b"\n") == encoded.count(CRLF)
+            assert max(map(len, encoded.split(CRLF))) <= 76
+
+
+def test_a_rendered_lesson_is_composed_from_its_pieces(project: Project) -> None:
+    subscriber = project.sample_subscriber(name="Zoë <Runner>")
+    rendered = project.render(subscriber, 1)
+    assert rendered.html_pieces and "".join(rendered.html_pieces) == rendered.html
+    whole = replace(rendered, html_pieces=(), text_pieces=())
+    fields = fields_for(subscriber.name, 1)
+    assert anatomy(compose(project.settings, rendered, **fields)) == anatomy(  # type: ignore[arg-type]
+        compose(project.settings, whole, **fields)  # type: ignore[arg-type]
+    )
