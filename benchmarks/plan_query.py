@@ -36,6 +36,7 @@ from common import (
     database_url_for,
     machine,
     make_project,
+    newsletter_command,
     postgres_version,
     reset_database,
     scratch_folder,
@@ -98,6 +99,17 @@ def time_nothing_due(project: Project) -> list[float]:
         runs.append(time.perf_counter() - started)
         assert summary.total == 0, summary
     return runs
+
+
+def time_nothing_due_process(bench: BenchProject) -> float:
+    """Seconds for a whole `newsletter send` process that finds nothing due (Python start and imports too)."""
+    command = newsletter_command(bench.config, "send", "--now", FIRST_SLOT.isoformat(), "--json")
+    started = time.perf_counter()
+    finished = subprocess.run(command, env=bench.environment(), capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - started
+    if finished.returncode != 0 or json.loads(finished.stdout)["sent"] != 0:
+        raise SystemExit(f"newsletter send failed or sent something:\n{finished.stdout}{finished.stderr}")
+    return seconds
 
 
 def make_due(project: Project, count: int) -> list[int]:
@@ -222,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         completed = make_completed(project, args.completed)
         print(f"seeded {args.subscribers} subscribers in {seed_seconds:.1f} s", file=sys.stderr)
         nothing_due = time_nothing_due(project)
+        nothing_due_process = time_nothing_due_process(bench)
         due_ids = make_due(project, args.due)
         claims, loads = time_first_claim(project, due_ids, args.due)
         claimers = []
@@ -247,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         "completed_subscribers": completed,
         "seed_seconds": round(seed_seconds, 1),
         "nothing_due": milliseconds(nothing_due),
+        "nothing_due_whole_process_seconds": round(nothing_due_process, 3),
         "first_claim": {"due": len(due_ids), **milliseconds(claims)},
         "first_batch_load": milliseconds(loads),
         "claimers": claimers,

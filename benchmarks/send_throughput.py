@@ -98,13 +98,22 @@ class SenderRuns:
 
 
 def run_senders(
-    config: Path, environment: dict[str, str], processes: int, folder: Path, sink: SinkProcess, expected: int
+    config: Path,
+    environment: dict[str, str],
+    processes: int,
+    folder: Path,
+    sink: SinkProcess,
+    expected: int,
+    profile: Path | None = None,
 ) -> SenderRuns:
     """Start the senders together and wait for all of them, watching the sink's count meanwhile."""
     command = newsletter_command(config, "send", "--now", (FIRST_SLOT + timedelta(minutes=1)).isoformat(), "--json")
+    profiled = [sys.executable, "-m", "cProfile", "-o", str(profile), *command[1:]] if profile else command
     baseline, sink_cpu = sink.count(), sink.cpu_seconds()
     started = time.perf_counter()
-    children = [start_process(command, environment, folder, f"sender{n}") for n in range(processes)]
+    children = [
+        start_process(profiled if n == 0 else command, environment, folder, f"sender{n}") for n in range(processes)
+    ]
     first = last = None
     runs: dict[int, ProcessRun] = {}
     while len(runs) < processes:
@@ -128,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", help="PostgreSQL database to wipe and use (or NEWSLETTER_BENCH_DATABASE_URL)")
     parser.add_argument("--processes", type=int, default=1, help="`newsletter send` processes run at once")
     parser.add_argument("--batch-size", type=int, help="[delivery] batch_size for the senders (default: config.toml)")
+    parser.add_argument(
+        "--profile", type=Path, help="run the (first) sender under cProfile, writing its stats here (slows it)"
+    )
     parser.add_argument("--output", type=Path, help="where to write the JSON result")
     parser.add_argument("--workdir", type=Path, help="scratch folder (default: a temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary scratch folder")
@@ -159,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
             }
             if args.batch_size:
                 overrides["delivery_batch_size"] = str(args.batch_size)
-            senders = run_senders(bench.config, bench.environment(**overrides), processes, folder, sink, count)
+            environment = bench.environment(**overrides)
+            senders = run_senders(bench.config, environment, processes, folder, sink, count, args.profile)
             received = sink.stop()
         runs = senders.runs
         for run in runs:
