@@ -37,8 +37,8 @@ from datetime import UTC, datetime, timedelta
 from functools import cache, partial
 from queue import SimpleQueue
 
-from sqlalchemy import Connection, Update, bindparam, exists, func, or_, select, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import Connection, Update, bindparam, exists, or_, select, update
+from sqlalchemy.orm import Session
 
 from newsletter.errors import NewsletterError, PermanentSendError, TransientSendError, TransportError
 from newsletter.message import envelope_for, message_id_for, wire_envelope
@@ -178,7 +178,6 @@ class _Claimed:
     week: int
     slot_at: datetime
     message_id: str | None
-    last_sent_at: datetime | None  # the subscriber's latest lesson sent before this one
     subscriber: Subscriber  # a detached copy, only for rendering
 
 
@@ -300,20 +299,12 @@ class Dispatcher:
 
     def _load(self, ids: Sequence[int]) -> list[_Claimed]:
         """The claimed rows with their subscribers, in due order, in one query."""
-        earlier = aliased(Delivery)
-        last_sent = (
-            select(func.max(earlier.sent_at))
-            .where(earlier.subscriber_id == Delivery.subscriber_id)
-            .where(earlier.week > CONFIRMATION_WEEK, earlier.status == "sent")
-            .scalar_subquery()
-        )
         query = (
             select(
                 Delivery.id,
                 Delivery.week,
                 Delivery.slot_at,
                 Delivery.message_id,
-                last_sent.label("last_sent_at"),
                 Subscriber.id.label("subscriber_id"),
                 *(getattr(Subscriber, name) for name in _RENDERED_SUBSCRIBER_COLUMNS),
             )
@@ -329,7 +320,6 @@ class Dispatcher:
                 week=row.week,
                 slot_at=row.slot_at,
                 message_id=row.message_id,
-                last_sent_at=row.last_sent_at,
                 subscriber=Subscriber(
                     id=row.subscriber_id, **{name: getattr(row, name) for name in _RENDERED_SUBSCRIBER_COLUMNS}
                 ),
@@ -431,7 +421,7 @@ class Dispatcher:
             week=item.week,
             after=item.slot_at,
             now=now,
-            last_sent_at=max(item.last_sent_at, now) if item.last_sent_at else now,
+            last_sent_at=now,  # the lesson just delivered is the subscriber's latest
         )
         return "sent"
 
