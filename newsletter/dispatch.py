@@ -45,6 +45,7 @@ from newsletter.message import envelope_for, message_id_for, wire_envelope
 from newsletter.models import CONFIRMATION_WEEK, Delivery, Subscriber
 from newsletter.planning import (
     DELIVERIES,
+    RECEIVING_STATUSES,
     SUBSCRIBERS,
     advance_after_delivery,
     cancel_pending,
@@ -97,7 +98,7 @@ def receiving_statuses(week: int) -> tuple[str, ...]:
     A confirmation is for someone still pending; a lesson for a reader who is active, or who finished the
     course and has a failed lesson retried.
     """
-    return ("pending",) if week == CONFIRMATION_WEEK else ("active", "completed")
+    return ("pending",) if week == CONFIRMATION_WEEK else RECEIVING_STATUSES
 
 
 def may_receive(week: int, subscriber_status: str) -> bool:
@@ -481,7 +482,10 @@ class Dispatcher:
             record_event(session, subscriber, "bounced", source="send", at=now, detail=error.reply or str(error))
         elif delivery.week > subscriber.position:
             subscriber.position = delivery.week
-            plan_next_lesson(session, self.settings, self.project.series, subscriber, now=now, after=delivery.slot_at)
+            if subscriber.status in RECEIVING_STATUSES:  # not if they paused or left while it was on the wire
+                plan_next_lesson(
+                    session, self.settings, self.project.series, subscriber, now=now, after=delivery.slot_at
+                )
         return "failed"
 
     def _release_started(self, delivery_id: int, database: Connection) -> None:

@@ -17,7 +17,7 @@ from datetime import datetime
 from functools import cache
 from typing import cast
 
-from sqlalchemy import Connection, Executable, Table, and_, bindparam, delete, func, select, update
+from sqlalchemy import Connection, Executable, Table, and_, bindparam, case, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -28,6 +28,7 @@ from newsletter.models import CONFIRMATION_WEEK, Delivery, Event, Subscriber
 from newsletter.schedule import WEEKDAY_NAMES, Cadence, first_lesson_due, next_due
 
 CONFIRMATION_SLUG = "confirmation"
+RECEIVING_STATUSES = ("active", "completed")  # readers whose lessons go out
 DELIVERIES = cast(Table, Delivery.__table__)
 SUBSCRIBERS = cast(Table, Subscriber.__table__)
 
@@ -182,7 +183,10 @@ def plan_next_lesson(
     now: datetime,
     after: datetime | None = None,
 ) -> Delivery | None:
-    """Materialise the subscriber's next lesson; mark them completed when the course has no more."""
+    """Materialise the subscriber's next lesson; mark them completed when the course has no more.
+
+    Only for a reader who is receiving (or about to: a confirmation, a resume); the caller decides that.
+    """
     session.flush()
     last_sent_at = session.scalar(
         select(func.max(Delivery.sent_at)).where(
@@ -229,6 +233,8 @@ def advance_after_delivery(
     if moved is None:
         connection.execute(_CLEAR_HARD_BOUNCES, {"subscriber": subscriber_id})
         return False
+    if moved.status != "active":
+        return True  # finished, or paused / unsubscribed while this lesson was on the wire: nothing to plan
     planned = next_lesson(
         settings,
         series,
@@ -244,12 +250,20 @@ def advance_after_delivery(
     return True
 
 
-# Delivered mail proves the mailbox works: the count of consecutive hard bounces starts again.
+# Delivered mail proves the mailbox works: the count of consecutive hard bounces starts again. Only a
+# reader still receiving changes status: someone who paused or unsubscribed while the lesson was on the
+# wire keeps that status (the lesson still counts as theirs).
 _ADVANCE = (
     update(SUBSCRIBERS)
     .where(SUBSCRIBERS.c.id == bindparam("subscriber"), SUBSCRIBERS.c.position < bindparam("week"))
-    .values(position=bindparam("week"), status=bindparam("new_status"), hard_bounces=0)
-    .returning(SUBSCRIBERS.c.timezone, SUBSCRIBERS.c.weekday, SUBSCRIBERS.c.send_time)
+    .values(
+        position=bindparam("week"),
+        status=case(
+            (SUBSCRIBERS.c.status.in_(RECEIVING_STATUSES), bindparam("new_status")), else_=SUBSCRIBERS.c.status
+        ),
+        hard_bounces=0,
+    )
+    .returning(SUBSCRIBERS.c.timezone, SUBSCRIBERS.c.weekday, SUBSCRIBERS.c.send_time, SUBSCRIBERS.c.status)
 )
 _CLEAR_HARD_BOUNCES = (
     update(SUBSCRIBERS)

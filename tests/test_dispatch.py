@@ -17,7 +17,7 @@ from newsletter.message import DELIVERY_HEADER
 from newsletter.models import Delivery, Subscriber
 from newsletter.project import Project
 from newsletter.subscribers import SubscriberInput, add_subscriber
-from newsletter.transports import MemoryTransport, OutboxTransport, SmtpTransport, read_outbox
+from newsletter.transports import Envelope, MemoryTransport, OutboxTransport, SmtpTransport, read_outbox
 
 CONFIRMED_AT = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)  # a Monday
 FIRST_SLOT = datetime(2026, 3, 2, 7, 0, tzinfo=UTC)
@@ -196,3 +196,21 @@ def test_a_failed_last_lesson_can_be_retried_after_the_course_is_complete(projec
     retry_deliveries(project, now=FIRST_SLOT + timedelta(days=1), email="last@example.com")
     assert send_due(project, MemoryTransport(), now=FIRST_SLOT + timedelta(days=1)).sent == 1
     assert ledger(project)["last@example.com", 7].status == "sent"
+
+
+@pytest.mark.parametrize("status", ["unsubscribed", "paused"])
+def test_leaving_while_a_lesson_is_on_the_wire_is_not_undone_by_its_record(project: Project, status: str) -> None:
+    add_readers(project, ["leaving@example.com"])
+
+    class LeavesMidSend(MemoryTransport):
+        def send(self, envelope: Envelope) -> str:
+            with project.db.session() as session:  # the reader presses unsubscribe / pause meanwhile
+                session.scalars(select(Subscriber)).one().status = status
+            return super().send(envelope)
+
+    assert send_due(project, LeavesMidSend(), now=FIRST_SLOT).sent == 1
+    with project.db.session() as session:
+        reader = session.scalars(select(Subscriber)).one()
+        assert (reader.status, reader.position) == (status, 1)
+    assert ledger(project)["leaving@example.com", 1].status == "sent"
+    assert ("leaving@example.com", 2) not in ledger(project)
