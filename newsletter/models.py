@@ -88,6 +88,8 @@ class Subscriber(Base):
     # old emails (unsubscribe tokens never expire) and Message-IDs are derived from it.
     __table_args__ = (
         CheckConstraint(_one_of("status", SUBSCRIBER_STATUSES), name="status"),
+        # Every send run asks for the lowest position among completed readers (lessons appended later).
+        Index("ix_subscribers_status_position", "status", "position"),
         {"sqlite_autoincrement": True},
     )
 
@@ -97,7 +99,7 @@ class Subscriber(Base):
     timezone: Mapped[str] = mapped_column(String(64))
     weekday: Mapped[int] = mapped_column(Integer)  # 0 = Monday
     send_time: Mapped[Time]
-    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
     position: Mapped[int] = mapped_column(Integer, default=0)  # the week of the last lesson sent
     hard_bounces: Mapped[int] = mapped_column(Integer, default=0)
     source: Mapped[str] = mapped_column(String(32), default="cli")
