@@ -37,7 +37,7 @@ from datetime import UTC, datetime, timedelta
 from functools import cache, partial
 from queue import SimpleQueue
 
-from sqlalchemy import Connection, Update, bindparam, exists, or_, select, update
+from sqlalchemy import Connection, Update, bindparam, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from newsletter.errors import NewsletterError, PermanentSendError, TransientSendError, TransportError
@@ -169,6 +169,13 @@ def list_due(project: Project, now: datetime, limit: int | None = None) -> list[
             .limit(limit)
         )
         return [DueDelivery(*row) for row in session.execute(query)]
+
+
+def count_due(project: Project, now: datetime) -> int:
+    """How many deliveries are due at `now` (one indexed count; sizes the progress bar)."""
+    with project.db.reading() as session:
+        due = select(func.count()).select_from(Delivery).where(Delivery.status == "pending", Delivery.due_at <= now)
+        return int(session.scalar(due) or 0)
 
 
 @dataclass(frozen=True)

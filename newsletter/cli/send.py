@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from newsletter.cli.options import now_option, open_project, resolve_now
-from newsletter.dispatch import list_due, send_due, send_test
+from newsletter.dispatch import count_due, list_due, send_due, send_test
 from newsletter.transports import transport_from_settings
 
 
@@ -69,7 +69,8 @@ def send_command(ctx: click.Context, now: datetime | None, dry_run: bool, limit:
     try:
         with stop_on_signals() as stop:
             if console.is_terminal and not as_json:
-                total = len(list_due(project, resolve_now(now), limit))
+                waiting = count_due(project, resolve_now(now))
+                total = min(waiting, limit) if limit else waiting
                 columns = (TextColumn("sending"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
                 with Progress(*columns, console=console, transient=True) as progress:
                     task = progress.add_task("send", total=total or None)
