@@ -50,7 +50,6 @@ from common import (
     write_result,
 )
 
-from newsletter.message import envelope_for
 from newsletter.transports import Envelope
 
 
@@ -155,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds_to_seed = seed(project, count, all_due)
         print(f"seeded {count} subscribers in {seconds_to_seed:.1f} s", file=sys.stderr)
         sample = project.sample_subscriber(email="reader1@example.com", name="Reader 1")
-        envelope = envelope_for(project.settings, project.message(sample, 1, delivery_id=1, now=FIRST_SLOT))
+        envelope = project.envelope(sample, 1, delivery_id=1, now=FIRST_SLOT)
         project.db.dispose()
 
         with sink_process(folder) as sink:

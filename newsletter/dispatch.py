@@ -41,7 +41,7 @@ from sqlalchemy import Connection, Update, bindparam, exists, func, or_, select,
 from sqlalchemy.orm import Session
 
 from newsletter.errors import NewsletterError, PermanentSendError, TransientSendError, TransportError
-from newsletter.message import envelope_for, message_id_for, wire_envelope
+from newsletter.message import message_id_for
 from newsletter.models import CONFIRMATION_WEEK, Delivery, Subscriber
 from newsletter.planning import (
     DELIVERIES,
@@ -337,21 +337,9 @@ class Dispatcher:
 
     def _prepare(self, item: _Claimed, now: datetime) -> Envelope | NewsletterError:
         """Render and compose the message (no database work), or the error that stops it."""
-        subscriber = item.subscriber
-        message_id = item.message_id or message_id_for(
-            self.settings, self.project.series.slug, subscriber.id, f"w{item.week}"
-        )
         try:
-            return wire_envelope(
-                self.settings,
-                self.project.render(subscriber, item.week, now),
-                to_email=subscriber.email,
-                to_name=subscriber.name,
-                message_id=message_id,
-                unsubscribe_url=self.project.links(subscriber.id, now).unsubscribe,
-                list_id_value=self.project.list_id,
-                delivery_id=item.delivery_id,
-                date=now,
+            return self.project.envelope(
+                item.subscriber, item.week, message_id=item.message_id, delivery_id=item.delivery_id, now=now
             )
         except NewsletterError as error:
             return error
@@ -562,5 +550,4 @@ def send_test(project: Project, transport: Transport, slug: str, to: str, *, nam
     subscriber = project.sample_subscriber(email=to, name=name or "")
     week = CONFIRMATION_WEEK if slug == "confirmation" else project.series.lesson(slug).week
     message_id = message_id_for(project.settings, project.series.slug, 0, f"test-{uuid.uuid4().hex}")
-    message = project.message(subscriber, week, message_id=message_id, subject_prefix="[TEST] ")
-    return transport.send(envelope_for(project.settings, message))
+    return transport.send(project.envelope(subscriber, week, message_id=message_id, subject_prefix="[TEST] "))

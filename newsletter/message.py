@@ -268,16 +268,6 @@ def signed(settings: Settings, data: bytes) -> bytes:
     return dkim_sign(settings, data) if settings.dkim.selector else data
 
 
-def envelope_for(settings: Settings, message: EmailMessage) -> Envelope:
-    """The SMTP envelope and wire bytes of a built message."""
-    return Envelope(
-        sender=settings.sender.from_,
-        recipients=(message["To"].addresses[0].addr_spec,),
-        data=to_wire(settings, message),
-        message_id=str(message["Message-ID"]),
-    )
-
-
 def wire_envelope(
     settings: Settings,
     rendered: RenderedEmail,
@@ -289,6 +279,7 @@ def wire_envelope(
     list_id_value: str,
     delivery_id: int | None = None,
     date: datetime | None = None,
+    subject_prefix: str = "",
 ) -> Envelope:
     """`compose`, signed, with its SMTP envelope: what the send path hands to a transport."""
     data = compose(
@@ -301,6 +292,7 @@ def wire_envelope(
         list_id_value=list_id_value,
         delivery_id=delivery_id,
         date=date,
+        subject_prefix=subject_prefix,
     )
     recipient = _address(to_name, to_email).addr_spec
     return Envelope(settings.sender.from_, (recipient,), signed(settings, data), message_id)

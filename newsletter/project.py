@@ -6,6 +6,7 @@ The CLI, the web app and the dispatcher all start from a `Project`, so each part
 
 from __future__ import annotations
 
+import email
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -15,11 +16,12 @@ from newsletter import tokens
 from newsletter.config import Settings, load_settings
 from newsletter.db import Database, connect
 from newsletter.lessons import Lesson, Series, load_series
-from newsletter.message import build_message, list_id, message_id_for
+from newsletter.message import WIRE_POLICY, list_id, message_id_for, wire_envelope
 from newsletter.models import CONFIRMATION_WEEK, Subscriber
 from newsletter.planning import describe_cadence
 from newsletter.render import Recipient, RenderedEmail, Renderer
 from newsletter.schedule import WEEKDAY_NAMES, parse_weekday
+from newsletter.transports import Envelope
 
 # The public routes every email links to; `web/public.py` serves exactly these.
 CONFIRM_PATH = "/confirm/"
@@ -108,7 +110,7 @@ class Project:
             raise ValueError(f"no lesson for week {week}")
         return self.renderer.lesson(lesson, recipient)
 
-    def message(
+    def envelope(
         self,
         subscriber: Subscriber,
         week: int,
@@ -117,13 +119,12 @@ class Project:
         delivery_id: int | None = None,
         now: datetime | None = None,
         subject_prefix: str = "",
-    ) -> EmailMessage:
-        """The complete email for one subscriber and one lesson (week 0: the confirmation)."""
+    ) -> Envelope:
+        """The email for one subscriber and one lesson (week 0: the confirmation) as the wire bytes, signed."""
         now = now or datetime.now(UTC)
-        rendered = self.render(subscriber, week, now)
-        return build_message(
+        return wire_envelope(
             self.settings,
-            rendered,
+            self.render(subscriber, week, now),
             to_email=subscriber.email,
             to_name=subscriber.name,
             message_id=message_id or message_id_for(self.settings, self.series.slug, subscriber.id, f"w{week}"),
@@ -133,6 +134,12 @@ class Project:
             date=now,
             subject_prefix=subject_prefix,
         )
+
+    def message(self, subscriber: Subscriber, week: int, *, now: datetime | None = None) -> EmailMessage:
+        """The same email parsed, for previews and header views."""
+        parsed = email.message_from_bytes(self.envelope(subscriber, week, now=now).data, policy=WIRE_POLICY)
+        assert isinstance(parsed, EmailMessage)
+        return parsed
 
 
 def weekday_name(weekday: int) -> str:

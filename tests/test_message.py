@@ -23,7 +23,7 @@ from newsletter.checklist import run_checklist
 from newsletter.config import Settings
 from newsletter.errors import SubscriberError
 from newsletter.lessons import load_series
-from newsletter.message import message_id_for, to_wire
+from newsletter.message import message_id_for
 from newsletter.models import CONFIRMATION_WEEK, Subscriber
 from newsletter.project import Project
 
@@ -41,7 +41,7 @@ def subscriber(project: Project, name: str = "Alex Runner", subscriber_id: int =
 
 
 def wire(project: Project, week: int, who: Subscriber | None = None, now: datetime = NOW) -> bytes:
-    return to_wire(project.settings, project.message(who or subscriber(project), week, now=now))
+    return project.envelope(who or subscriber(project), week, now=now).data
 
 
 def parse(raw: bytes) -> EmailMessage:

@@ -22,7 +22,6 @@ from newsletter.cli import main
 from newsletter.cli.web import check_exposure
 from newsletter.config import Settings, load_settings
 from newsletter.errors import ConfigError
-from newsletter.message import envelope_for
 from newsletter.models import Delivery
 from newsletter.project import Project
 from newsletter.subscribers import SubscriberInput, add_subscriber
@@ -380,7 +379,7 @@ def test_the_outbox_lists_and_opens_stored_messages(client: TestClient, project:
     transport = OutboxTransport(project.settings.delivery.outbox)
     reader = project.sample_subscriber(email="kim@example.com", name="Kim")
     for week in (0, 1):
-        transport.send(envelope_for(project.settings, project.message(reader, week, now=NOW)))
+        transport.send(project.envelope(reader, week, now=NOW))
     listing = client.get("/outbox").text
     names = re.findall(r'href="/outbox/([^"]+)"', listing)
     assert len(names) == 2

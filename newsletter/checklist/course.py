@@ -20,7 +20,6 @@ from newsletter.checklist.signing import dns_serving, public_key_record
 from newsletter.checklist.wire import DnsTxtLookup
 from newsletter.config import Settings, load_settings
 from newsletter.errors import ConfigError, LessonError, NewsletterError
-from newsletter.message import to_wire
 from newsletter.models import CONFIRMATION_WEEK
 from newsletter.project import Project
 
@@ -89,7 +88,7 @@ def check_course(
     for week, where, action in emails:
         try:
             rendered = project.render(sample, week, moment)
-            raw = to_wire(settings, project.message(sample, week, now=moment))
+            raw = project.envelope(sample, week, now=moment).data
         except (NewsletterError, dkim.DKIMException) as error:
             # A broken template breaks every email it renders: say so once, naming the template.
             message = _strip_root(str(error), root)

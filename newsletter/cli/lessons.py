@@ -13,7 +13,6 @@ from rich.table import Table
 from newsletter.checklist.course import check_course
 from newsletter.cli.options import now_option, open_project, resolve_now
 from newsletter.config import database_url
-from newsletter.message import to_wire
 from newsletter.models import CONFIRMATION_WEEK, Subscriber
 from newsletter.planning import CONFIRMATION_SLUG
 from newsletter.project import SAMPLE_EMAIL, SAMPLE_NAME, Project
@@ -104,7 +103,7 @@ def render_command(
     subscriber = _subscriber_for(project, email, name)
     moment = resolve_now(now)
     if output_format == "eml":
-        data = to_wire(project.settings, project.message(subscriber, week, now=moment))
+        data = project.envelope(subscriber, week, now=moment).data
     else:
         rendered = project.render(subscriber, week, moment)
         data = (rendered.html if output_format == "html" else rendered.text).encode("utf-8")

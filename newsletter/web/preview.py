@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email
 import itertools
 import re
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from newsletter.checklist import CheckResult, DnsTxtLookup, run_checklist
 from newsletter.checklist.course import CALL_TO_ACTION
 from newsletter.checklist.signing import dns_serving, public_key_record
 from newsletter.errors import NewsletterError
-from newsletter.message import to_wire
+from newsletter.message import WIRE_POLICY
 from newsletter.models import CONFIRMATION_WEEK, Delivery
 from newsletter.planning import CONFIRMATION_SLUG
 from newsletter.project import SAMPLE_NAME, Project
@@ -97,8 +98,9 @@ def build_preview(project: Project, slug: str, week: int, title: str, name: str,
     """Render, assemble and check one email for the sample subscriber."""
     subscriber = project.sample_subscriber(name=name)
     rendered = project.render(subscriber, week, now)
-    message = project.message(subscriber, week, now=now)
-    raw = to_wire(project.settings, message)
+    raw = project.envelope(subscriber, week, now=now).data  # the bytes a send would put on the wire
+    message = email.message_from_bytes(raw, policy=WIRE_POLICY)
+    assert isinstance(message, EmailMessage)
     checks = run_checklist(
         raw,
         subject=rendered.subject,
