@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import mjml
@@ -26,6 +27,9 @@ def reader(project: Project, name: str = "Alex Runner", subscriber_id: int = 5) 
     return sample
 
 
+NOW = datetime(2026, 3, 2, 7, 0, tzinfo=UTC)  # one instant for rendering and links: tokens carry their expiry
+
+
 def hrefs(html: str) -> list[str]:
     return re.findall(r'href="([^"]*)"', html)
 
@@ -34,8 +38,8 @@ def hrefs(html: str) -> list[str]:
 def test_each_lesson_renders_its_front_matter_body_and_footer(project: Project, slug: str) -> None:
     lesson = project.series.lesson(slug)
     who = reader(project)
-    rendered = project.render(who, lesson.week)
-    links = project.links(who.id)
+    rendered = project.render(who, lesson.week, NOW)
+    links = project.links(who.id, NOW)
     assert rendered.subject == lesson.subject
     assert rendered.preheader == lesson.preheader
     assert f"<title>{lesson.subject}</title>" in rendered.html.replace("&#39;", "'")
@@ -76,8 +80,8 @@ def test_each_lesson_teases_the_next_from_its_front_matter(project: Project) -> 
 
 def test_the_confirmation_email_carries_the_confirm_link(project: Project) -> None:
     who = reader(project)
-    rendered = project.render(who, CONFIRMATION_WEEK)
-    links = project.links(who.id)
+    rendered = project.render(who, CONFIRMATION_WEEK, NOW)
+    links = project.links(who.id, NOW)
     assert rendered.subject == f"Confirm your subscription to {project.series.title}"
     assert links.confirm in hrefs(rendered.html)
     assert links.unsubscribe in hrefs(rendered.html)
