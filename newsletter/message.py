@@ -14,14 +14,13 @@ line breaks. One deliberate difference: both parts are quoted-printable in RFC 2
 (`binascii.b2a_qp`, in C) instead of 998-column ones; they decode to the same text. A lesson rendered for
 a subscriber arrives in pieces (the template's text, the same for every subscriber, between their values):
 the template's pieces are encoded once and joined to the values' by soft line breaks, which decode to
-nothing. `build_message` parses the composed bytes into an `EmailMessage` for previews and header views,
-so every path sends the same bytes.
+nothing. `wire_envelope` signs the bytes (DKIM, when configured) and adds the SMTP envelope;
+`Project.envelope` is the one way every path (send, test-send, render, check, the studio) gets them.
 """
 
 from __future__ import annotations
 
 import binascii
-import email
 import hashlib
 import hmac
 import random
@@ -31,7 +30,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from email import policy
 from email.headerregistry import Address
-from email.message import EmailMessage
 from email.utils import format_datetime
 from functools import lru_cache
 
@@ -141,37 +139,6 @@ def compose(
     )
 
 
-def build_message(
-    settings: Settings,
-    rendered: RenderedEmail,
-    *,
-    to_email: str,
-    to_name: str,
-    message_id: str,
-    unsubscribe_url: str,
-    list_id_value: str,
-    delivery_id: int | None = None,
-    date: datetime | None = None,
-    subject_prefix: str = "",
-) -> EmailMessage:
-    """The same message as `compose`, parsed into an `EmailMessage` (for previews and header views)."""
-    data = compose(
-        settings,
-        rendered,
-        to_email=to_email,
-        to_name=to_name,
-        message_id=message_id,
-        unsubscribe_url=unsubscribe_url,
-        list_id_value=list_id_value,
-        delivery_id=delivery_id,
-        date=date,
-        subject_prefix=subject_prefix,
-    )
-    message = email.message_from_bytes(data, policy=WIRE_POLICY)
-    assert isinstance(message, EmailMessage)
-    return message
-
-
 def quoted_printable(text: str, pieces: Sequence[str] = ()) -> bytes:
     """UTF-8 text as quoted-printable with CRLF line ends and lines of at most 76 octets (RFC 2045).
 
@@ -256,11 +223,6 @@ def _email_package_field(name: str, value: str | Address) -> bytes:
     """What `message[name] = value` and the SMTP generator write for this field."""
     name, header = WIRE_POLICY.header_store_parse(name, value)
     return WIRE_POLICY.fold_binary(name, header)
-
-
-def to_wire(settings: Settings, message: EmailMessage) -> bytes:
-    """Serialise with CRLF line ends and sign with DKIM when a key is configured."""
-    return signed(settings, message.as_bytes(policy=WIRE_POLICY))
 
 
 def signed(settings: Settings, data: bytes) -> bytes:

@@ -1,12 +1,13 @@
 """The checklist catches broken messages: a good message passes, and each item fails on its own breakage.
 
-The good message is built by the real `build_message` and serialised by `to_wire` from a small hand-written
+The good message is composed and signed by the real `wire_envelope` from a small hand-written
 HTML email, so each case below breaks exactly one thing and must make exactly its item fail.
 """
 
 from __future__ import annotations
 
 import base64
+import email
 import html
 import os
 import re
@@ -25,7 +26,7 @@ from newsletter.checklist import CHECKS, CheckResult, run_checklist
 from newsletter.checklist.dom import effective_font_px, parse_html
 from newsletter.checklist.signing import dns_serving, public_key_record
 from newsletter.config import Settings
-from newsletter.message import build_message, to_wire
+from newsletter.message import WIRE_POLICY, wire_envelope
 from newsletter.render import RenderedEmail
 
 SUBJECT = "Lesson 1: why tight hamstrings matter"
@@ -107,7 +108,7 @@ def build(settings: Settings, draft: Draft = Draft()) -> bytes:
         html=draft.html.format(**values),
         text=draft.text.format(**{**values, "name": draft.name}),
     )
-    message = build_message(
+    envelope = wire_envelope(
         settings,
         rendered,
         to_email="reader@example.com",
@@ -117,7 +118,7 @@ def build(settings: Settings, draft: Draft = Draft()) -> bytes:
         list_id_value='"Stretching, Explained" <stretching.running.example.com>',
         date=NOW,
     )
-    return to_wire(settings, message)
+    return envelope.data
 
 
 def check(raw: bytes, **options: object) -> list[CheckResult]:
@@ -325,7 +326,7 @@ def test_the_stdlib_default_folding_of_a_long_url_fails_item_6(settings: Setting
     url = long_base + "u/" + tokens.issue(settings.secret_key, "unsubscribe", 7)
     good = build(settings, Draft(unsubscribe_url=url))
     assert url.encode() in good
-    message = build_message(
+    envelope = wire_envelope(
         settings,
         RenderedEmail(SUBJECT, PREHEADER, "<p>x</p>", "x"),
         to_email="reader@example.com",
@@ -334,7 +335,7 @@ def test_the_stdlib_default_folding_of_a_long_url_fails_item_6(settings: Setting
         unsubscribe_url=url,
         list_id_value="Stretching <stretching.running.example.com>",
     )
-    folded = message.as_bytes(policy=policy.SMTP)
+    folded = email.message_from_bytes(envelope.data, policy=WIRE_POLICY).as_bytes(policy=policy.SMTP)
     results = {result.number: result for result in check(folded)}
     assert not results[6].ok
     assert "RFC 2047" in results[6].detail
@@ -378,7 +379,7 @@ def test_font_sizes_follow_inheritance_and_units() -> None:
     assert sizes["span"] == pytest.approx(12.0)
 
 
-# DKIM: item 10 with real keys, signed by the real signer (newsletter.message.dkim_sign via to_wire).
+# DKIM: item 10 with real keys, signed by the real signer (newsletter.message.dkim_sign via wire_envelope).
 
 
 def generate_key(folder: Path, bits: int) -> tuple[Path, bytes]:

@@ -25,10 +25,8 @@ from newsletter.message import (
     DELIVERY_HEADER,
     WIRE_POLICY,
     _address,
-    build_message,
     compose,
     quoted_printable,
-    to_wire,
 )
 from newsletter.project import Project
 from newsletter.render import RenderedEmail
@@ -128,16 +126,6 @@ def test_compose_writes_what_the_email_package_writes(name: str, reply_to: str) 
         assert max(map(len, lines)) <= 998
         body_lines = [line for part in data.split(b"\r\n\r\n")[2:] for line in part.split(b"\r\n")]
         assert max(map(len, body_lines)) <= 76  # quoted-printable lines as RFC 2045 wants them
-
-
-def test_build_message_parses_exactly_the_composed_bytes() -> None:
-    settings = settings_with()
-    rendered = RenderedEmail(subject=SUBJECTS[0], preheader="", html=BODIES[1], text=BODIES[3])
-    fields = fields_for("Zoë Ünal", 1)
-    random.seed(7)
-    data = compose(settings, rendered, **fields)  # type: ignore[arg-type]
-    random.seed(7)
-    assert to_wire(settings, build_message(settings, rendered, **fields)) == data  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
