@@ -1,6 +1,6 @@
 """The database tables: subscribers, the delivery ledger, and an append-only event trail.
 
-Models hold data only; what happens to them lives in `subscribers.py`, `planning.py` and `dispatch.py`.
+Models hold data only; what happens to them lives in `subscribers.py`, `planning.py` and `dispatch/`.
 Every timestamp is stored as UTC and comes back timezone-aware, on SQLite and PostgreSQL alike.
 """
 
