@@ -102,7 +102,9 @@ class Project:
 
     def render(self, subscriber: Subscriber, week: int, now: datetime | None = None) -> RenderedEmail:
         """The rendered lesson of that week, or the confirmation email for week 0."""
-        recipient = self.recipient(subscriber, now)
+        return self._render(self.recipient(subscriber, now), week)
+
+    def _render(self, recipient: Recipient, week: int) -> RenderedEmail:
         if week == CONFIRMATION_WEEK:
             return self.renderer.confirmation(recipient)
         lesson: Lesson | None = self.series.week(week)
@@ -122,13 +124,14 @@ class Project:
     ) -> Envelope:
         """The email for one subscriber and one lesson (week 0: the confirmation) as the wire bytes, signed."""
         now = now or datetime.now(UTC)
+        recipient = self.recipient(subscriber, now)  # its signed links serve the body and the headers alike
         return wire_envelope(
             self.settings,
-            self.render(subscriber, week, now),
+            self._render(recipient, week),
             to_email=subscriber.email,
             to_name=subscriber.name,
             message_id=message_id or message_id_for(self.settings, self.series.slug, subscriber.id, f"w{week}"),
-            unsubscribe_url=self.links(subscriber.id, now).unsubscribe,
+            unsubscribe_url=recipient.unsubscribe_url,
             list_id_value=self.list_id,
             delivery_id=delivery_id,
             date=now,
