@@ -5,7 +5,7 @@
 For lesson 1 of the bundled course it measures:
 
   per subscriber     what the send path does per message: fill the lesson (Jinja2 and MJML ran once for it)
-                     for one subscriber, then write the MIME bytes (`Project.render` + `wire_envelope`);
+                     for one subscriber, then write the MIME bytes (`Project.envelope`);
   everything again   Jinja2 + MJML + MIME for every subscriber (the renderer's cache emptied each time);
   mjml-python        compiling the lesson's MJML alone;
   Node mjml          the same MJML compiled by the `mjml` package in one long-running Node process
@@ -33,7 +33,6 @@ from typing import Any
 import mjml
 from common import FIRST_SLOT, REPO, RESULTS, machine, make_project, scratch_folder, write_result
 
-from newsletter.message import wire_envelope
 from newsletter.models import Subscriber
 from newsletter.project import Project
 
@@ -63,19 +62,8 @@ def per_second(count: int, work: Callable[[int], object]) -> float:
 
 def personalised_message(project: Project, n: int) -> bytes:
     """One subscriber's lesson as the send path builds it."""
-    subscriber = reader(n)
-    rendered = project.render(subscriber, WEEK, FIRST_SLOT)
-    return wire_envelope(
-        project.settings,
-        rendered,
-        to_email=subscriber.email,
-        to_name=subscriber.name,
-        message_id=f"<bench.{n}@example.com>",
-        unsubscribe_url=project.links(n, FIRST_SLOT).unsubscribe,
-        list_id_value=project.list_id,
-        delivery_id=n,
-        date=FIRST_SLOT,
-    ).data
+    envelope = project.envelope(reader(n), WEEK, message_id=f"<bench.{n}@example.com>", delivery_id=n, now=FIRST_SLOT)
+    return envelope.data
 
 
 @contextmanager

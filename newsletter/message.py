@@ -14,7 +14,7 @@ line breaks. One deliberate difference: both parts are quoted-printable in RFC 2
 (`binascii.b2a_qp`, in C) instead of 998-column ones; they decode to the same text. A lesson rendered for
 a subscriber arrives in pieces (the template's text, the same for every subscriber, between their values):
 the template's pieces are encoded once and joined to the values' by soft line breaks, which decode to
-nothing. `wire_envelope` signs the bytes (DKIM, when configured) and adds the SMTP envelope;
+nothing. `wire_envelope` signs composed bytes (DKIM, when configured) and adds the SMTP envelope;
 `Project.envelope` is the one way every path (send, test-send, render, check, the studio) gets them.
 """
 
@@ -230,33 +230,9 @@ def signed(settings: Settings, data: bytes) -> bytes:
     return dkim_sign(settings, data) if settings.dkim.selector else data
 
 
-def wire_envelope(
-    settings: Settings,
-    rendered: RenderedEmail,
-    *,
-    to_email: str,
-    to_name: str,
-    message_id: str,
-    unsubscribe_url: str,
-    list_id_value: str,
-    delivery_id: int | None = None,
-    date: datetime | None = None,
-    subject_prefix: str = "",
-) -> Envelope:
-    """`compose`, signed, with its SMTP envelope: what the send path hands to a transport."""
-    data = compose(
-        settings,
-        rendered,
-        to_email=to_email,
-        to_name=to_name,
-        message_id=message_id,
-        unsubscribe_url=unsubscribe_url,
-        list_id_value=list_id_value,
-        delivery_id=delivery_id,
-        date=date,
-        subject_prefix=subject_prefix,
-    )
-    recipient = _address(to_name, to_email).addr_spec
+def wire_envelope(settings: Settings, data: bytes, *, to_email: str, message_id: str) -> Envelope:
+    """Composed bytes, signed, with their SMTP envelope: what the send path hands to a transport."""
+    recipient = _address("", to_email).addr_spec
     return Envelope(settings.sender.from_, (recipient,), signed(settings, data), message_id)
 
 

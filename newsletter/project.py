@@ -16,7 +16,7 @@ from newsletter import tokens
 from newsletter.config import Settings, load_settings
 from newsletter.db import Database, connect
 from newsletter.lessons import Lesson, Series, load_series
-from newsletter.message import WIRE_POLICY, list_id, message_id_for, wire_envelope
+from newsletter.message import WIRE_POLICY, compose, list_id, message_id_for, wire_envelope
 from newsletter.models import CONFIRMATION_WEEK, Subscriber
 from newsletter.planning import describe_cadence
 from newsletter.render import Recipient, RenderedEmail, Renderer
@@ -125,18 +125,20 @@ class Project:
         """The email for one subscriber and one lesson (week 0: the confirmation) as the wire bytes, signed."""
         now = now or datetime.now(UTC)
         recipient = self.recipient(subscriber, now)  # its signed links serve the body and the headers alike
-        return wire_envelope(
+        message_id = message_id or message_id_for(self.settings, self.series.slug, subscriber.id, f"w{week}")
+        data = compose(
             self.settings,
             self._render(recipient, week),
             to_email=subscriber.email,
             to_name=subscriber.name,
-            message_id=message_id or message_id_for(self.settings, self.series.slug, subscriber.id, f"w{week}"),
+            message_id=message_id,
             unsubscribe_url=recipient.unsubscribe_url,
             list_id_value=self.list_id,
             delivery_id=delivery_id,
             date=now,
             subject_prefix=subject_prefix,
         )
+        return wire_envelope(self.settings, data, to_email=subscriber.email, message_id=message_id)
 
     def message(self, subscriber: Subscriber, week: int, *, now: datetime | None = None) -> EmailMessage:
         """The same email parsed, for previews and header views."""

@@ -1,6 +1,6 @@
 """The checklist catches broken messages: a good message passes, and each item fails on its own breakage.
 
-The good message is composed and signed by the real `wire_envelope` from a small hand-written
+The good message is composed and signed by the real `compose` and `signed` from a small hand-written
 HTML email, so each case below breaks exactly one thing and must make exactly its item fail.
 """
 
@@ -26,7 +26,7 @@ from newsletter.checklist import CHECKS, CheckResult, run_checklist
 from newsletter.checklist.dom import effective_font_px, parse_html
 from newsletter.checklist.signing import dns_serving, public_key_record
 from newsletter.config import Settings
-from newsletter.message import WIRE_POLICY, wire_envelope
+from newsletter.message import WIRE_POLICY, compose, signed
 from newsletter.render import RenderedEmail
 
 SUBJECT = "Lesson 1: why tight hamstrings matter"
@@ -108,7 +108,7 @@ def build(settings: Settings, draft: Draft = Draft()) -> bytes:
         html=draft.html.format(**values),
         text=draft.text.format(**{**values, "name": draft.name}),
     )
-    envelope = wire_envelope(
+    data = compose(
         settings,
         rendered,
         to_email="reader@example.com",
@@ -118,7 +118,7 @@ def build(settings: Settings, draft: Draft = Draft()) -> bytes:
         list_id_value='"Stretching, Explained" <stretching.running.example.com>',
         date=NOW,
     )
-    return envelope.data
+    return signed(settings, data)
 
 
 def check(raw: bytes, **options: object) -> list[CheckResult]:
@@ -326,7 +326,7 @@ def test_the_stdlib_default_folding_of_a_long_url_fails_item_6(settings: Setting
     url = long_base + "u/" + tokens.issue(settings.secret_key, "unsubscribe", 7)
     good = build(settings, Draft(unsubscribe_url=url))
     assert url.encode() in good
-    envelope = wire_envelope(
+    data = compose(
         settings,
         RenderedEmail(SUBJECT, PREHEADER, "<p>x</p>", "x"),
         to_email="reader@example.com",
@@ -335,7 +335,7 @@ def test_the_stdlib_default_folding_of_a_long_url_fails_item_6(settings: Setting
         unsubscribe_url=url,
         list_id_value="Stretching <stretching.running.example.com>",
     )
-    folded = email.message_from_bytes(envelope.data, policy=WIRE_POLICY).as_bytes(policy=policy.SMTP)
+    folded = email.message_from_bytes(data, policy=WIRE_POLICY).as_bytes(policy=policy.SMTP)
     results = {result.number: result for result in check(folded)}
     assert not results[6].ok
     assert "RFC 2047" in results[6].detail
@@ -379,7 +379,7 @@ def test_font_sizes_follow_inheritance_and_units() -> None:
     assert sizes["span"] == pytest.approx(12.0)
 
 
-# DKIM: item 10 with real keys, signed by the real signer (newsletter.message.dkim_sign via wire_envelope).
+# DKIM: item 10 with real keys, signed by the real signer (newsletter.message.dkim_sign via signed).
 
 
 def generate_key(folder: Path, bits: int) -> tuple[Path, bytes]:
