@@ -7,6 +7,7 @@
     ├── SubscriberError             a bad address, zone, weekday or time; an unknown subscriber
     ├── TokenError                  a signed link that is forged, altered, expired or for another purpose
     ├── DatabaseError               the database cannot be reached or migrated
+    ├── MessageError                an email that cannot be written safely (a header value that would break)
     └── TransportError              the mail transport as a whole cannot work (auth refused, no such host)
         └── SendError               one message could not be sent
             ├── TransientSendError  try again later: 4xx, timeout, dropped connection
@@ -51,6 +52,10 @@ class TokenError(NewsletterError):
 
 class DatabaseError(NewsletterError):
     """The database is unreachable or cannot be brought up to date."""
+
+
+class MessageError(NewsletterError):
+    """A value that cannot go into an email's headers without changing their structure."""
 
 
 class TransportError(NewsletterError):

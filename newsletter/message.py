@@ -29,17 +29,20 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from email import policy
+from email.header import Header
 from email.headerregistry import Address
 from email.utils import format_datetime
 from functools import lru_cache
 
 from newsletter.config import Settings
-from newsletter.errors import ConfigError, SubscriberError
+from newsletter.errors import ConfigError, MessageError, SubscriberError
 from newsletter.render import RenderedEmail
 from newsletter.transports import Envelope
 
 MAX_LINE_OCTETS = 998
 WIRE_POLICY = policy.SMTP.clone(max_line_length=MAX_LINE_OCTETS)
+# For a recipient whose mailbox name is not ASCII (RFC 6531/6532): UTF-8 in headers, carried with SMTPUTF8.
+UTF8_WIRE_POLICY = WIRE_POLICY.clone(utf8=True)
 CRLF = b"\r\n"
 _TEXT_PART_HEADERS = b'Content-Type: text/plain; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n'
 # The email package adds MIME-Version to a part it creates for add_alternative; kept for identical headers.
@@ -58,6 +61,8 @@ SIGNED_HEADERS = (
     b"content-type",
 )
 _PHRASE_SPECIALS = re.compile(r'[()<>\[\]:;@\\,."]')
+# One header field as it may go on the wire: a name, then lines that only ever break as folding (CRLF + WSP).
+_ONE_FIELD = re.compile(rb"[!-9;-~]+:[^\r\n]*(?:\r\n[ \t][^\r\n]*)*\r\n")
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 _QP_LINE = 76  # octets, RFC 2045
 # Template text encoded once (per lesson, thousands of messages each); bounded for editors' live reloads.
@@ -83,7 +88,22 @@ def _address(name: str, email: str) -> Address:
     if any(char in email for char in "\r\n") or "@" not in email:
         raise SubscriberError(f"cannot send to {email!r}: not a single email address")
     local, _, domain = email.rpartition("@")
-    return Address(display_name=" ".join(name.split()), username=local, domain=domain)
+    return Address(display_name=" ".join(name.split()), username=local, domain=smtp_domain(local, domain))
+
+
+def smtp_domain(local: str, domain: str) -> str:
+    """The domain as it goes on the wire: IDNA (punycode) unless the mailbox name needs SMTPUTF8 anyway."""
+    if domain.isascii() or not local.isascii():
+        return domain
+    try:
+        return domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise SubscriberError(f"cannot send to {local}@{domain}: the domain is not a valid IDNA name") from None
+
+
+def needs_smtputf8(address: str) -> bool:
+    """Whether an address can only travel with SMTPUTF8 (RFC 6531): its mailbox name is not ASCII."""
+    return not address.rpartition("@")[0].isascii()
 
 
 def compose(
@@ -204,19 +224,51 @@ def _soft_broken(encoded: bytes) -> bytes:
 
 
 def _header_field(name: str, value: str | Address) -> bytes:
-    """One header line; the email package handles anything that needs encoding, folding or refusing."""
+    """One header line, which can never hold a line break of its own whatever the value holds.
+
+    Plain printable ASCII is written as is; anything else goes through the email package for its RFC 2047
+    encoded words and folding. Text that looks like an encoded word ("=?") is never handed to the email
+    package raw, because it would decode it and write the result (a CR LF and a header of someone else's)
+    unencoded: we encode such text ourselves, so it arrives as the literal characters that were given.
+    """
     text = str(value)
+    if "\r" in text or "\n" in text:
+        raise MessageError(f"refusing to write the {name} header: its value {text[:60]!r} holds a line break")
     if text.isascii() and text.isprintable() and "=?" not in text and len(name) + 2 + len(text) <= MAX_LINE_OCTETS:
-        return f"{name}: {text}\r\n".encode("ascii")
-    if isinstance(value, str):
-        return _encoded_header_field(name, value)
-    return _email_package_field(name, value)
+        field = f"{name}: {text}\r\n".encode("ascii")
+    elif isinstance(value, str):
+        field = _encoded_header_field(name, value)
+    else:
+        field = _address_field(name, value)
+    if not _ONE_FIELD.fullmatch(field):
+        raise MessageError(f"refusing to write the {name} header: its value {text[:60]!r} would break the header")
+    return field
 
 
 @lru_cache(maxsize=256)
 def _encoded_header_field(name: str, value: str) -> bytes:
     # Cached: the subject and the From name repeat on every message of a lesson.
+    if "=?" in value:
+        return _own_encoded_words(name, value)
     return _email_package_field(name, value)
+
+
+def _own_encoded_words(name: str, text: str) -> bytes:
+    """`text` as RFC 2047 encoded words that decode to exactly `text`, folded within 78 columns."""
+    words = Header(text, "utf-8", header_name=name).encode(linesep="\r\n")
+    return f"{name}: {words}\r\n".encode("ascii")
+
+
+def _address_field(name: str, address: Address) -> bytes:
+    display = address.display_name
+    if "=?" in display:
+        # One encoded word, unfolded: readers join folded words in a display name with a space (names are short).
+        word = Header(display, "utf-8", maxlinelen=MAX_LINE_OCTETS).encode()
+        return f"{name}: {word} <{address.addr_spec}>\r\n".encode()
+    if needs_smtputf8(address.addr_spec):
+        name, header = UTF8_WIRE_POLICY.header_store_parse(name, address)
+        return UTF8_WIRE_POLICY.fold_binary(name, header)
+    return _email_package_field(name, address)
 
 
 def _email_package_field(name: str, value: str | Address) -> bytes:

@@ -6,6 +6,7 @@ The CLI, the web app and the dispatcher all start from a `Project`, so each part
 
 from __future__ import annotations
 
+import dataclasses
 import email
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -125,12 +126,16 @@ class Project:
         """The email for one subscriber and one lesson (week 0: the confirmation) as the wire bytes, signed."""
         now = now or datetime.now(UTC)
         recipient = self.recipient(subscriber, now)  # its signed links serve the body and the headers alike
+        if week == CONFIRMATION_WEEK:
+            # Until the address's owner confirms, the name is a stranger's text: it goes nowhere in the email,
+            # so the sign-up form cannot carry a message of anyone's choosing to any address.
+            recipient = dataclasses.replace(recipient, name="")
         message_id = message_id or message_id_for(self.settings, self.series.slug, subscriber.id, f"w{week}")
         data = compose(
             self.settings,
             self._render(recipient, week),
             to_email=subscriber.email,
-            to_name=subscriber.name,
+            to_name=recipient.name,
             message_id=message_id,
             unsubscribe_url=recipient.unsubscribe_url,
             list_id_value=self.list_id,

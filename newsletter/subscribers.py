@@ -57,6 +57,11 @@ def clean_name(text: str) -> str:
         raise SubscriberError(
             f"name {text!r}: contains the control character U+{ord(found.group()):04X}; a name must be one line of text"
         )
+    if "=?" in text:
+        raise SubscriberError(
+            f"name {text[:40]!r}: contains '=?', which mail programs decode as an encoded header; "
+            "write the name as plain text"
+        )
     name = text.strip()
     if len(name) > NAME_MAX:
         raise SubscriberError(f"name {name[:30]!r}…: has {len(name)} characters, at most {NAME_MAX} are allowed")

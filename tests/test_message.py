@@ -21,9 +21,9 @@ import pytest
 
 from newsletter.checklist import run_checklist
 from newsletter.config import Settings
-from newsletter.errors import SubscriberError
+from newsletter.errors import MessageError, SubscriberError
 from newsletter.lessons import load_series
-from newsletter.message import message_id_for
+from newsletter.message import _header_field, message_id_for
 from newsletter.models import CONFIRMATION_WEEK, Subscriber
 from newsletter.project import Project
 
@@ -130,6 +130,65 @@ def test_a_name_with_cr_lf_cannot_inject_a_header(project: Project) -> None:
     assert message["To"].addresses[0].addr_spec == "reader@example.com"
     results = run_checklist(raw, call_to_action="Try this week")
     assert next(result for result in results if result.number == 11).ok
+
+
+ENCODED_INJECTION = "=?utf-8?b?" + base64.b64encode(b"Ann\r\nReply-To: x@evil.example").decode() + "?="
+# 152 characters: long enough that the email package once let it replace Subject, Content-Type and body.
+LONG_INJECTION = (
+    "=?utf-8?b?"
+    + base64.b64encode(
+        b"A\r\nSubject: Win\r\nContent-Type: text/html\r\n\r\n<a href=https://evil.example>claim</a>\r\n\r\n"
+    ).decode()
+    + "?="
+)
+
+
+@pytest.mark.parametrize("name", [ENCODED_INJECTION, LONG_INJECTION, f"Ann {ENCODED_INJECTION} Lee"])
+@pytest.mark.parametrize("week", [CONFIRMATION_WEEK, 1])
+def test_an_encoded_word_in_a_name_never_becomes_a_header(project: Project, name: str, week: int) -> None:
+    raw = wire(project, week, subscriber(project, name=name))
+    block = header_block(raw)
+    assert not re.search(rb"^(Reply-To|Content-Type: text/html)", block, re.MULTILINE | re.IGNORECASE)
+    assert all(line.startswith((b" ", b"\t")) or b":" in line for line in block.split(b"\r\n"))
+    message = parse(raw)
+    assert message["Reply-To"] is None
+    assert message["Subject"] == project.series.week(1).subject if week == 1 else True  # type: ignore[union-attr]
+    assert [part.get_content_type() for part in message.iter_parts()] == ["text/plain", "text/html"]
+    assert message["To"].addresses[0].addr_spec == "reader@example.com"
+    if week == 1:
+        assert message["To"].addresses[0].display_name == " ".join(name.split())  # shown as the literal text
+
+
+@pytest.mark.parametrize("subject", [ENCODED_INJECTION, "Lesson =?utf-8?q?x?= trick", LONG_INJECTION])
+def test_an_encoded_word_in_any_header_value_arrives_as_the_literal_text(subject: str) -> None:
+    field = _header_field("Subject", subject)
+    assert field.count(b"\r\n") == field.count(b"\r\n ") + 1  # every inner line break is folding
+    parsed = parse(field + b"\r\n")
+    assert parsed["Subject"] == subject
+
+
+@pytest.mark.parametrize("value", ["a\r\nBcc: x@evil.example", "a\nb", "a\rb"])
+def test_no_header_we_write_can_hold_a_line_break(value: str) -> None:
+    with pytest.raises(MessageError):
+        _header_field("Subject", value)
+
+
+def test_the_confirmation_email_carries_no_name(project: Project) -> None:
+    raw = wire(project, CONFIRMATION_WEEK, subscriber(project, name="Buy cheap pills at evil.example"))
+    assert b"evil.example" not in raw
+    assert parse(raw)["To"] == "reader@example.com"
+
+
+def test_a_non_ascii_mailbox_gets_utf8_headers_and_an_ascii_domain_gets_idna(project: Project) -> None:
+    who = subscriber(project, name="Zoë")
+    who.email = "ü-user@example.com"
+    envelope = project.envelope(who, 1, now=NOW)
+    assert envelope.recipients == ("ü-user@example.com",)
+    assert b"To: Zo\xc3\xab <\xc3\xbc-user@example.com>\r\n" in header_block(envelope.data)
+    who.email = "runner@bücher.example"
+    envelope = project.envelope(who, 1, now=NOW)
+    assert envelope.recipients == ("runner@xn--bcher-kva.example",)
+    assert b"<runner@xn--bcher-kva.example>" in header_block(envelope.data)
 
 
 def test_an_address_with_a_line_break_is_refused(project: Project) -> None:

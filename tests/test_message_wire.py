@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from newsletter.config import Settings, settings_from_mapping
+from newsletter.errors import MessageError
 from newsletter.message import (
     CRLF,
     DELIVERY_HEADER,
@@ -40,10 +41,11 @@ NAMES = [
     "Zoë Ünal",
     "李小龙",
     "a\\b",
-    "=?utf-8?q?Bob?=",
 ]
 NAMES += ["x" * 300, "  spaced   out\t name ", "Émile (the) <runner>", "名" * 60]
-SUBJECTS = ["Lesson 1: Running and muscle — gain or loss?", "Plain subject", "=?utf-8?q?x?= trick", "Ünïcödé " * 40]
+SUBJECTS = ["Lesson 1: Running and muscle — gain or loss?", "Plain subject", "Ünïcödé " * 40]
+# Values that look like RFC 2047 encoded words are where `compose` deliberately differs from the email
+# package, which decodes them and writes the result raw (tests/test_message.py: header injection).
 BODIES = [
     "<p>hi</p>",
     "x" * 5000 + "\n" + "é = \t \n.\nFrom x\n",
@@ -131,15 +133,14 @@ def test_compose_writes_what_the_email_package_writes(name: str, reply_to: str) 
 @pytest.mark.parametrize(
     "field", [{"message_id": "<a@b>\r\nBcc: victim@example.com"}, {"unsubscribe_url": "https://x/u/a\nBcc: v@x"}]
 )
-def test_a_line_break_in_a_header_value_is_refused_like_the_email_package_does(field: dict[str, str]) -> None:
+def test_a_line_break_in_a_header_value_is_refused_as_the_email_package_refuses_it(field: dict[str, str]) -> None:
     settings = settings_with()
     rendered = RenderedEmail(subject="Hi", preheader="", html="<p>x</p>", text="x")
     fields = {**fields_for("Reader", 1), **field}
-    with pytest.raises(ValueError, match="linefeed or carriage return") as ours:
+    with pytest.raises(MessageError, match="holds a line break"):
         compose(settings, rendered, **fields)  # type: ignore[arg-type]
-    with pytest.raises(ValueError) as theirs:
+    with pytest.raises(ValueError, match="linefeed or carriage return"):
         reference(settings, rendered, **fields)
-    assert str(ours.value) == str(theirs.value)
 
 
 def test_text_in_pieces_encodes_to_what_the_whole_text_decodes_to() -> None:

@@ -100,6 +100,30 @@ def test_a_name_that_could_break_a_header_is_refused(name: str) -> None:
         clean_name(name)
 
 
+ENCODED_WORD_NAME = "=?utf-8?b?QW5uDQpSZXBseS1UbzogeEBldmlsLmV4YW1wbGU=?="
+
+
+def test_a_name_holding_an_encoded_word_is_refused() -> None:
+    with pytest.raises(SubscriberError, match="encoded header"):
+        clean_name(ENCODED_WORD_NAME)
+    with pytest.raises(SubscriberError, match="encoded header"):
+        clean_name("Ann =?utf-8?q?x?= Lee")
+
+
+def test_every_entry_refuses_an_encoded_word_name(run: Run, project: Project, tmp_path: Path) -> None:
+    added = run("subscribers", "add", "ann@example.com", "--name", ENCODED_WORD_NAME)
+    assert added.exit_code == 1 and "encoded header" in added.output
+    csv_file = tmp_path / "in.csv"
+    csv_file.write_text(f"email,name\nbob@example.com,{ENCODED_WORD_NAME}\ncy@example.com,Cy\n", encoding="utf-8")
+    imported = run("subscribers", "import", str(csv_file))
+    assert imported.exit_code == 1, imported.output  # rows were rejected; the good one is in
+    assert "line 2" in imported.output and "encoded header" in imported.output
+    renamed = run("subscribers", "set", "cy@example.com", "--name", ENCODED_WORD_NAME)
+    assert renamed.exit_code == 1 and "encoded header" in renamed.output
+    with project.db.reading() as session:
+        assert list(session.scalars(select(Subscriber.email))) == ["cy@example.com"]
+
+
 def test_a_name_is_trimmed_and_limited_to_200_characters() -> None:
     assert clean_name("  Zoë Ångström ") == "Zoë Ångström"
     assert clean_name("x" * 200) == "x" * 200
