@@ -9,9 +9,12 @@
     ├── DatabaseError               the database cannot be reached or migrated
     ├── MessageError                an email that cannot be written safely (a header value that would break)
     └── TransportError              the mail transport as a whole cannot work (auth refused, no such host)
+        ├── RelayError              the relay refused the sender, the session or the content, not a recipient:
+        │                           the run stops and every subscriber keeps their state
         └── SendError               one message could not be sent
             ├── TransientSendError  try again later: 4xx, timeout, dropped connection
-            └── PermanentSendError  do not retry: 5xx
+            ├── PermanentSendError  do not retry: the recipient was refused (5xx at RCPT, or naming them)
+            └── UncarriedSendError  this relay cannot carry this message (no SMTPUTF8): held, not a bounce
 
 Anything else escaping to the CLI is a bug and shows its traceback.
 """
@@ -62,6 +65,16 @@ class TransportError(NewsletterError):
     """The transport cannot send at all (bad credentials, unreachable host, TLS mismatch)."""
 
 
+class RelayError(TransportError):
+    """The relay refused something that is not about one recipient; retrying the run later may work."""
+
+    def __init__(self, message: str, *, code: int, reply: str, stage: str) -> None:
+        self.code = code
+        self.reply = reply
+        self.stage = stage
+        super().__init__(message)
+
+
 class SendError(TransportError):
     """One message was not accepted."""
 
@@ -77,3 +90,7 @@ class TransientSendError(SendError):
 
 class PermanentSendError(SendError):
     """The server refused the message for good: 5xx reply."""
+
+
+class UncarriedSendError(SendError):
+    """The relay lacks what this one message needs (SMTPUTF8 for a non-ASCII address); the recipient is fine."""

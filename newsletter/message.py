@@ -37,7 +37,7 @@ from functools import lru_cache
 from newsletter.config import Settings
 from newsletter.errors import ConfigError, MessageError, SubscriberError
 from newsletter.render import RenderedEmail
-from newsletter.transports import Envelope
+from newsletter.transports import Envelope, needs_smtputf8
 
 MAX_LINE_OCTETS = 998
 WIRE_POLICY = policy.SMTP.clone(max_line_length=MAX_LINE_OCTETS)
@@ -99,11 +99,6 @@ def smtp_domain(local: str, domain: str) -> str:
         return domain.encode("idna").decode("ascii")
     except UnicodeError:
         raise SubscriberError(f"cannot send to {local}@{domain}: the domain is not a valid IDNA name") from None
-
-
-def needs_smtputf8(address: str) -> bool:
-    """Whether an address can only travel with SMTPUTF8 (RFC 6531): its mailbox name is not ASCII."""
-    return not address.rpartition("@")[0].isascii()
 
 
 def compose(

@@ -36,6 +36,7 @@ EVENT_KINDS = (
     "unsubscribed",
     "resubscribed",
     "bounced",
+    "unbounced",
     "erased",
 )
 CONFIRMATION_WEEK = 0  # the double opt-in email travels the ledger as "week 0"

@@ -2,7 +2,7 @@
 
     pending ──confirm──▶ active ──pause──▶ paused ──resume──▶ active ──last lesson sent──▶ completed
        ▲                   │                                     (a lesson appended later reopens it)
-       │                   └──unsubscribe / hard bounce──▶ unsubscribed | bounced
+       │                   └──unsubscribe / hard bounce──▶ unsubscribed | bounced ──unbounce──▶ active
        └──────── asks again on the web form (keeps their position) ◀──┘
 
 Every change records an `Event` and keeps the next email planned as one pending delivery (`planning.py`).
@@ -345,6 +345,35 @@ def unsubscribe(
     subscriber.paused_at = subscriber.pause_until = None
     record_event(session, subscriber, "unsubscribed", source=source, at=now)
     return subscriber
+
+
+def unbounce(
+    session: Session, project: Project, subscriber: Subscriber, *, now: datetime, source: str = "cli"
+) -> Subscriber:
+    """Take back a subscriber suppressed as bounced (a relay fault, a mailbox that works again).
+
+    The count of hard bounces starts again; a confirmed reader's next lesson is planned (their failed
+    lessons stay failed: `newsletter retry` resends them), someone never confirmed gets a new confirmation.
+    """
+    if subscriber.status != "bounced":
+        raise SubscriberError(f"{subscriber.email} is {subscriber.status}, not bounced; nothing changed")
+    subscriber.hard_bounces, subscriber.unsubscribed_at, subscriber.updated_at = 0, None, now
+    record_event(session, subscriber, "unbounced", source=source, at=now)
+    if subscriber.confirmed_at is None:
+        subscriber.status = "pending"
+        plan_confirmation(session, project.settings, project.series, subscriber, now)
+    else:
+        replan(session, project.settings, project.series, subscriber, now)
+    return subscriber
+
+
+def bounced_since(session: Session, since: datetime | None = None) -> list[Subscriber]:
+    """Subscribers suppressed as bounced, or only those whose latest bounce came at or after `since`."""
+    query = select(Subscriber).where(Subscriber.status == "bounced").order_by(Subscriber.id)
+    if since is not None:
+        bounced_at = select(Event.subscriber_id).where(Event.kind == "bounced", Event.at >= since)
+        query = query.where(Subscriber.id.in_(bounced_at))
+    return list(session.scalars(query))
 
 
 def erase(session: Session, project: Project, subscriber: Subscriber, *, now: datetime, source: str = "cli") -> None:

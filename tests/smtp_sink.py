@@ -17,7 +17,9 @@ It prints ``READY <port>`` once it listens; on SIGTERM or SIGINT it prints ``COU
 Faults apply per recipient address, first matching pattern (`fnmatch`, case-insensitive) wins:
 `temporary` and `permanent` answer RCPT TO (a 421 also hangs up), `drop_after_data` reads the whole
 message, records it as received and hangs up without a reply, `stall` waits before answering the end
-of DATA (past the client's timeout, or briefly to make a slow server); `times` counts attempts per address.
+of DATA (past the client's timeout, or briefly to make a slow server), `refuse_data` answers the end of
+DATA with a refusal of its own words; `times` counts attempts per address. `smtputf8=False` makes a relay
+that does not offer SMTPUTF8 (RFC 6531).
 Authentication is required when `auth=(user, password)` is given (`--auth user:password`).
 Like a strict relay, the sink refuses a message with a line over 998 octets (500).
 """
@@ -48,19 +50,20 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, TLSSetupException
 
 MAX_LINE_OCTETS = 998
-FAULT_KINDS = ("temporary", "permanent", "drop_after_data", "stall")
+FAULT_KINDS = ("temporary", "permanent", "drop_after_data", "stall", "refuse_data")
 _DOT_STUFFING = re.compile(rb"^\.", re.MULTILINE)
 _MESSAGE_ID = re.compile(rb"^Message-ID:[ \t]*(\S+)", re.IGNORECASE | re.MULTILINE)
 
 
 @dataclass(frozen=True)
 class Fault:
-    """One way to misbehave; build it with `temporary`, `permanent`, `drop_after_data` or `stall`."""
+    """One way to misbehave; build it with `temporary`, `permanent`, `drop_after_data`, `stall` or `refuse_data`."""
 
     kind: str
     code: int = 0
     times: int | None = None  # None: every attempt
     seconds: float = 0.0
+    text: str = ""  # refuse_data: the reply after the code; "{rcpt}" becomes the recipient
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -85,6 +88,11 @@ def drop_after_data(times: int | None = 1) -> Fault:
 def stall(seconds: float, times: int | None = None) -> Fault:
     """Wait `seconds` before answering the end of DATA; the message counts only if the client waited."""
     return Fault("stall", times=times, seconds=seconds)
+
+
+def refuse_data(code: int, text: str, times: int | None = None) -> Fault:
+    """Take the whole message, then refuse it at the end of DATA with `code text` ("{rcpt}" names them)."""
+    return Fault("refuse_data", code, times, text=text)
 
 
 @dataclass(frozen=True)
@@ -187,6 +195,9 @@ class _Recorder:
             if fault.kind == "stall" and self._due(fault, rcpt):
                 # If the client gives up first, the connection closes and this task is cancelled here.
                 await asyncio.sleep(fault.seconds)
+        for fault, rcpt in faults:
+            if fault.kind == "refuse_data" and self._due(fault, rcpt):
+                return f"{fault.code} {fault.text.replace('{rcpt}', rcpt)}"
         dropping = any(f.kind == "drop_after_data" and self._due(f, rcpt) for f, rcpt in faults)
         number = self._record(server, envelope, replied=not dropping)
         if dropping and server.transport is not None:
@@ -307,12 +318,13 @@ class SmtpSink:
         implicit_tls: bool = False,
         maildir: Path | None = None,
         keep_messages: bool = True,
+        smtputf8: bool = True,
     ) -> None:
         if maildir is not None:
             for name in ("tmp", "new", "cur"):
                 (maildir / name).mkdir(parents=True, exist_ok=True)
         self._recorder = _Recorder(faults or FaultPlan(), auth, maildir, keep_messages)
-        options: dict[str, Any] = {}
+        options: dict[str, Any] = {"enable_SMTPUTF8": smtputf8}
         if auth is not None:
             options["authenticator"] = self._recorder.authenticate
             # Like real servers: with TLS on offer, AUTH is only allowed once the session is encrypted.

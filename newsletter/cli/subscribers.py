@@ -21,7 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from newsletter import subscribers as domain
-from newsletter.cli.options import now_option, open_project, resolve_now
+from newsletter.cli.options import now_option, open_project, parse_now, resolve_now
 from newsletter.csvio import export_subscribers, import_subscribers
 from newsletter.db import connect, current_revision, upgrade
 from newsletter.errors import DatabaseError
@@ -264,6 +264,41 @@ def unsubscribe_command(ctx: click.Context, email: str, now: datetime | None) ->
         subscriber = domain.get_subscriber(session, email)
         domain.unsubscribe(session, project, subscriber, now=resolve_now(now))
         _console().print(f"unsubscribed {escape(subscriber.email)}")
+
+
+@subscribers_group.command("unbounce")
+@click.argument("emails", nargs=-1, metavar="[EMAIL]...")
+@click.option("--all", "all_bounced", is_flag=True, help="Every subscriber suppressed as bounced.")
+@click.option(
+    "--since",
+    "since",
+    callback=parse_now,
+    metavar="ISO8601",
+    help="With --all: only those who bounced at or after this instant (the start of a relay fault).",
+)
+@now_option
+@click.pass_context
+def unbounce_command(
+    ctx: click.Context, emails: tuple[str, ...], all_bounced: bool, since: datetime | None, now: datetime | None
+) -> None:
+    """Take back subscribers suppressed as bounced: their lessons are planned again.
+
+    For a relay that refused everyone, or a mailbox that works again. Lessons recorded as failed stay
+    failed; `newsletter retry --all-failed` resends them.
+    """
+    if bool(emails) == all_bounced:
+        raise click.UsageError("name the addresses to unbounce, or pass --all (optionally with --since)")
+    if since is not None and not all_bounced:
+        raise click.UsageError("--since goes with --all")
+    with _session(ctx) as (project, session):
+        chosen = (
+            domain.bounced_since(session, since) if all_bounced else [domain.get_subscriber(session, e) for e in emails]
+        )
+        for subscriber in chosen:
+            domain.unbounce(session, project, subscriber, now=resolve_now(now))
+            _console().print(f"unbounced {escape(_state(session, subscriber))}")
+        if not chosen:
+            _console().print("nobody is bounced" + (f" since {since.isoformat()}" if since else ""))
 
 
 @subscribers_group.command("erase")

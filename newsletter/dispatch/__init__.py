@@ -7,8 +7,9 @@ The delivery ledger (`deliveries`) is both outbox and record:
 
     pending ──claim──▶ sending (lease_owner, lease_until) ──250──▶ sent  (+ the next lesson planned)
        ▲                  │  └──4xx / timeout / dropped──▶ pending again, due after backoff + jitter
-       │                  ├──5xx──▶ failed (the reply kept; repeated hard bounces suppress the subscriber)
-       │                  └──render error──▶ held (the error kept; `newsletter retry` releases it)
+       │                  ├──recipient refused (5xx)──▶ failed (the reply kept; repeats suppress the subscriber)
+       │                  ├──relay refused sender / content──▶ pending, attempt uncounted; the run stops
+       │                  └──render error, no SMTPUTF8, a surprise──▶ held (the error kept; `retry` releases it)
        └── sending whose lease expired (its sender died): released at the start of every run
 
 Crash safety: `smtp_started_at` is committed before the message goes on the wire and each outcome is

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 from collections import deque
@@ -26,7 +27,13 @@ from newsletter.dispatch.ledger import (
     retry_delay,
     worker_name,
 )
-from newsletter.errors import NewsletterError, PermanentSendError, TransientSendError, TransportError
+from newsletter.errors import (
+    NewsletterError,
+    PermanentSendError,
+    TransientSendError,
+    TransportError,
+    UncarriedSendError,
+)
 from newsletter.message import message_id_for
 from newsletter.models import CONFIRMATION_WEEK, Delivery, Subscriber
 from newsletter.planning import (
@@ -42,6 +49,7 @@ from newsletter.planning import (
 from newsletter.project import Project
 from newsletter.transports import Envelope, Transport
 
+log = logging.getLogger(__name__)
 # What rendering needs to know about a subscriber (`Project.render`: the links, the greeting, the schedule).
 _RENDERED_SUBSCRIBER_COLUMNS = ("email", "name", "timezone", "weekday", "send_time")
 
@@ -211,6 +219,9 @@ class Dispatcher:
             )
         except NewsletterError as error:
             return error
+        except Exception as error:  # one delivery's surprise must not stop everyone else's
+            log.exception("delivery %d: rendering failed unexpectedly", item.delivery_id)
+            return NewsletterError(f"{type(error).__name__}: {error}")
 
     def _start(
         self, database: Connection, item: _Claimed, prepared: Envelope | NewsletterError | None, now: datetime
@@ -261,9 +272,14 @@ class Dispatcher:
             return partial(self._record_retry, item.delivery_id, error, self.clock())
         except PermanentSendError as error:
             return partial(self._record_failure, item.delivery_id, error, self.clock())
+        except UncarriedSendError as error:
+            return partial(self._record_held, item.delivery_id, str(error))
         except TransportError as error:
             self._fatal = self._fatal or error
             return partial(self._release_started, item.delivery_id)
+        except Exception as error:  # a bug or a surprise in one delivery: hold it, go on with the others
+            log.exception("delivery %d: sending failed unexpectedly", item.delivery_id)
+            return partial(self._record_held, item.delivery_id, f"unexpected error: {type(error).__name__}: {error}")
         return partial(self._record_sent, item, reply, self.clock())
 
     def _count(self, outcome: str | None) -> None:
@@ -352,8 +368,13 @@ class Dispatcher:
         return "failed"
 
     def _release_started(self, delivery_id: int, database: Connection) -> None:
-        """The transport failed as a whole before this message went out: give its row back."""
-        self._release_rows(database, [delivery_id])
+        """The transport or the relay failed as a whole: give the row back, the attempt uncounted."""
+        database.execute(_RELEASE_STARTED, {"delivery": delivery_id, "owner": self.owner})
+
+    def _record_held(self, delivery_id: int, reason: str, database: Connection) -> str | None:
+        """Keep a row that cannot go out as it is until an operator acts (`newsletter retry`)."""
+        held = {"delivery": delivery_id, "owner": self.owner, "reason": reason}
+        return "skipped" if database.execute(_RECORD_HELD, held).rowcount == 1 else None
 
     def _release(self, delivery_ids: Sequence[int]) -> None:
         """Give back claimed rows that were never put on the wire."""
@@ -382,6 +403,25 @@ _RECORD_SENT = (
         lease_owner=None,
         lease_until=None,
     )
+)
+
+
+_RELEASE_STARTED = (
+    update(DELIVERIES)
+    .where(DELIVERIES.c.id == bindparam("delivery"), DELIVERIES.c.lease_owner == bindparam("owner"))
+    .where(DELIVERIES.c.status == "sending")
+    .values(
+        status="pending",
+        lease_owner=None,
+        lease_until=None,
+        smtp_started_at=None,
+        attempts=DELIVERIES.c.attempts - 1,
+    )
+)
+_RECORD_HELD = (
+    update(DELIVERIES)
+    .where(DELIVERIES.c.id == bindparam("delivery"), DELIVERIES.c.lease_owner == bindparam("owner"))
+    .values(status="held", error=bindparam("reason"), lease_owner=None, lease_until=None)
 )
 
 

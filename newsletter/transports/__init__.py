@@ -5,8 +5,10 @@
     ├── OutboxTransport  a Maildir folder on disk, for previews, demos and the local inbox
     └── MemoryTransport  a list in memory with scripted failures, for tests whose point is elsewhere
 
-`send` raises `TransientSendError` (retry later) or `PermanentSendError` (do not retry) for one message,
-and plain `TransportError` only when the transport as a whole cannot work.
+`send` raises `TransientSendError` (retry later), `PermanentSendError` (the recipient was refused) or
+`UncarriedSendError` (this relay cannot carry this message) for one message; `RelayError` when the relay
+refuses something that is not about the recipient, and plain `TransportError` when the transport as a
+whole cannot work. Only a `PermanentSendError` ever counts against a subscriber.
 """
 
 from __future__ import annotations
@@ -49,6 +51,16 @@ class Envelope:
     def __post_init__(self) -> None:
         if not self.recipients:
             raise ValueError("an envelope needs at least one recipient")
+
+    @property
+    def needs_smtputf8(self) -> bool:
+        """Whether an address of this envelope can only travel with SMTPUTF8 (a non-ASCII mailbox name)."""
+        return any(needs_smtputf8(address) for address in (self.sender, *self.recipients))
+
+
+def needs_smtputf8(address: str) -> bool:
+    """Whether an address can only travel with SMTPUTF8 (RFC 6531): its mailbox name is not ASCII."""
+    return not address.rpartition("@")[0].isascii()
 
 
 class Transport(Protocol):

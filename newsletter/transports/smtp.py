@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import smtplib
 import socket
 import ssl
@@ -10,7 +11,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from newsletter.errors import PermanentSendError, SendError, TransientSendError, TransportError
+from newsletter.errors import (
+    PermanentSendError,
+    RelayError,
+    SendError,
+    TransientSendError,
+    TransportError,
+    UncarriedSendError,
+)
 from newsletter.transports.ratelimit import RateLimiter
 
 if TYPE_CHECKING:
@@ -21,6 +29,11 @@ if TYPE_CHECKING:
 SECURITY_MODES = ("none", "starttls", "tls")
 # Replies that mean "this client may not send at all", whatever the message.
 _AUTH_REPLY_CODES = frozenset({530, 534, 535, 538})
+# RFC 3463 enhanced status codes: X.1.* (addressing) and X.2.* (mailbox) are about the recipient.
+_ENHANCED_STATUS = re.compile(r"\b([245])\.(\d{1,3})\.\d{1,3}\b")
+_RECIPIENT_SUBJECTS = frozenset({"1", "2"})
+# A relay that refuses to relay answers at RCPT, but the fault is our configuration, not the mailbox.
+_RELAY_DENIED = re.compile(r"relay(ing)?\s+(access\s+)?(denied|not\s+permitted)|not\s+permitted\s+to\s+relay", re.I)
 
 
 class _Connection(smtplib.SMTP):
@@ -143,8 +156,15 @@ class SmtpTransport:
 
     def _deliver(self, connection: _Connection, envelope: Envelope, reused: bool) -> str:
         connection.data_reply = ""
+        options = ["SMTPUTF8"] if envelope.needs_smtputf8 else []
+        if options and not connection.has_extn("smtputf8"):
+            self._give_back(connection)
+            raise UncarriedSendError(
+                f"{self._where} does not offer SMTPUTF8, which the address {', '.join(envelope.recipients)} needs "
+                "(its mailbox name is not ASCII); use a relay that offers it, then `newsletter retry` the delivery"
+            )
         try:
-            refused = connection.sendmail(envelope.sender, list(envelope.recipients), envelope.data)
+            refused = connection.sendmail(envelope.sender, list(envelope.recipients), envelope.data, options)
         except (smtplib.SMTPException, OSError) as exc:
             if reused and connection.stage == "MAIL FROM" and _is_disconnect(exc):
                 connection.close()
@@ -154,7 +174,10 @@ class SmtpTransport:
             else:
                 # Timeouts and drops leave the session in an unknown state: never reuse it.
                 connection.close()
-            raise self._send_error(exc, connection.stage) from exc
+            raise self._send_error(exc, connection.stage, envelope.recipients) from exc
+        except Exception:
+            connection.close()  # whatever went wrong mid-transaction, this session is not fit for another
+            raise
         self._give_back(connection)
         reply = connection.data_reply
         if refused:
@@ -238,11 +261,16 @@ class SmtpTransport:
             )
         return TransientSendError(f"{where}: cannot connect ({exc}); check [smtp] host and port")
 
-    def _send_error(self, exc: smtplib.SMTPException | OSError, stage: str) -> TransportError:
+    def _send_error(
+        self, exc: smtplib.SMTPException | OSError, stage: str, recipients: Sequence[str]
+    ) -> TransportError:
+        """Classify a failed transaction: only a refusal of the recipient is ever the recipient's."""
         where = self._where
         if isinstance(exc, smtplib.SMTPRecipientsRefused):
             code, reply = _worst_refusal(exc.recipients)
             rcpts = ", ".join(exc.recipients)
+            if not _is_about_recipient(reply, recipients, at_rcpt=True):
+                return _relay_error(f"{where} refused to take mail for {rcpts} at RCPT TO: {reply}", code, reply, stage)
             return _by_code(code, f"{where} refused recipient {rcpts}: {reply}", reply)
         if isinstance(exc, smtplib.SMTPSenderRefused):
             reply = _reply_of(exc)
@@ -251,14 +279,44 @@ class SmtpTransport:
                     f"{where} will not take mail from this client ({reply}); "
                     "check [smtp] username and the NEWSLETTER_SMTP_PASSWORD environment variable"
                 )
-            return _by_code(exc.smtp_code, f"{where} refused sender {exc.sender}: {reply}", reply)
+            return _relay_error(f"{where} refused the sender {exc.sender}: {reply}", exc.smtp_code, reply, stage)
         if isinstance(exc, smtplib.SMTPResponseException):
             reply = _reply_of(exc)
-            return _by_code(exc.smtp_code, f"{where} refused the message at {stage}: {reply}", reply)
+            if _is_about_recipient(reply, recipients, at_rcpt=False):
+                return _by_code(exc.smtp_code, f"{where} refused the message for its recipient: {reply}", reply)
+            return _relay_error(f"{where} refused the message at {stage}: {reply}", exc.smtp_code, reply, stage)
         if _is_timeout(exc):
             return TransientSendError(f"{where}: no reply within {self.timeout:g} s after {stage}")
         after_data = " (the server may have accepted it)" if stage == "DATA" else ""
         return TransientSendError(f"{where}: connection lost during {stage}{after_data}: {exc}")
+
+
+def _relay_error(message: str, code: int, reply: str, stage: str) -> RelayError:
+    kind = "temporarily" if 400 <= code < 500 else "permanently"
+    return RelayError(
+        f"{message} — the relay refused {kind} something that is not about one recipient, so this run stops "
+        "and nobody's state changes; fix the relay or its settings, then send again",
+        code=code,
+        reply=reply,
+        stage=stage,
+    )
+
+
+def _is_about_recipient(reply: str, recipients: Sequence[str], *, at_rcpt: bool) -> bool:
+    """Whether a refusal concerns the recipient's mailbox (a bounce) rather than the relay or the message.
+
+    A refusal at RCPT TO is the recipient's unless it says relaying is denied (enhanced codes there are
+    no guide: Microsoft answers an unknown mailbox with 5.4.1). At DATA, an enhanced status code decides
+    when there is one (X.1.* addressing and X.2.* mailbox are the recipient's; system, network, protocol,
+    content and policy are not), else the reply must name a recipient.
+    """
+    if at_rcpt:
+        return not _RELAY_DENIED.search(reply)
+    enhanced = _ENHANCED_STATUS.search(reply)
+    if enhanced is not None:
+        return enhanced.group(2) in _RECIPIENT_SUBJECTS
+    lowered = reply.lower()
+    return any(recipient.lower() in lowered for recipient in recipients)
 
 
 def _by_code(code: int, message: str, reply: str) -> SendError:
