@@ -36,8 +36,9 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from newsletter.db import describe_failure
 from newsletter.dispatch import SendSummary, release_expired_leases, send_due
 from newsletter.errors import ConfigError, NewsletterError
 from newsletter.metrics import ProcessMetrics
@@ -140,6 +141,9 @@ class Daemon:
         started = time.monotonic()
         try:
             summary = send_due(self.project, self.transport, stop=self.stop, on_outcome=self.metrics.record_outcome)
+        except DBAPIError as error:
+            self._tick_failed(started, describe_failure(error, self.project.db.engine.url.render_as_string()))
+            return None
         except (NewsletterError, SQLAlchemyError) as error:
             self._tick_failed(started, _one_line(error))
             return None
@@ -195,7 +199,7 @@ class Daemon:
         for notice in self.project.settings.notices:
             log.warning(notice)
         # Fail at start, not at the first tick, on a database, lesson, template or relay that cannot work.
-        self.project.db  # noqa: B018
+        self.project.db.check_writable()
         self.project.renderer  # noqa: B018
         self.transport.check()
         self.transport.close()

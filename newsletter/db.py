@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy import Engine, create_engine, event, inspect, make_url, text
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter.config import Settings, database_url
@@ -85,6 +85,42 @@ class Database:
     def dispose(self) -> None:
         self.engine.dispose()
 
+    def check_writable(self) -> None:
+        """Prove a write can commit (a read-only file, mount or standby fails here), writing nothing."""
+        try:
+            with self.engine.connect() as connection, connection.begin() as transaction:
+                connection.execute(text("UPDATE alembic_version SET version_num = version_num"))
+                transaction.rollback()
+        except DBAPIError as error:
+            raise DatabaseError(describe_failure(error, self.engine.url.render_as_string())) from None
+
+
+# What a driver's message means for an operator: (words in the message, what to say).
+_FAILURES = (
+    (("readonly database", "read-only transaction", "read only"), "is read-only"),
+    (("database or disk is full", "could not extend file", "no space left"), "is on a full disk"),
+    (("disk i/o error",), "could not be written (disk I/O error: a full or failing disk?)"),
+    (("database is locked",), "stayed locked by another process past the 30 s busy timeout"),
+    (("unable to open database file",), "cannot be opened (missing folder, or no permission)"),
+)
+_CONNECTION_LOST = ("terminating connection", "server closed the connection", "connection failed", "consuming input")
+
+
+def describe_failure(error: DBAPIError, url: str) -> str:
+    """One line for an operator: which database, what went wrong in its words, and what to do."""
+    words = str(error.orig).strip().splitlines()[0] if str(error.orig).strip() else type(error.orig).__name__
+    where = f"the database {_safe(url)}"
+    lowered = words.lower()
+    for needles, meaning in _FAILURES:
+        if any(needle in lowered for needle in needles):
+            return f"{where} {meaning} ({words}); nothing was half-written: fix that, then run the command again"
+    if error.connection_invalidated or any(needle in lowered for needle in _CONNECTION_LOST):
+        return (
+            f"{where} dropped the connection or does not answer ({words}); it may be restarting: nothing was "
+            "half-written, run the command again once it is up"
+        )
+    return f"{where} failed: {words}; nothing was half-written"
+
 
 def make_engine(url: str) -> Engine:
     """Create an engine for a URL, tuned for its backend."""
@@ -109,8 +145,8 @@ def connect(settings: Settings, *, migrate: bool = True) -> Database:
         else:
             with engine.connect():
                 pass
-    except OperationalError as error:
-        raise DatabaseError(f"cannot open the database {_safe(url)}: {error.orig}") from None
+    except DBAPIError as error:
+        raise DatabaseError(describe_failure(error, url)) from None
     except SQLAlchemyError as error:
         raise DatabaseError(f"database {_safe(url)}: {error}") from None
     return Database(engine=engine, sessions=sessionmaker(engine, expire_on_commit=False))
@@ -118,8 +154,6 @@ def connect(settings: Settings, *, migrate: bool = True) -> Database:
 
 def _safe(url: str) -> str:
     """The URL without its password, for messages."""
-    from sqlalchemy.engine import make_url
-
     return make_url(url).render_as_string(hide_password=True)
 
 

@@ -150,12 +150,14 @@ def _funnel(session: Session, project: Project, now: datetime) -> list[LessonLin
             counts["later"] += count - int(due or 0)
         else:
             counts[status] += count
+    # Grouped by the column, not by coalesce(week, 0): PostgreSQL takes two bound 0s for two expressions.
     unsubscribes = session.execute(
-        select(func.coalesce(Event.week, 0), func.count())
+        select(Event.week, func.count())
         .where(Event.kind == "unsubscribed", Event.detail != SUPPRESSED_ON_ADD)
-        .group_by(func.coalesce(Event.week, 0))
+        .group_by(Event.week)
     )
-    for week, count in unsubscribes:
+    for event_week, count in unsubscribes:
+        week = event_week or 0
         slugs.setdefault(week, f"week {week}")
         by_week.setdefault(week, Counter())["unsubscribed_after"] += count
     lines = []

@@ -50,6 +50,11 @@ class Project:
     def open(cls, config_path: str | None = None) -> Project:
         return cls(load_settings(config_path))
 
+    def close(self) -> None:
+        """Release the database connections, if the database was opened."""
+        if "db" in self.__dict__:
+            self.db.dispose()
+
     @cached_property
     def series(self) -> Series:
         return load_series(self.settings.newsletter.lessons)

@@ -110,7 +110,7 @@ def test_two_processes_opening_a_fresh_sqlite_file_at_once_both_succeed(
 
 def test_an_unreachable_database_is_a_clear_error_without_the_password(settings: Settings) -> None:
     unreachable = settings.replace("database", url="postgresql://newsletter:s3cret@127.0.0.1:9/newsletter")
-    with pytest.raises(DatabaseError, match="cannot open the database") as caught:
+    with pytest.raises(DatabaseError, match="does not answer") as caught:
         connect(unreachable)
     assert "s3cret" not in str(caught.value)
 

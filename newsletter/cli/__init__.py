@@ -9,18 +9,25 @@ from __future__ import annotations
 from typing import Any
 
 import click
+from sqlalchemy.exc import DBAPIError
 
 from newsletter.errors import NewsletterError
 
 
 class NewsletterGroup(click.Group):
-    """A group that turns `NewsletterError` into a one-line message and exit code 1."""
+    """A group that turns `NewsletterError` and database faults into a one-line message and exit code 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except NewsletterError as error:
             raise click.ClickException(str(error)) from error
+        except DBAPIError as error:
+            # A database that is read-only, full, locked or restarting is an operator's matter, not a bug.
+            from newsletter.db import describe_failure
+
+            url = ctx.obj.get("database_url", "") if isinstance(ctx.obj, dict) else ""
+            raise click.ClickException(describe_failure(error, url or "(configured)")) from error
 
 
 @click.group(cls=NewsletterGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import click
 
+from newsletter.config import database_url
 from newsletter.project import Project
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -56,6 +57,8 @@ def resolve_now(now: datetime | None) -> datetime:
 def open_project(ctx: click.Context) -> Project:
     """Open the project named by `--config` (or ./config.toml), telling the operator what was set up for them."""
     project = Project.open(ctx.obj["config_path"])
+    ctx.call_on_close(project.close)
+    ctx.find_root().ensure_object(dict)["database_url"] = database_url(project.settings)
     for notice in project.settings.notices:
         click.echo(f"note: {notice}", err=True)
     return project

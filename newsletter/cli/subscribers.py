@@ -44,7 +44,6 @@ def _console(err: bool = False) -> Console:
 def _session(ctx: click.Context) -> Iterator[tuple[Project, Session]]:
     """Open the project and one transaction; the database is closed when the command ends."""
     project = open_project(ctx)
-    ctx.call_on_close(project.db.dispose)
     with project.db.session() as session:
         yield project, session
 
@@ -114,7 +113,6 @@ def import_command(ctx: click.Context, file: Path, confirmed: bool, encoding: st
     imported; each bad row is listed with its line number and reason, and the exit status is then 1.
     """
     project = open_project(ctx)
-    ctx.call_on_close(project.db.dispose)
     err = _console(err=True)
     with Progress(
         TextColumn("importing"),
