@@ -39,15 +39,20 @@ _CONFIRMED_STATUSES = ("active", "paused", "completed")
 def normalise_email(text: str) -> str:
     """Return the address validated (syntax only, no DNS) and lower-cased."""
     if "\r" in text or "\n" in text:
-        raise SubscriberError(f"email {text!r}: must be one line; a line break could inject mail headers")
+        raise SubscriberError(f"email {_shown(text)}: must be one line; a line break could inject mail headers")
     candidate = text.strip()
     if not candidate:
         raise SubscriberError("email is empty: expected an address such as ann@example.com")
     try:
         checked = validate_email(candidate, check_deliverability=False)
     except EmailNotValidError as error:
-        raise SubscriberError(f"email {text!r} is not a valid address: {error}") from None
+        raise SubscriberError(f"email {_shown(text)} is not a valid address: {error}") from None
     return checked.normalized.lower()
+
+
+def _shown(text: str, limit: int = 60) -> str:
+    """A value quoted for a message, cut short: a stray quote in a file can make a value of megabytes."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}… ({len(text)} characters)"
 
 
 def clean_name(text: str) -> str:
@@ -55,11 +60,12 @@ def clean_name(text: str) -> str:
     found = _CONTROL_CHARACTERS.search(text)
     if found:
         raise SubscriberError(
-            f"name {text!r}: contains the control character U+{ord(found.group()):04X}; a name must be one line of text"
+            f"name {_shown(text)}: contains the control character U+{ord(found.group()):04X}; "
+            "a name must be one line of text"
         )
     if "=?" in text:
         raise SubscriberError(
-            f"name {text[:40]!r}: contains '=?', which mail programs decode as an encoded header; "
+            f"name {_shown(text)}: contains '=?', which mail programs decode as an encoded header; "
             "write the name as plain text"
         )
     name = text.strip()

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.cli import main
 from newsletter.config import Settings, load_settings
-from newsletter.csvio import decode, export_subscribers, import_subscribers
+from newsletter.csvio import detect_encoding, export_subscribers, import_subscribers
 from newsletter.errors import SubscriberError
 from newsletter.message import message_id_for
 from newsletter.models import Delivery, Event, Subscriber
@@ -107,13 +107,14 @@ def test_byte_order_marks_and_legacy_encodings_are_read(
 
 def test_utf16_without_a_bom_and_an_explicit_encoding() -> None:
     text = "email,name\nana@example.com,Ana\n"
-    assert decode(text.encode("utf-16-le")) == (text, "utf-16-le")
-    assert decode(text.encode("utf-16-be")) == (text, "utf-16-be")
-    assert decode("name\nRené\n".encode("cp1252"), "latin-1") == ("name\nRené\n", "latin-1")
-    with pytest.raises(SubscriberError, match="not utf-8 text"):
-        decode(b"\xff\xfe\xfa", "utf-8")
+    assert detect_encoding(io.BytesIO(text.encode("utf-16-le"))) == "utf-16-le"
+    assert detect_encoding(io.BytesIO(text.encode("utf-16-be"))) == "utf-16-be"
+    assert detect_encoding(io.BytesIO("name\nRené\n".encode("cp1252")), "latin-1") == "latin-1"
+    assert detect_encoding(io.BytesIO("name\nRené\n".encode("cp1252"))) == "cp1252"
+    with pytest.raises(SubscriberError, match="not utf-8 text: invalid start byte at byte 0"):
+        detect_encoding(io.BytesIO(b"\xff\xfe\xfa"), "utf-8")
     with pytest.raises(SubscriberError, match="encoding 'klingon' is unknown"):
-        decode(b"", "klingon")
+        detect_encoding(io.BytesIO(b""), "klingon")
 
 
 def test_semicolons_header_spellings_and_unknown_columns(project: Project) -> None:
@@ -142,7 +143,9 @@ def test_batches_commit_as_they_go_and_report_progress(project: Project, tmp_pat
         batch_size=2,
         progress=lambda done, total: calls.append((done, total)),
     )
-    assert report.added == 5 and calls == [(2, 5), (4, 5), (5, 5)]
+    size = source.stat().st_size
+    assert report.added == 5 and [total for _, total in calls] == [size] * 3
+    assert [done for done, _ in calls][-1] == size
 
 
 def test_export_reimports_into_a_fresh_project_as_it_was(
@@ -260,3 +263,72 @@ def test_cli_export_to_stdout_and_to_a_file(run: Run, tmp_path: Path) -> None:
     written = run("subscribers", "export", str(target), "--status", "active")
     assert written.exit_code == 0 and "exported 1 subscriber to" in written.stderr
     assert target.read_text(encoding="utf-8") == printed.stdout
+
+
+# --- files broken in the ways real files break -----------------------------------------------------------------
+
+
+def write_rows(path: Path, rows: list[str], encoding: str = "utf-8") -> Path:
+    path.write_bytes(("\n".join(rows) + "\n").encode(encoding))
+    return path
+
+
+def test_an_unclosed_quote_costs_its_own_line_only(project: Project, tmp_path: Path) -> None:
+    rows = ["email,name"] + [f"r{n}@example.com,R{n}" for n in range(1000)]
+    rows[3] = 'r2@example.com,"Unclosed'
+    report = import_subscribers(project, write_rows(tmp_path / "unclosed.csv", rows), confirmed=True, now=NOW)
+    assert [str(row) for row in report.rejected] == [
+        "line 4: a quote opened on this line is never closed; close it or remove it"
+    ]
+    assert (report.rows, report.added) == (1000, 999)
+
+
+def test_a_field_over_the_size_limit_is_one_bad_line(project: Project, tmp_path: Path) -> None:
+    rows = ["email,name"] + [f"s{n}@example.com,S{n}" for n in range(10)]
+    rows[3] = "s2@example.com," + "x" * 200_000
+    report = import_subscribers(project, write_rows(tmp_path / "big.csv", rows), confirmed=True, now=NOW)
+    (rejected,) = report.rejected
+    assert rejected.line == 4 and "field larger than field limit" in rejected.reason
+    assert report.added == 9
+    huge_name = ["email,name", "t0@example.com," + "\u2028" * 100_000, "t1@example.com,T1"]
+    report = import_subscribers(project, write_rows(tmp_path / "wide.csv", huge_name), confirmed=True, now=NOW)
+    (rejected,) = report.rejected
+    assert len(rejected.reason) < 600 and "100000 characters" in rejected.reason  # the value is not printed whole
+
+
+def test_one_nul_byte_is_a_bad_line_not_a_utf16_file(project: Project, tmp_path: Path) -> None:
+    rows = ["email,name"] + [f"u{n}@example.com,U{n}" for n in range(10)]
+    rows[3] = "u2@example.com,U\x002"
+    report = import_subscribers(project, write_rows(tmp_path / "nul.csv", rows), confirmed=True, now=NOW)
+    assert report.encoding == "utf-8"
+    (rejected,) = report.rejected
+    assert rejected.line == 4 and ("U+0000" in rejected.reason or "NUL byte" in rejected.reason)
+    assert report.added == 9
+
+
+def test_a_multi_line_note_in_an_ignored_column_is_kept(project: Project, tmp_path: Path) -> None:
+    rows = ["email,name,notes", 'v0@example.com,V0,"met at the race\nlikes hills"', "v1@example.com,V1,"]
+    report = import_subscribers(project, write_rows(tmp_path / "notes.csv", rows), confirmed=True, now=NOW)
+    assert report.rejected == [] and report.added == 2 and report.ignored_columns == ["notes"]
+
+
+def test_a_duplicate_in_a_later_batch_is_reported_not_counted_unchanged(project: Project, tmp_path: Path) -> None:
+    rows = ["email"] + [f"w{n}@example.com" for n in range(5)] + ["w1@example.com"]
+    source = write_rows(tmp_path / "dupes.csv", rows)
+    report = import_subscribers(project, source, confirmed=True, now=NOW, batch_size=2)
+    assert [str(row) for row in report.rejected] == [
+        "line 7: duplicate of an earlier line (w1@example.com), already imported by this run"
+    ]
+    assert (report.added, report.unchanged) == (5, 0)
+    again = import_subscribers(project, source, confirmed=True, now=NOW, batch_size=2)
+    assert (again.added, again.unchanged, again.rejected) == (0, 6, [])
+
+
+def test_the_cli_names_ignored_columns_in_one_line_and_never_shows_a_traceback(run: Run, tmp_path: Path) -> None:
+    header = "Email Address,First Name," + ",".join(f"Extra {n}" for n in range(20))
+    rows = [header, "x0@example.com,X," + "," * 19, "x1@example.com," + "x" * 200_000]
+    result = run("subscribers", "import", str(write_rows(tmp_path / "wide.csv", rows)))
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    ignored = [line for line in result.stderr.splitlines() if line.startswith("ignored")]
+    assert len(ignored) == 1 and "21 column(s)" in ignored[0]
+    assert "1 added, 0 unchanged, 1 rejected" in result.stdout

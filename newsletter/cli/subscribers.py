@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from newsletter import subscribers as domain
 from newsletter.cli.options import now_option, open_project, parse_now, resolve_now
-from newsletter.csvio import export_subscribers, import_subscribers
+from newsletter.csvio import COLUMNS, export_subscribers, import_subscribers
 from newsletter.db import connect, current_revision, upgrade
 from newsletter.errors import DatabaseError
 from newsletter.models import SUBSCRIBER_STATUSES, Subscriber
@@ -30,7 +30,8 @@ from newsletter.plan import upcoming_sends
 from newsletter.project import Project
 from newsletter.schedule import WEEKDAY_NAMES
 
-PROGRESS_MIN_ROWS = 1000  # below this an import finishes before a bar would be worth drawing
+PROGRESS_MIN_BYTES = 1 << 20  # below this an import finishes before a bar would be worth drawing
+KNOWN = ", ".join(COLUMNS)
 WEEKDAY_HELP = "Weekday for lessons: Monday…Sunday or Mon…Sun (default: [schedule] weekday)."
 TIME_HELP = "Local send time, 24-hour HH:MM (default: [schedule] time)."
 ZONE_HELP = "IANA time zone such as Europe/London (default: [schedule] timezone)."
@@ -126,21 +127,24 @@ def import_command(ctx: click.Context, file: Path, confirmed: bool, encoding: st
         task = bar.add_task("import", total=None)
 
         def advance(done: int, total: int) -> None:
-            if total >= PROGRESS_MIN_ROWS:
+            if total >= PROGRESS_MIN_BYTES:
                 bar.update(task, completed=done, total=total)
 
         report = import_subscribers(
             project, file, confirmed=confirmed, now=resolve_now(now), encoding=encoding, progress=advance
         )
-    for column in report.ignored_columns:
-        err.print(f"ignored column {escape(repr(column))}: known columns are email, name, timezone, weekday, time")
+    if report.ignored_columns:
+        ignored = ", ".join(repr(column) for column in report.ignored_columns)
+        err.print(f"ignored {len(report.ignored_columns)} column(s) {escape(ignored)}: known columns are {KNOWN}")
     for rejected in report.rejected:
         err.print(f"{escape(str(file))} {escape(str(rejected))}")
+    if report.rejected_unlisted:
+        err.print(f"… and {report.rejected_unlisted} more rejected rows, not listed")
     _console().print(
         f"{file.name} ({report.encoding}): {report.added} added, {report.unchanged} unchanged, "
-        f"{len(report.rejected)} rejected"
+        f"{report.rejected_count} rejected"
     )
-    if report.rejected:
+    if report.rejected_count:
         ctx.exit(1)
 
 

@@ -1,17 +1,10 @@
-"""Subscribers in and out of CSV files.
-
-Columns are named by a header row, in any order and any case: `email` (required), `name`, `timezone`,
-`weekday`, `time`, and the two that export adds so that an export re-imports as it was, `status` and
-`position`. Empty cells take the [schedule] defaults. The separator is whichever of comma, semicolon or tab
-the header line uses (spreadsheets in many locales write semicolons).
-
-Encoding, decided: a byte-order mark wins (UTF-8, UTF-16 LE or BE); NUL bytes without a BOM mean UTF-16;
-otherwise the file is UTF-8 if it decodes as UTF-8, else Windows-1252 (what spreadsheets on Windows write;
-its printable characters include all of Latin-1's). `encoding=` overrides the guess.
+"""Import subscribers from CSV: columns, validation, and a batched bulk insert that streams the file.
 
 Import is idempotent: an address already in the database is left exactly as it is and counted "unchanged".
 Every good row is imported; every bad row is reported with its line number and the reason, and the rest go
-on. Rows are committed in batches, so a large file imports quickly and an interrupted import can be re-run.
+on. Rows are read, checked and committed a batch at a time, so memory stays flat for any size of file and
+an interrupted import can simply be run again. The first `MAX_REPORTED_ROWS` rejected rows are listed one
+by one; beyond that they are counted.
 
 A `status` column can only make a row more careful than `confirmed=` would: `unsubscribed` and `bounced`
 rows are stored suppressed (nothing is sent); `pending` stays pending; `active`, `completed` and `paused`
@@ -20,37 +13,37 @@ count as confirmed only with `confirmed=True`, else they get a confirmation emai
 
 from __future__ import annotations
 
-import codecs
-import csv
 import io
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import chain, islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TextIO, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from newsletter.csvio.exporting import COLUMNS, unescape_formula
+from newsletter.csvio.reading import Record, detect_encoding, read_records, sniff_delimiter
 from newsletter.errors import SubscriberError
 from newsletter.lessons import Series
 from newsletter.message import message_id_for
 from newsletter.models import CONFIRMATION_WEEK, SUBSCRIBER_STATUSES, Delivery, Event, Subscriber
 from newsletter.planning import CONFIRMATION_SLUG
-from newsletter.schedule import WEEKDAY_NAMES, first_lesson_due, next_slot_after
+from newsletter.schedule import first_lesson_due, next_slot_after
 from newsletter.subscribers import ValidSubscriber, clean_name, normalise_email, resolve_cadence
 
 if TYPE_CHECKING:
     from newsletter.project import Project
 
-COLUMNS = ("email", "name", "timezone", "weekday", "time", "status", "position")
 BATCH_SIZE = 1000
+MAX_REPORTED_ROWS = 10_000
 # Header spellings people use, after lower-casing and dropping everything but letters.
 _ALIASES = {"emailaddress": "email", "zone": "timezone", "day": "weekday", "sendtime": "time"}
-# A cell starting with one of these runs as a formula when a spreadsheet opens the file (CSV injection).
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-_DELIMITERS = (",", ";", "\t")
+# A physical line that looks like a whole row of its own (an address, separators): swallowed by a stray quote.
+_LOOKS_LIKE_A_ROW = re.compile(r"[^\s,;\t\"]+@[^\s,;\t\"]+\s*[,;\t]")
 
 
 @dataclass(frozen=True)
@@ -77,67 +70,19 @@ class ImportReport:
     added: int = 0
     unchanged: int = 0
     rejected: list[RejectedRow] = field(default_factory=list)
+    rejected_unlisted: int = 0  # rejected rows beyond MAX_REPORTED_ROWS, counted only
     ignored_columns: list[str] = field(default_factory=list)
+    first_added_id: int | None = None  # ids from here on, made by this import, tell later duplicates apart
 
+    @property
+    def rejected_count(self) -> int:
+        return len(self.rejected) + self.rejected_unlisted
 
-def decode(data: bytes, encoding: str | None = None) -> tuple[str, str]:
-    """Return (text, encoding used) by the rules in the module docstring."""
-    if encoding:
-        try:
-            codecs.lookup(encoding)
-        except LookupError:
-            raise SubscriberError(f"encoding {encoding!r} is unknown; try utf-8, utf-16 or cp1252") from None
-        try:
-            return data.decode(encoding), encoding
-        except UnicodeDecodeError as error:
-            raise SubscriberError(f"not {encoding} text: {error.reason} at byte {error.start}") from None
-    for bom, name in ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")):
-        if data.startswith(bom):
-            return decode(data, name)[0], name
-    if b"\x00" in data[:4096]:
-        name = "utf-16-le" if data[1:2] == b"\x00" else "utf-16-be"
-        return decode(data, name)[0], name
-    try:
-        return data.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        pass
-    try:
-        return data.decode("cp1252"), "cp1252"
-    except UnicodeDecodeError:
-        return data.decode("latin-1"), "latin-1"
-
-
-def parse_import(
-    text: str, project: Project, *, confirmed: bool, source_name: str = "the file"
-) -> tuple[list[ImportRow], ImportReport]:
-    """Validate every row; return the good rows and a report holding the bad ones."""
-    report = ImportReport(encoding="")
-    records = _records(text)
-    header_line, header = next(((line, cells) for line, cells in records if any(c.strip() for c in cells)), (0, []))
-    columns = _columns(header, header_line, source_name, report)
-    good: list[ImportRow] = []
-    first_line_of: dict[str, int] = {}
-    for line, cells in records:
-        if not any(cell.strip() for cell in cells):
-            continue
-        report.rows += 1
-        if len(cells) > len(header) and any(cell.strip() for cell in cells[len(header) :]):
-            report.rejected.append(
-                RejectedRow(
-                    line, f"has {len(cells)} fields but the header names {len(header)}; quote a value with a comma"
-                )
-            )
-            continue
-        values = {name: _unescape(cells[index]) if index < len(cells) else "" for name, index in columns.items()}
-        row, reasons = _validate_row(values, project, confirmed, line)
-        if row is not None and row.subscriber.email in first_line_of:
-            reasons.append(f"duplicate of line {first_line_of[row.subscriber.email]} ({row.subscriber.email})")
-        if reasons or row is None:
-            report.rejected.append(RejectedRow(line, "; ".join(reasons)))
-            continue
-        first_line_of[row.subscriber.email] = line
-        good.append(row)
-    return good, report
+    def reject(self, line: int, reason: str) -> None:
+        if len(self.rejected) < MAX_REPORTED_ROWS:
+            self.rejected.append(RejectedRow(line, reason))
+        else:
+            self.rejected_unlisted += 1
 
 
 def import_subscribers(
@@ -150,50 +95,124 @@ def import_subscribers(
     batch_size: int = BATCH_SIZE,
     progress: Callable[[int, int], None] | None = None,
 ) -> ImportReport:
-    """Import a CSV file: add the new addresses, leave known ones alone, report bad rows by line."""
+    """Import a CSV file: add the new addresses, leave known ones alone, report bad rows by line.
+
+    `progress(bytes_read, file_size)` is called after each committed batch.
+    """
     try:
-        data = path.read_bytes()
+        raw = path.open("rb")
     except OSError as error:
         raise SubscriberError(f"{path}: cannot read: {error.strerror}") from None
-    try:
-        text, used = decode(data, encoding)
-    except SubscriberError as error:
-        raise SubscriberError(f"{path}: {error}") from None
-    rows, report = parse_import(text, project, confirmed=confirmed, source_name=str(path))
-    report.encoding = used
-    for start in range(0, len(rows), batch_size):
-        batch = rows[start : start + batch_size]
-        with project.db.session() as session:
-            added = _store_batch(session, project, batch, now)
-        report.added += added
-        report.unchanged += len(batch) - added
-        if progress is not None:
-            progress(start + len(batch), len(rows))
+    with raw:
+        try:
+            used = detect_encoding(raw, encoding)
+        except SubscriberError as error:
+            raise SubscriberError(f"{path}: {error}") from None
+        size = path.stat().st_size
+        report = ImportReport(encoding=used)
+        text = io.TextIOWrapper(raw, encoding=used, newline="")
+        rows = _valid_rows(text, project, confirmed, report, str(path))
+        while batch := list(islice(rows, batch_size)):
+            with project.db.session() as session:
+                _store_batch(session, project, batch, now, report)
+            if progress is not None:
+                progress(raw.tell(), size)
+    report.rejected.sort(key=lambda rejected: rejected.line)  # duplicates are found after the rest of their batch
     return report
 
 
-def _store_batch(session: Session, project: Project, batch: list[ImportRow], now: datetime) -> int:
-    """Insert the batch's new addresses with three multi-row INSERTs; return how many were new.
+def _valid_rows(
+    text: Iterable[str], project: Project, confirmed: bool, report: ImportReport, source_name: str
+) -> Iterator[ImportRow]:
+    """Every good row of the file in order; bad ones go to the report (duplicates are caught when stored)."""
+    lines = iter(text)
+    first = next(lines, "").removeprefix("\ufeff")
+    header: list[str] = []
+    columns: dict[str, int] = {}
+
+    def is_genuine(cells: list[str], swallowed: list[str]) -> bool:
+        # A quoted value may span lines (notes in another tool's export; validation then refuses one in a
+        # column of ours, saying why), but not when the record is wider than the header or took lines that
+        # look like rows of their own: that is a quote left open, swallowing the rows after it.
+        if not header or len(cells) > len(header):
+            return False
+        return not any(_LOOKS_LIKE_A_ROW.search(line) for line in swallowed)
+
+    records = read_records(chain([first], lines), sniff_delimiter(first), is_genuine)
+    found = next((record for record in records if record.problem or any(cell.strip() for cell in record.cells)), None)
+    if found is None or found.problem:
+        _columns([], found.line if found else 1, source_name, report)  # raises: no header
+        return
+    header = found.cells
+    columns = _columns(header, found.line, source_name, report)
+    for record in records:
+        if record.problem:
+            report.rows += 1
+            report.reject(record.line, record.problem)
+        elif any(cell.strip() for cell in record.cells):
+            report.rows += 1
+            row = _row(record, header, columns, project, confirmed, report)
+            if row is not None:
+                yield row
+
+
+def _row(
+    record: Record, header: list[str], columns: dict[str, int], project: Project, confirmed: bool, report: ImportReport
+) -> ImportRow | None:
+    cells = record.cells
+    if len(cells) > len(header) and any(cell.strip() for cell in cells[len(header) :]):
+        report.reject(
+            record.line, f"has {len(cells)} fields but the header names {len(header)}; quote a value with a comma"
+        )
+        return None
+    values = {name: unescape_formula(cells[index]) if index < len(cells) else "" for name, index in columns.items()}
+    row, reasons = _validate_row(values, project, confirmed, record.line)
+    if reasons or row is None:
+        report.reject(record.line, "; ".join(reasons))
+        return None
+    return row
+
+
+def _store_batch(
+    session: Session, project: Project, batch: list[ImportRow], now: datetime, report: ImportReport
+) -> None:
+    """Insert the batch's new addresses with three multi-row INSERTs; count the known ones as unchanged.
 
     This is `subscribers.create_subscriber` for many at once (tests/test_subscribers.py holds the two to the
     same result): a new subscriber has no history, so what planning would query is known, and one statement
-    per table instead of several per row is what lets 100,000 rows import in seconds.
+    per table instead of several per row is what lets large files import quickly.
     """
     emails = [row.subscriber.email for row in batch]
-    known = set(session.scalars(select(Subscriber.email).where(Subscriber.email.in_(emails))))
-    fresh = [row for row in batch if row.subscriber.email not in known]
+    known = dict(session.execute(select(Subscriber.email, Subscriber.id).where(Subscriber.email.in_(emails))).all())
+    fresh: dict[str, ImportRow] = {}
+    first_line: dict[str, int] = {}
+    for row in batch:
+        email = row.subscriber.email
+        subscriber_id = known.get(email)
+        if email in first_line:
+            report.reject(row.line, f"duplicate of line {first_line[email]} ({email})")
+            continue
+        first_line[email] = row.line
+        if subscriber_id is None:
+            fresh[email] = row
+        elif report.first_added_id is not None and subscriber_id >= report.first_added_id:
+            report.reject(row.line, f"duplicate of an earlier line ({email}), already imported by this run")
+        else:
+            report.unchanged += 1
     if not fresh:
-        return 0
+        return
     series = project.series
-    statuses = {row.line: _initial_status(row, series) for row in fresh}
+    statuses = {row.line: _initial_status(row, series) for row in fresh.values()}
     inserted = session.execute(
         insert(Subscriber).returning(Subscriber.email, Subscriber.id),
-        [_subscriber_values(row, statuses[row.line], now) for row in fresh],
+        [_subscriber_values(row, statuses[row.line], now) for row in fresh.values()],
     )
     ids: dict[str, int] = dict(inserted.all())
+    if report.first_added_id is None:
+        report.first_added_id = min(ids.values())
     deliveries: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
-    for row in fresh:
+    for row in fresh.values():
         subscriber_id, status = ids[row.subscriber.email], statuses[row.line]
         events.extend(
             _event_values(subscriber_id, kind, row.position, now, detail) for kind, detail in _EVENTS[row.status]
@@ -204,7 +223,7 @@ def _store_batch(session: Session, project: Project, batch: list[ImportRow], now
     session.execute(insert(Event), events)
     if deliveries:
         session.execute(insert(Delivery), deliveries)
-    return len(fresh)
+    report.added += len(fresh)
 
 
 # The events `create_subscriber` records for each starting status, in order: (kind, detail).
@@ -277,41 +296,6 @@ def _first_delivery(
     }
 
 
-def export_subscribers(session: Session, stream: TextIO, *, status: str | None = None) -> int:
-    """Write every subscriber (or those in one status) as CSV that `import_subscribers` reads back; return the count."""
-    writer = csv.writer(stream, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    query = select(Subscriber).order_by(Subscriber.id).execution_options(yield_per=BATCH_SIZE)
-    if status is not None:
-        query = query.where(Subscriber.status == status)
-    count = 0
-    for subscriber in session.scalars(query):
-        writer.writerow(
-            (
-                _escape(subscriber.email),
-                _escape(subscriber.name),
-                subscriber.timezone,
-                WEEKDAY_NAMES[subscriber.weekday],
-                f"{subscriber.send_time:%H:%M}",
-                subscriber.status,
-                subscriber.position,
-            )
-        )
-        count += 1
-    return count
-
-
-def _records(text: str) -> Iterator[tuple[int, list[str]]]:
-    """Yield (line where the record starts, cells); a quoted value may span lines."""
-    first_line = text.lstrip("\ufeff\r\n").split("\n", 1)[0]
-    delimiter = max(_DELIMITERS, key=first_line.count) if any(d in first_line for d in _DELIMITERS) else ","
-    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""), delimiter=delimiter)
-    start = 1
-    for cells in reader:
-        yield start, cells
-        start = reader.line_num + 1
-
-
 def _columns(header: list[str], line: int, source_name: str, report: ImportReport) -> dict[str, int]:
     columns: dict[str, int] = {}
     for index, raw in enumerate(header):
@@ -378,14 +362,3 @@ def _status_and_position(values: dict[str, str], confirmed: bool, reasons: list[
         reasons.append(f"position {raw_position!r}: expected a whole number of lessons already sent, 0 or more")
         return status, 0
     return status, int(raw_position)
-
-
-def _escape(value: str) -> str:
-    """Keep a spreadsheet from running a cell as a formula; `_unescape` restores the value exactly."""
-    return "'" + value if value.startswith((*_FORMULA_STARTS, "'")) else value
-
-
-def _unescape(value: str) -> str:
-    if value.startswith("'") and value[1:].startswith((*_FORMULA_STARTS, "'")):
-        return value[1:]
-    return value
