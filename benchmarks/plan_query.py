@@ -45,7 +45,8 @@ from common import (
 )
 from sqlalchemy import select, text, update
 
-from newsletter.dispatch import Dispatcher, claim_due_deliveries, clock_from, send_due
+from newsletter.dispatch import send_due
+from newsletter.ledger.wire import claim_due, load_claimed
 from newsletter.models import Delivery, Subscriber
 from newsletter.project import Project
 from newsletter.transports import MemoryTransport
@@ -77,7 +78,7 @@ def make_completed(project: Project, share: float) -> int:
         finished = connection.execute(
             update(Subscriber)
             .where(Subscriber.id % step == 0)
-            .values(status="completed", position=weeks)
+            .values(status="completed", position=weeks, last_lesson=project.series.lessons[-1].slug)
             .execution_options(synchronize_session=False)
         ).rowcount
         connection.execute(
@@ -136,15 +137,15 @@ def make_due(project: Project, count: int) -> list[int]:
 def time_first_claim(project: Project, ids: list[int], batch: int) -> tuple[list[float], list[float]]:
     """Seconds to claim the due batch in one statement (commit included), and to load it; repeated."""
     claims, loads = [], []
-    dispatcher = Dispatcher(project, MemoryTransport(), clock=clock_from(FIRST_SLOT), owner="bench")
     for _ in range(REPEATS):
         started = time.perf_counter()
         with project.db.session() as session:
-            claimed = claim_due_deliveries(session, "bench", FIRST_SLOT, LEASE, batch)
+            claimed = claim_due(session.connection(), "bench", FIRST_SLOT, LEASE, batch)
         claims.append(time.perf_counter() - started)
         assert sorted(claimed) == sorted(ids[:batch]), "the claim did not take exactly the due rows"
         started = time.perf_counter()
-        loaded = dispatcher._load(claimed)
+        with project.db.reading() as session:
+            loaded = load_claimed(session.connection(), claimed)
         loads.append(time.perf_counter() - started)
         assert len(loaded) == len(claimed)
         with project.db.session() as session:
@@ -161,7 +162,7 @@ def claim_worker(config: Path, url: str, owner: str, batch: int, output: Path) -
     """One claiming process: claim batches and mark them sent until none is due; write the ids it took."""
     project = BenchProject(root=config.parent, database_url=url).open()
     with project.db.session() as session:  # connect and warm up before the start signal
-        claim_due_deliveries(session, owner, FIRST_SLOT - timedelta(days=365), LEASE, 1)
+        claim_due(session.connection(), owner, FIRST_SLOT - timedelta(days=365), LEASE, 1)
     output.with_suffix(".ready").touch()
     go = output.parent / "go"
     while not go.exists():
@@ -169,7 +170,7 @@ def claim_worker(config: Path, url: str, owner: str, batch: int, output: Path) -
     started, taken = time.time(), []
     while True:
         with project.db.session() as session:
-            claimed = claim_due_deliveries(session, owner, FIRST_SLOT, LEASE, batch)
+            claimed = claim_due(session.connection(), owner, FIRST_SLOT, LEASE, batch)
             if not claimed:
                 break
             session.execute(

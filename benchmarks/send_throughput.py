@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds_to_seed = seed(project, count, all_due)
         print(f"seeded {count} subscribers in {seconds_to_seed:.1f} s", file=sys.stderr)
         sample = project.sample_subscriber(email="reader1@example.com", name="Reader 1")
-        envelope = project.envelope(sample, 1, delivery_id=1, now=FIRST_SLOT)
+        envelope = project.envelope(sample, "muscle", delivery_id=1, now=FIRST_SLOT)
         project.db.dispose()
 
         with sink_process(folder) as sink:

@@ -19,10 +19,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import time, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from newsletter.errors import ConfigError
 
+FirstLesson = Literal["next_slot", "immediately"]
 CONFIG_FILENAME = "config.toml"
 SECRET_KEY_FILENAME = ".secret-key"
 
@@ -50,7 +51,7 @@ class ScheduleSection:
     weekday: str = "Monday"
     time_: time = time(7, 0)
     min_gap: timedelta = timedelta(days=3)
-    first_lesson: str = field(default="next_slot", metadata={"choices": ("next_slot", "immediately")})
+    first_lesson: FirstLesson = "next_slot"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +61,7 @@ class DatabaseSection:
 
 @dataclass(frozen=True, slots=True)
 class DeliverySection:
-    transport: str = field(default="outbox", metadata={"choices": ("outbox", "smtp")})
+    transport: Literal["outbox", "smtp"] = "outbox"
     outbox: Path = Path("outbox")
     batch_size: int = 100
     lease_seconds: int = 300
@@ -73,7 +74,7 @@ class DeliverySection:
 class SmtpSection:
     host: str = "localhost"
     port: int = 25
-    security: str = field(default="none", metadata={"choices": ("none", "starttls", "tls")})
+    security: Literal["none", "starttls", "tls"] = "none"
     username: str = ""
     password: str = field(default="", metadata={"secret": "NEWSLETTER_SMTP_PASSWORD"})
     connections: int = 4
@@ -179,6 +180,11 @@ def _coerce(value: Any, target: Any, base: Path, from_env: bool) -> Any:
         if value in ("", None):
             return None
         (target,) = [arg for arg in typing.get_args(target) if arg is not type(None)]
+    if typing.get_origin(target) is Literal:
+        allowed = typing.get_args(target)
+        if value not in allowed:
+            raise ValueError(f"one of {', '.join(allowed)}")
+        return value
     if target is str:
         if not isinstance(value, str):
             raise ValueError("a string")
@@ -247,9 +253,6 @@ def _build_section(
             value = _coerce(raw, hints[spec.name], base, from_env)
         except ValueError as error:
             raise ConfigError(f"{origin} must be {error}, got {raw!r}") from None
-        choices = spec.metadata.get("choices")
-        if choices and value not in choices:
-            raise ConfigError(f"{origin} must be one of {', '.join(choices)}, got {raw!r}")
         values[spec.name] = value
     instance = cls(**values)
     # Relative defaults are relative to the project root, like relative values in the file.

@@ -39,10 +39,11 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from newsletter.db import describe_failure
-from newsletter.dispatch import SendSummary, release_expired_leases, send_due
+from newsletter.dispatch import SendSummary, send_due
 from newsletter.errors import ConfigError, NewsletterError
+from newsletter.ledger import wire
+from newsletter.ledger.course import reconcile
 from newsletter.metrics import ProcessMetrics
-from newsletter.planning import reconcile
 from newsletter.project import Project
 from newsletter.transports import Transport, transport_from_settings
 
@@ -180,18 +181,18 @@ class Daemon:
             return
         now = datetime.now(UTC)
         try:
-            released = release_expired_leases(self.project, now)
             with self.project.db.session() as session:
-                planned = reconcile(session, self.project.settings, self.project.series, now)
+                released = wire.release_expired(session.connection(), now)
+                note = reconcile(session, self.project, now)
         except (NewsletterError, SQLAlchemyError) as error:
             log.error("housekeeping failed: %s", _one_line(error), extra={"fields": {"event": "housekeeping_failed"}})
             return
-        if released or planned:
+        if released or note.changes:
             log.info(
-                "housekeeping: %d expired leases released, %d lessons planned",
+                "housekeeping: %d expired leases released%s",
                 released,
-                planned,
-                extra={"fields": {"event": "housekeeping", "released": released, "planned": planned}},
+                "".join(f"; {change}" for change in note.changes),
+                extra={"fields": {"event": "housekeeping", "released": released, "course": note.changes}},
             )
 
     def run(self) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +25,7 @@ from newsletter.config import Settings, database_url
 from newsletter.errors import DatabaseError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-HEAD_REVISION = "0002"  # the newest migration; tests/test_db.py checks it matches migrations/versions
+HEAD_REVISION = "0003"  # the newest migration; tests/test_db.py checks it matches migrations/versions
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 READ_ONLY_OPTION = "newsletter_read_only"
 
@@ -79,7 +79,8 @@ class Database:
     @contextmanager
     def reading(self) -> Iterator[Session]:
         """A transaction that only reads: on SQLite a plain BEGIN, so readers never queue behind senders."""
-        with Session(self.engine.execution_options(**{READ_ONLY_OPTION: True})) as session, session.begin():
+        read_only = self.engine.execution_options(**{READ_ONLY_OPTION: True})
+        with Session(read_only, expire_on_commit=False) as session, session.begin():
             yield session
 
     def dispose(self) -> None:
@@ -135,13 +136,19 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def connect(settings: Settings, *, migrate: bool = True) -> Database:
-    """Open the configured database, bringing its schema up to date first."""
+def connect(
+    settings: Settings, *, migrate: bool = True, course_slugs: Callable[[], list[str]] | None = None
+) -> Database:
+    """Open the configured database, bringing its schema up to date first.
+
+    `course_slugs` gives the lessons' slugs in week order, for migrations that turn week numbers into
+    lessons (read only if such a migration runs).
+    """
     url = database_url(settings)
     try:
         engine = make_engine(url)
         if migrate:
-            upgrade(engine)
+            upgrade(engine, course_slugs=course_slugs)
         else:
             with engine.connect():
                 pass
@@ -164,7 +171,7 @@ def current_revision(engine: Engine) -> str | None:
         return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
+def upgrade(engine: Engine, revision: str = "head", course_slugs: Callable[[], list[str]] | None = None) -> None:
     """Apply pending migrations; cheap when the schema is already current."""
     if revision == "head" and current_revision(engine) == HEAD_REVISION:
         return
@@ -177,4 +184,5 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(7261535)"))  # one migrator at a time
         config.attributes["connection"] = connection
+        config.attributes["course_slugs"] = course_slugs
         command.upgrade(config, revision)

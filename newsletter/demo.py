@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 
 from newsletter.config import Settings
 from newsletter.dispatch import send_due
-from newsletter.models import Delivery, Subscriber
+from newsletter.models import CONFIRMATION, Delivery, Subscriber
 from newsletter.project import Project
 from newsletter.subscribers import SubscriberInput, add_subscriber, confirm
 from newsletter.transports import OutboxTransport
@@ -89,12 +89,17 @@ def run_demo(settings: Settings, *, weeks: int = 9, folder: str | Path | None = 
         now = max(min(upcoming), now + timedelta(seconds=1))
     with project.db.session() as session:
         rows = session.execute(
-            select(Subscriber.email, Subscriber.timezone, Delivery.week, Delivery.slug, Delivery.sent_at)
+            select(Subscriber.email, Subscriber.timezone, Delivery.lesson, Delivery.sent_at)
             .join(Delivery, Delivery.subscriber_id == Subscriber.id)
             .where(Delivery.status == "sent")
-            .order_by(Subscriber.id, Delivery.week)
+            .order_by(Subscriber.id, Delivery.sent_at)
         )
-        sends = [DemoSend(email, zone, week, slug, sent_at) for email, zone, week, slug, sent_at in rows if sent_at]
+        series = project.series
+        sends = [
+            DemoSend(email, zone, 0 if lesson == CONFIRMATION else (series.index(lesson) or 0) + 1, lesson, sent_at)
+            for email, zone, lesson, sent_at in rows
+            if sent_at
+        ]
     project.db.dispose()
     return DemoReport(folder=root, outbox=outbox, start=start, end=end, ticks=ticks, sends=sends)
 

@@ -1,14 +1,28 @@
-"""The course: `series.toml` plus one Markdown file per lesson with TOML front matter between `+++` lines."""
+"""The course: `series.toml` plus one Markdown file per lesson with TOML front matter between `+++` lines.
+
+A lesson's identity is its slug: the ledger, a reader's progress and the Message-ID are keyed by it, and the
+order comes from the lessons' `week` numbers. So lessons can be inserted, removed, reordered and renamed
+while readers are in the middle of the course (`planning.next_lesson` says who gets what next):
+
+    draft = true          keep it out of every send; readers wait before it (their delivery is held)
+    replaces = "old"      a rename: what readers had as "old" counts as this lesson (a list for several)
+    catch_up = "send"     readers already past it who never had it get it next (default: series.toml
+                          `catch_up`, else "skip": a lesson inserted behind a reader is not sent to them)
+
+`load_series(folder, lenient=True)` (the daemon) keeps going when a lesson file is broken: the file becomes
+a placeholder in its place in the order, never sent, and `Series.broken` says why.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import re
 import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from markdown_it import MarkdownIt
 
@@ -18,9 +32,31 @@ FRONT_MATTER_FENCE = "+++"
 SLUG_PATTERN = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 SUBJECT_MAX = 78
 PREHEADER_MAX = 140
-LESSON_KEYS = {"week": int, "slug": str, "title": str, "subject": str, "preheader": str, "summary": str}
+CatchUp = Literal["skip", "send"]
+CATCH_UP_POLICIES: tuple[str, ...] = get_args(CatchUp)
+# The double opt-in email travels the ledger under this name, so no lesson may take it.
+RESERVED_SLUGS = frozenset({"confirmation"})
+LESSON_KEYS: dict[str, type | tuple[type, ...]] = {
+    "week": int,
+    "slug": str,
+    "title": str,
+    "subject": str,
+    "preheader": str,
+    "summary": str,
+    "draft": bool,
+    "replaces": (str, list),
+    "catch_up": str,
+}
 REQUIRED_LESSON_KEYS = ("week", "slug", "title", "subject", "preheader")
-SERIES_KEYS = {"title": str, "slug": str, "description": str, "cadence": str, "source": str}
+SERIES_KEYS: dict[str, type | tuple[type, ...]] = {
+    "title": str,
+    "slug": str,
+    "description": str,
+    "cadence": str,
+    "source": str,
+    "catch_up": str,
+}
+_FILE_NAME = re.compile(r"^(?:(\d+)[-_ ])?(.+?)$")
 
 
 def markdown_parser() -> MarkdownIt:
@@ -39,10 +75,19 @@ class Lesson:
     body: str
     path: Path
     body_line: int = 1
+    draft: bool = False
+    replaces: tuple[str, ...] = ()
+    catch_up: CatchUp = "skip"
+    problem: str = ""  # a broken file kept in its place by a lenient load: never sent
 
     @property
     def label(self) -> str:
         return f"{self.path.name} (week {self.week})"
+
+    @property
+    def sendable(self) -> bool:
+        """Whether this lesson may go out at all (not a draft, not a broken file)."""
+        return not self.draft and not self.problem
 
 
 @dataclass(frozen=True)
@@ -54,10 +99,33 @@ class Series:
     lessons: tuple[Lesson, ...]
     folder: Path
     source: Path | None = None
+    broken: tuple[LessonError, ...] = ()  # files a lenient load kept as placeholders
     _by_slug: dict[str, Lesson] = field(default_factory=dict, compare=False, repr=False)
+    _identity: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    _index: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self._by_slug.update({lesson.slug: lesson for lesson in self.lessons})
+        self._index.update({lesson.slug: index for index, lesson in enumerate(self.lessons)})
+        self._identity.update({old: lesson.slug for lesson in self.lessons for old in lesson.replaces})
+        self._identity.update({lesson.slug: lesson.slug for lesson in self.lessons})
+
+    def identity(self, slug: str) -> str | None:
+        """The current lesson a slug in the ledger stands for (itself, or the lesson that replaces it)."""
+        return self._identity.get(slug)
+
+    def index(self, slug: str) -> int | None:
+        """Where the lesson a ledger slug stands for sits in the order (0-based), or None if it is gone."""
+        current = self._identity.get(slug)
+        return None if current is None else self._index[current]
+
+    def fingerprint(self) -> str:
+        """What the ledger must be re-planned for when it changes: order, identities, drafts, catch-up."""
+        parts = [
+            f"{lesson.slug}|{','.join(lesson.replaces)}|{int(not lesson.sendable)}|{lesson.catch_up}"
+            for lesson in self.lessons
+        ]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
     def __iter__(self) -> Iterator[Lesson]:
         return iter(self.lessons)
@@ -78,7 +146,8 @@ class Series:
         return self.lessons[number - 1] if 1 <= number <= len(self.lessons) else None
 
     def next_after(self, lesson: Lesson) -> Lesson | None:
-        return self.week(lesson.week + 1)
+        """The next lesson in the order that may go out (the "next week" teaser)."""
+        return next((later for later in self.lessons[lesson.week :] if later.sendable), None)
 
     @cached_property
     def weeks(self) -> int:
@@ -98,13 +167,19 @@ def key_line(text: str, key: str, default: int = 1) -> int:
     return default
 
 
-def _check_types(path: Path, data: dict[str, Any], schema: Mapping[str, type], what: str, text: str) -> None:
+def _check_types(
+    path: Path, data: dict[str, Any], schema: Mapping[str, type | tuple[type, ...]], what: str, text: str
+) -> None:
+    names = {int: "an integer", str: "a string", bool: "true or false", list: "a list of strings"}
     for key, value in data.items():
         if key not in schema:
             raise LessonError(path, f"unknown {what} key {key!r}; allowed: {', '.join(schema)}", key_line(text, key))
-        expected = schema[key]
-        if not isinstance(value, expected) or isinstance(value, bool):
-            kind = "an integer" if expected is int else "a string"
+        spec = schema[key]
+        kinds: tuple[type, ...] = spec if isinstance(spec, tuple) else (spec,)
+        wrong_bool = isinstance(value, bool) and bool not in kinds
+        wrong_list = isinstance(value, list) and not all(isinstance(item, str) for item in value)
+        if not isinstance(value, kinds) or wrong_bool or wrong_list:
+            kind = " or ".join(names[kind] for kind in kinds)
             raise LessonError(path, f"`{key}` must be {kind}, got {value!r}", key_line(text, key))
 
 
@@ -148,7 +223,7 @@ def _check_body(path: Path, body: str, body_line: int) -> None:
                     raise LessonError(path, f"link {url!r} must be an absolute https:// URL", line)
 
 
-def load_lesson(path: Path) -> Lesson:
+def load_lesson(path: Path, default_catch_up: CatchUp = "skip") -> Lesson:
     """Parse and validate one lesson file."""
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -167,6 +242,12 @@ def load_lesson(path: Path) -> Lesson:
         raise LessonError(
             path, f"`slug` must be lowercase letters, digits and dashes, got {data['slug']!r}", key_line(text, "slug")
         )
+    if data["slug"] in RESERVED_SLUGS:
+        raise LessonError(
+            path, f"`slug` {data['slug']!r} is reserved for the double opt-in email", key_line(text, "slug")
+        )
+    replaces = _replaces(path, data, text)
+    catch_up = _catch_up(path, data.get("catch_up", default_catch_up), key_line(text, "catch_up"))
     for key in ("title", "subject", "preheader", "summary"):
         if any(char in str(data.get(key, "")) for char in "\r\n"):
             raise LessonError(path, f"`{key}` must be one line", key_line(text, key))
@@ -191,15 +272,39 @@ def load_lesson(path: Path) -> Lesson:
         body=body,
         path=path,
         body_line=body_line,
+        draft=bool(data.get("draft", False)),
+        replaces=replaces,
+        catch_up=catch_up,
     )
+
+
+def _replaces(path: Path, data: dict[str, Any], text: str) -> tuple[str, ...]:
+    given = data.get("replaces", [])
+    names = (given,) if isinstance(given, str) else tuple(given)
+    for name in names:
+        if not SLUG_PATTERN.match(name) or name == data["slug"]:
+            raise LessonError(
+                path, f"`replaces` must name earlier slugs of this lesson, got {name!r}", key_line(text, "replaces")
+            )
+    return names
+
+
+def _catch_up(path: Path, value: object, line: int | None) -> CatchUp:
+    if value not in CATCH_UP_POLICIES:
+        raise LessonError(path, f"`catch_up` must be one of {', '.join(CATCH_UP_POLICIES)}, got {value!r}", line)
+    return value  # type: ignore[return-value]
 
 
 def _line_in(lesson: Lesson, key: str) -> int:
     return key_line(lesson.path.read_text(encoding="utf-8-sig"), key)
 
 
-def load_series(folder: Path) -> Series:
-    """Load series.toml and every `*.md` lesson in the folder, ordered by week; weeks run 1..N without gaps."""
+def load_series(folder: Path, *, lenient: bool = False) -> Series:
+    """Load series.toml and every `*.md` lesson in the folder, ordered by week; weeks run 1..N without gaps.
+
+    `lenient` keeps a broken lesson file in its place as a placeholder that is never sent (the daemon must
+    keep serving and sending the rest); a broken series.toml, or two files claiming one week, always fail.
+    """
     folder = Path(folder)
     series_file = folder / "series.toml"
     if not series_file.is_file():
@@ -214,24 +319,21 @@ def load_series(folder: Path) -> Series:
             raise LessonError(series_file, f"missing required key `{key}`")
     if not SLUG_PATTERN.match(meta["slug"]):
         raise LessonError(series_file, f"`slug` must be lowercase letters, digits and dashes, got {meta['slug']!r}")
-    lessons = sorted((load_lesson(path) for path in sorted(folder.glob("*.md"))), key=lambda lesson: lesson.week)
+    default_catch_up = _catch_up(series_file, meta.get("catch_up", "skip"), None)
+    loaded: list[Lesson] = []
+    broken: list[LessonError] = []
+    for path in sorted(folder.glob("*.md")):
+        try:
+            loaded.append(load_lesson(path, default_catch_up))
+        except LessonError as error:
+            if not lenient:
+                raise
+            broken.append(error)
+            loaded.append(_placeholder(path, error))
+    lessons = sorted(loaded, key=lambda lesson: lesson.week)
     if not lessons:
         raise LessonError(folder, "has no lesson files (*.md)")
-    seen_slugs: dict[str, Lesson] = {}
-    for index, lesson in enumerate(lessons, start=1):
-        if lesson.slug in seen_slugs:
-            other = seen_slugs[lesson.slug].path.name
-            raise LessonError(lesson.path, f"slug {lesson.slug!r} is already used by {other}", _line_in(lesson, "slug"))
-        seen_slugs[lesson.slug] = lesson
-        if lesson.week != index:
-            previous = lessons[index - 2]
-            if index > 1 and previous.week == lesson.week:
-                raise LessonError(
-                    lesson.path, f"week {lesson.week} is already used by {previous.path.name}", _line_in(lesson, "week")
-                )
-            raise LessonError(
-                lesson.path, f"weeks must run 1..N without gaps; expected week {index} here", _line_in(lesson, "week")
-            )
+    _check_order(lessons)
     source = folder / meta["source"] if meta.get("source") else None
     return Series(
         title=meta["title"],
@@ -241,4 +343,61 @@ def load_series(folder: Path) -> Series:
         lessons=tuple(lessons),
         folder=folder,
         source=source,
+        broken=tuple(broken),
+    )
+
+
+def _check_order(lessons: list[Lesson]) -> None:
+    seen_slugs: dict[str, Lesson] = {}
+    replaced: dict[str, Lesson] = {}
+    for index, lesson in enumerate(lessons, start=1):
+        if lesson.slug in seen_slugs:
+            other = seen_slugs[lesson.slug].path.name
+            raise LessonError(lesson.path, f"slug {lesson.slug!r} is already used by {other}", _line_in(lesson, "slug"))
+        seen_slugs[lesson.slug] = lesson
+        for old in lesson.replaces:
+            if old in replaced:
+                other = replaced[old].path.name
+                raise LessonError(
+                    lesson.path,
+                    f"`replaces` names {old!r}, which {other} replaces already",
+                    _line_in(lesson, "replaces"),
+                )
+            replaced[old] = lesson
+        if lesson.week != index:
+            previous = lessons[index - 2]
+            if index > 1 and previous.week == lesson.week:
+                raise LessonError(
+                    lesson.path, f"week {lesson.week} is already used by {previous.path.name}", _line_in(lesson, "week")
+                )
+            raise LessonError(
+                lesson.path, f"weeks must run 1..N without gaps; expected week {index} here", _line_in(lesson, "week")
+            )
+    for old, lesson in replaced.items():
+        if old in seen_slugs:
+            raise LessonError(
+                lesson.path,
+                f"`replaces` names {old!r}, but {seen_slugs[old].path.name} still has that slug",
+                _line_in(lesson, "replaces"),
+            )
+
+
+def _placeholder(path: Path, error: LessonError) -> Lesson:
+    """A broken file's place in the order, from what can still be read of it (front matter, else the name)."""
+    text = path.read_text(encoding="utf-8-sig", errors="replace") if path.is_file() else ""
+    week = re.search(r"(?m)^\s*week\s*=\s*(\d+)", text)
+    slug = re.search(r"(?m)^\s*slug\s*=\s*[\"']([a-z0-9-]+)[\"']", text)
+    named = _FILE_NAME.match(path.stem)
+    number = int(week.group(1)) if week else int(named.group(1)) if named and named.group(1) else 0
+    name = slug.group(1) if slug else re.sub(r"[^a-z0-9]+", "-", (named.group(2) if named else path.stem).lower())
+    return Lesson(
+        week=number,
+        slug=name.strip("-") or "broken",
+        title=path.name,
+        subject=path.name,
+        preheader="",
+        summary="",
+        body="",
+        path=path,
+        problem=str(error),
     )

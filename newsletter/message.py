@@ -76,6 +76,11 @@ def message_id_for(settings: Settings, series_slug: str, subscriber_id: int, key
     return f"<{series_slug}.{key}.{digest.hexdigest()[:24]}@{settings.sender_domain}>"
 
 
+def lesson_message_id(settings: Settings, series_slug: str, subscriber_id: int, lesson: str) -> str:
+    """A lesson's Message-ID for one reader: derived from (reader, lesson), so every retry repeats it."""
+    return message_id_for(settings, series_slug, subscriber_id, f"lesson-{lesson}")
+
+
 def list_id(settings: Settings, series_title: str, series_slug: str) -> str:
     """`List-Id: "Series Name" <series-slug.list-domain>`: quoted when the name holds specials (RFC 5322 phrase)."""
     phrase = series_title.replace("\\", "\\\\").replace('"', '\\"')

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from datetime import time as Time
-from typing import Any
+from typing import Any, Literal, get_args
 
 from sqlalchemy import (
     CheckConstraint,
@@ -25,8 +25,15 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SUBSCRIBER_STATUSES = ("pending", "active", "paused", "completed", "unsubscribed", "bounced")
-DELIVERY_STATUSES = ("pending", "sending", "sent", "failed", "held", "cancelled")
+SubscriberStatus = Literal["pending", "active", "paused", "completed", "unsubscribed", "bounced"]
+DeliveryStatus = Literal["pending", "sending", "sent", "failed", "held", "cancelled"]
+# Why a delivery is held: the lesson is a draft, fails the email checklist or its file is broken (all
+# three lift by themselves once the lesson is fixed), or this one message could not be made or carried.
+HoldReason = Literal["draft", "checklist", "broken", "render", "relay", "error"]
+SUBSCRIBER_STATUSES: tuple[SubscriberStatus, ...] = get_args(SubscriberStatus)
+DELIVERY_STATUSES: tuple[DeliveryStatus, ...] = get_args(DeliveryStatus)
+HOLD_REASONS: tuple[HoldReason, ...] = get_args(HoldReason)
+GATE_HOLDS: tuple[HoldReason, ...] = ("draft", "checklist", "broken")
 EVENT_KINDS = (
     "subscribed",
     "confirmed",
@@ -39,7 +46,7 @@ EVENT_KINDS = (
     "unbounced",
     "erased",
 )
-CONFIRMATION_WEEK = 0  # the double opt-in email travels the ledger as "week 0"
+CONFIRMATION = "confirmation"  # the double opt-in email travels the ledger as this lesson (a reserved slug)
 
 
 def utcnow() -> datetime:
@@ -100,8 +107,12 @@ class Subscriber(Base):
     timezone: Mapped[str] = mapped_column(String(64))
     weekday: Mapped[int] = mapped_column(Integer)  # 0 = Monday
     send_time: Mapped[Time]
-    status: Mapped[str] = mapped_column(String(16), default="pending")
-    position: Mapped[int] = mapped_column(Integer, default=0)  # the week of the last lesson sent
+    status: Mapped[SubscriberStatus] = mapped_column(String(16), default="pending")
+    # Progress: the slug of the last lesson received (in course order: a catch-up lesson never moves it
+    # back), and where that lesson stands in the current order (1-based; 0 before the first lesson). The
+    # slug is the truth; the number is kept in step with the course whenever the course changes.
+    last_lesson: Mapped[str | None] = mapped_column(String(100))
+    position: Mapped[int] = mapped_column(Integer, default=0)
     hard_bounces: Mapped[int] = mapped_column(Integer, default=0)
     source: Mapped[str] = mapped_column(String(32), default="cli")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -117,22 +128,23 @@ class Delivery(Base):
 
     __tablename__ = "deliveries"
     __table_args__ = (
-        UniqueConstraint("subscriber_id", "week"),
+        UniqueConstraint("subscriber_id", "lesson"),
         Index("ix_deliveries_status_due_at", "status", "due_at"),
         CheckConstraint(_one_of("status", DELIVERY_STATUSES), name="status"),
+        CheckConstraint(f"hold IS NULL OR {_one_of('hold', HOLD_REASONS)}", name="hold"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
-    week: Mapped[int] = mapped_column(Integer)
-    slug: Mapped[str] = mapped_column(String(100))
+    lesson: Mapped[str] = mapped_column(String(100))  # the lesson's slug, or CONFIRMATION
     slot_at: Mapped[datetime] = mapped_column(UTCDateTime)  # the calendar slot; the schedule counts from it
     due_at: Mapped[datetime] = mapped_column(UTCDateTime)  # when it may next be tried (slot, or a retry)
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[DeliveryStatus] = mapped_column(String(16), default="pending")
+    hold: Mapped[HoldReason | None] = mapped_column(String(16))  # why it is held
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    message_id: Mapped[str | None] = mapped_column(String(255))
+    message_id: Mapped[str | None] = mapped_column(String(255))  # fixed when first put on the wire
     smtp_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     smtp_reply: Mapped[str | None] = mapped_column(Text)
@@ -152,5 +164,16 @@ class Event(Base):
     kind: Mapped[str] = mapped_column(String(32))
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     source: Mapped[str] = mapped_column(String(32), default="cli")
-    week: Mapped[int | None] = mapped_column(Integer)  # the subscriber's position when it happened
+    lesson: Mapped[str | None] = mapped_column(String(100))  # the subscriber's last lesson when it happened
     detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class CourseState(Base):
+    """The course the ledger was last planned for: when the lessons on disk differ, it is planned anew."""
+
+    __tablename__ = "course_state"
+
+    series: Mapped[str] = mapped_column(String(100), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    lessons: Mapped[str] = mapped_column(Text)  # JSON: the order as it was, for the impact preview
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -19,17 +19,15 @@ from typing import Any
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from newsletter.dispatch import may_receive
 from newsletter.errors import NewsletterError
+from newsletter.ledger.operator import RETRYABLE, put_back, why_not_retried
 from newsletter.metrics import LedgerGauges
-from newsletter.models import CONFIRMATION_WEEK, DELIVERY_STATUSES, SUBSCRIBER_STATUSES, Delivery, Event, Subscriber
-from newsletter.planning import CONFIRMATION_SLUG
+from newsletter.models import CONFIRMATION, DELIVERY_STATUSES, SUBSCRIBER_STATUSES, Delivery, Event, Subscriber
 from newsletter.project import Project
 from newsletter.subscribers import get_subscriber
 
 RECENT_ERRORS = 10
 DELIVERY_FILTERS = (*DELIVERY_STATUSES, "retry")
-RETRYABLE = ("failed", "held")
 # subscribers.create_subscriber writes this detail when an address arrives already suppressed (an imported
 # suppression list): such a reader never unsubscribed after a lesson, so the funnel leaves them out.
 SUPPRESSED_ON_ADD = "added as suppressed"
@@ -37,10 +35,10 @@ SUPPRESSED_ON_ADD = "added as suppressed"
 
 @dataclass(frozen=True)
 class LessonLine:
-    """One row of the course funnel; week 0 is the confirmation email."""
+    """One row of the course funnel: position 0 is the confirmation email, None a lesson no longer in the course."""
 
-    week: int
-    slug: str
+    position: int | None
+    lesson: str
     sent: int = 0
     sending: int = 0
     due: int = 0  # pending and due now (overdue included)
@@ -48,6 +46,7 @@ class LessonLine:
     failed: int = 0
     held: int = 0
     unsubscribed_after: int = 0  # readers who unsubscribed while this was the last lesson they had
+    held_because: str = ""  # why its deliveries are held when the lesson may not go out (draft, checklist…)
 
 
 @dataclass(frozen=True)
@@ -56,8 +55,7 @@ class DeliveryRow:
 
     id: int
     email: str
-    week: int
-    slug: str
+    lesson: str
     status: str
     due_at: datetime
     attempts: int
@@ -109,8 +107,7 @@ def _rows_query() -> Any:
     return select(
         Delivery.id,
         Subscriber.email,
-        Delivery.week,
-        Delivery.slug,
+        Delivery.lesson,
         Delivery.status,
         Delivery.due_at,
         Delivery.attempts,
@@ -133,39 +130,44 @@ def _oldest_due(session: Session, now: datetime) -> DeliveryRow | None:
 
 
 def _funnel(session: Session, project: Project, now: datetime) -> list[LessonLine]:
-    by_week: dict[int, Counter[str]] = {}
-    slugs = {CONFIRMATION_WEEK: CONFIRMATION_SLUG, **{lesson.week: lesson.slug for lesson in project.series}}
+    series = project.series
+    positions: dict[str, int | None] = {CONFIRMATION: 0, **{lesson.slug: lesson.week for lesson in series}}
+    counts: dict[str, Counter[str]] = {name: Counter() for name in positions}
     # One statement, so the due / later split is consistent even under READ COMMITTED.
     due_now = func.sum(case((Delivery.due_at <= now, 1), else_=0))
     ledger = session.execute(
-        select(Delivery.week, func.max(Delivery.slug), Delivery.status, func.count(), due_now).group_by(
-            Delivery.week, Delivery.status
-        )
+        select(Delivery.lesson, Delivery.status, func.count(), due_now).group_by(Delivery.lesson, Delivery.status)
     )
-    for week, slug, status, count, due in ledger:
-        slugs.setdefault(week, slug)
-        counts = by_week.setdefault(week, Counter())
+    for lesson, status, count, due in ledger:
+        name = lesson if lesson == CONFIRMATION else (series.identity(lesson) or lesson)
+        line = counts.setdefault(name, Counter())
+        positions.setdefault(name, None)
         if status == "pending":
-            counts["due"] += int(due or 0)
-            counts["later"] += count - int(due or 0)
+            line["due"] += int(due or 0)
+            line["later"] += count - int(due or 0)
         else:
-            counts[status] += count
-    # Grouped by the column, not by coalesce(week, 0): PostgreSQL takes two bound 0s for two expressions.
+            line[status] += count
     unsubscribes = session.execute(
-        select(Event.week, func.count())
+        select(Event.lesson, func.count())
         .where(Event.kind == "unsubscribed", Event.detail != SUPPRESSED_ON_ADD)
-        .group_by(Event.week)
+        .group_by(Event.lesson)
     )
-    for event_week, count in unsubscribes:
-        week = event_week or 0
-        slugs.setdefault(week, f"week {week}")
-        by_week.setdefault(week, Counter())["unsubscribed_after"] += count
-    lines = []
-    for week in sorted(slugs):
-        counts = by_week.get(week, Counter())
-        fields = ("sent", "sending", "due", "later", "failed", "held", "unsubscribed_after")
-        lines.append(LessonLine(week=week, slug=slugs[week], **{name: int(counts[name]) for name in fields}))
-    return lines
+    for lesson, count in unsubscribes:
+        name = CONFIRMATION if lesson is None else (series.identity(lesson) or lesson)
+        positions.setdefault(name, None)
+        counts.setdefault(name, Counter())["unsubscribed_after"] += count
+    gates = project.gates
+    fields = ("sent", "sending", "due", "later", "failed", "held", "unsubscribed_after")
+    ordered = sorted(positions, key=lambda name: (positions[name] is None, positions[name] or 0, name))
+    return [
+        LessonLine(
+            position=positions[name],
+            lesson=name,
+            held_because=gates[name].reason if name in gates else "",
+            **{field_name: int(counts[name][field_name]) for field_name in fields},
+        )
+        for name in ordered
+    ]
 
 
 def status_report(project: Project, now: datetime) -> StatusReport:
@@ -216,7 +218,7 @@ def list_deliveries(
     """Ledger rows: pending ones soonest first, the rest newest first; status "retry" is pending after a failure."""
     if status is not None and status not in DELIVERY_FILTERS:
         raise NewsletterError(f"delivery status {status!r} is unknown; expected one of {', '.join(DELIVERY_FILTERS)}")
-    with project.db.session() as session:
+    with project.db.reading() as session:
         query = _rows_query()
         if email is not None:
             query = query.where(Delivery.subscriber_id == get_subscriber(session, email).id)
@@ -231,20 +233,14 @@ def list_deliveries(
         return [DeliveryRow(*row) for row in session.execute(query.limit(limit))]
 
 
-def _why_not(delivery: Delivery, subscriber: Subscriber) -> str | None:
-    """Why the dispatcher would not send this row again, or None when it would."""
-    if not may_receive(delivery.week, subscriber.status):
-        return f"the subscriber is {subscriber.status}"
-    return None
-
-
 def retry_deliveries(
     project: Project, *, now: datetime, email: str | None = None, all_failed: bool = False
 ) -> RetryResult:
     """Put failed and held deliveries (of one address, or all of them) back to pending, due at `now`.
 
     Attempts start again from zero and the row keeps its Message-ID. Rows the dispatcher would not send
-    (the reader unsubscribed, bounced or paused) stay as they are and are reported.
+    (the reader unsubscribed, bounced or paused; the lesson is a draft or fails the checklist) stay as
+    they are and are reported.
     """
     if (email is None) == (not all_failed):
         raise NewsletterError("retry needs exactly one of an address or all failed deliveries")
@@ -256,16 +252,13 @@ def retry_deliveries(
         retried: list[DeliveryRow] = []
         left: list[tuple[DeliveryRow, str]] = []
         for delivery, subscriber in session.execute(query.order_by(Delivery.id).with_for_update()):
-            reason = _why_not(delivery, subscriber)
+            reason = why_not_retried(delivery, subscriber, project.gates)
             if reason is None:
-                delivery.status, delivery.due_at, delivery.attempts = "pending", now, 0
-                delivery.lease_owner = delivery.lease_until = delivery.smtp_started_at = None
-                delivery.updated_at = now
+                put_back(delivery, now)
             row = DeliveryRow(
                 delivery.id,
                 subscriber.email,
-                delivery.week,
-                delivery.slug,
+                delivery.lesson,
                 delivery.status,
                 delivery.due_at,
                 delivery.attempts,

@@ -1,29 +1,38 @@
 """The upcoming sends, soonest first: what `newsletter plan` shows.
 
-The ledger holds one pending row per subscriber: their next email. For a readable week ahead, the lessons
-after that row are projected too, by the rule the sender applies when it records a send
-(`schedule.next_due`), assuming each lesson goes out when it is due, or now if it is already overdue.
+The ledger holds one waiting row per reader: their next email. For a readable week ahead, the lessons
+after that row are projected too, by the one rule the sender applies when it records a send
+(`planning.next_send`), assuming each lesson goes out when it is due, or now if it is already overdue.
 Projected entries are marked `projected`: they are not in the database yet, and they move if a send is
-late, or the subscriber pauses or changes their day.
+late, or the reader pauses or changes their day. A held row (its lesson is a draft, fails the checklist
+or is broken) is shown with the reason and nothing is projected after it: the reader waits there.
+
+Rows are read in batches inside one read-only transaction, so a large ledger streams in flat memory and
+no sender waits for it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from newsletter.models import CONFIRMATION_WEEK, Delivery, Subscriber
-from newsletter.planning import cadence_of
-from newsletter.schedule import next_due
+from newsletter.ledger import WAITING, Reader, load_readers
+from newsletter.models import CONFIRMATION, Delivery, Subscriber
+from newsletter.planning import next_send
 from newsletter.subscribers import get_subscriber
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from newsletter.project import Project
+
+PLAN_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -31,11 +40,12 @@ class PlannedSend:
     """One email expected to go out: from the ledger, or projected beyond it."""
 
     email: str
-    week: int
+    week: int  # the lesson's place in the course (0: the confirmation email)
     slug: str
     due_at: datetime
     timezone: str
     projected: bool = False
+    held: str = ""  # why it waits (draft, checklist, broken), if it does
 
     @property
     def local(self) -> datetime:
@@ -51,6 +61,7 @@ class PlannedSend:
             "local": self.local.isoformat(),
             "timezone": self.timezone,
             "projected": self.projected,
+            "held": self.held,
         }
 
 
@@ -64,36 +75,80 @@ def upcoming_sends(
     project_later_lessons: bool = True,
 ) -> list[PlannedSend]:
     """Return what is due up to `days` after `now` (overdue rows included), soonest first."""
-    horizon = now + timedelta(days=days)
-    query = (
-        select(Delivery, Subscriber)
-        .join(Subscriber, Delivery.subscriber_id == Subscriber.id)
-        .where(Delivery.status == "pending", Delivery.due_at <= horizon)
-        .order_by(Delivery.due_at, Delivery.id)
-    )
-    if email is not None:
-        query = query.where(Subscriber.id == get_subscriber(session, email).id)
-    sends: list[PlannedSend] = []
-    for delivery, subscriber in session.execute(query):
-        sends.append(PlannedSend(subscriber.email, delivery.week, delivery.slug, delivery.due_at, subscriber.timezone))
-        if project_later_lessons and delivery.week > CONFIRMATION_WEEK and subscriber.status == "active":
-            sends.extend(_projected_after(project, subscriber, delivery, now=now, horizon=horizon))
+    sends = list(iter_upcoming(session, project, now=now, days=days, email=email, project_later=project_later_lessons))
     return sorted(sends, key=lambda send: (send.due_at, send.email, send.week))
 
 
-def _projected_after(
-    project: Project, subscriber: Subscriber, delivery: Delivery, *, now: datetime, horizon: datetime
-) -> list[PlannedSend]:
-    cadence = cadence_of(subscriber)
-    min_gap = project.settings.schedule.min_gap
-    slot, assumed_sent = delivery.slot_at, max(delivery.due_at, now)
-    projected: list[PlannedSend] = []
-    week = delivery.week + 1
-    while (lesson := project.series.week(week)) is not None:
-        due = next_due(cadence, after=slot, last_sent_at=assumed_sent, min_gap=min_gap)
-        if due > horizon:
-            break
-        projected.append(PlannedSend(subscriber.email, week, lesson.slug, due, subscriber.timezone, projected=True))
-        slot = assumed_sent = due
-        week += 1
-    return projected
+def iter_upcoming(
+    session: Session,
+    project: Project,
+    *,
+    now: datetime,
+    days: float = 7,
+    email: str | None = None,
+    project_later: bool = True,
+) -> Iterator[PlannedSend]:
+    """The same entries, not sorted: the ledger's rows in due order, each followed by its projections."""
+    horizon = now + timedelta(days=days)
+    query = (
+        select(
+            Subscriber.id,
+            Subscriber.email,
+            Subscriber.timezone,
+            Delivery.lesson,
+            Delivery.status,
+            Delivery.hold,
+            Delivery.due_at,
+            Delivery.slot_at,
+        )
+        .join(Subscriber, Delivery.subscriber_id == Subscriber.id)
+        .where(Delivery.status.in_(WAITING), Delivery.due_at <= horizon)
+        .order_by(Delivery.due_at, Delivery.id)
+        .execution_options(yield_per=PLAN_BATCH)
+    )
+    if email is not None:
+        query = query.where(Subscriber.id == get_subscriber(session, email).id)
+    rows = iter(session.execute(query))
+    while batch := list(islice(rows, PLAN_BATCH)):
+        readers = load_readers(session.connection(), {row.id for row in batch}) if project_later else {}
+        for row in batch:
+            yield from _entries(project, row, readers.get(row.id), now=now, horizon=horizon)
+
+
+def _entries(
+    project: Project, row: Any, reader: Reader | None, *, now: datetime, horizon: datetime
+) -> Iterator[PlannedSend]:
+    series = project.series
+    position = 0 if row.lesson == CONFIRMATION else (series.index(row.lesson) or 0) + 1
+    held = (row.hold or "held") if row.status == "held" else ""
+    yield PlannedSend(row.email, position, row.lesson, row.due_at, row.timezone, held=held)
+    if reader is None or held or row.lesson == CONFIRMATION or reader.status != "active":
+        return
+    current = series.lesson(series.identity(row.lesson) or row.lesson)
+    progress, slot, assumed_sent = reader.progress.after(series, current), row.slot_at, max(row.due_at, now)
+    for _ in range(len(series)):
+        planned = next_send(
+            project.settings,
+            series,
+            progress=progress,
+            cadence=reader.cadence,
+            now=assumed_sent,
+            after=slot,
+            last_sent_at=assumed_sent,
+        )
+        if planned is None or planned.due_at > horizon:
+            return
+        gate = project.gates.get(planned.lesson.slug)
+        yield PlannedSend(
+            row.email,
+            planned.lesson.week,
+            planned.lesson.slug,
+            planned.due_at,
+            row.timezone,
+            projected=True,
+            held=gate.reason if gate else "",
+        )
+        if gate is not None:
+            return  # the reader will wait there
+        progress, slot = progress.after(series, planned.lesson), planned.due_at
+        assumed_sent = planned.due_at

@@ -1,46 +1,111 @@
-"""Keep every subscriber's next email materialised as one `pending` delivery row.
+"""The one rule for "next lesson, when": which lesson a reader gets next, and when it is due.
 
-Whenever a subscriber is confirmed, resumed, changed or has a lesson recorded as sent, the row for their
-next lesson is created (or moved) with its `due_at`, so "what is due" is one indexed range query on
-`(status, due_at)` however many subscribers there are. The calendar arithmetic itself is `schedule.py`'s.
+Which (`next_lesson`): the first lesson after the last one they received, in the current order, that they
+have not received; before that, any lesson behind them marked `catch_up = "send"` that they never had.
+Drafts and broken lessons count in the order, so readers wait before them (the ledger holds their row).
+When (`next_send`): lesson 1 at the first slot after confirmation (or at once, `first_lesson =
+"immediately"`); every later lesson at the first slot after the previous lesson's slot that is also at
+least `min_gap` after the previous actual send, so an outage delays lessons but never bursts them. The
+calendar itself is `schedule.py`'s; this module reads no database and no clock.
 
-Which lesson comes next and when (`next_lesson`) is decided in one place, and the row is written by one
-statement (`put_pending`, an insert-or-reset on the unique (subscriber, week) pair). The ORM functions below
-serve subscriber changes; `advance_after_delivery` is the send path's version of "position = week, plan the
-next lesson", Core statements with no objects loaded, because it runs once per message sent.
+Everything that decides a next lesson calls `next_send`: the ledger after each delivery, confirmations,
+resumes, changes of day, course edits, imports, `plan`'s projection and the preferences page.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
-from typing import cast
+from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, Executable, Table, and_, bindparam, case, delete, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
-
-from newsletter.config import Settings
-from newsletter.lessons import Series
-from newsletter.message import message_id_for
-from newsletter.models import CONFIRMATION_WEEK, Delivery, Event, Subscriber
+from newsletter.lessons import Lesson, Series
 from newsletter.schedule import WEEKDAY_NAMES, Cadence, first_lesson_due, next_due
 
-CONFIRMATION_SLUG = "confirmation"
-RECEIVING_STATUSES = ("active", "completed")  # readers whose lessons go out
-DELIVERIES = cast(Table, Delivery.__table__)
-SUBSCRIBERS = cast(Table, Subscriber.__table__)
+if TYPE_CHECKING:
+    from newsletter.config import Settings
+    from newsletter.models import Subscriber
 
 
 @dataclass(frozen=True)
-class NextLesson:
-    """The row that carries a subscriber's next lesson: which one, when it is due, its Message-ID."""
+class Progress:
+    """Where a reader stands: the last lesson received in course order, and every lesson they have had.
 
-    week: int
-    slug: str
+    `received` holds ledger slugs (a renamed lesson's old slug counts as the lesson, through the series):
+    lessons sent, and lessons refused for good (the reader moved on from those).
+    """
+
+    last_lesson: str | None = None
+    received: Collection[str] = ()
+
+    def after(self, series: Series, lesson: Lesson) -> Progress:
+        """This progress once `lesson` is received: it becomes the last lesson unless it was behind it."""
+        current = series.index(self.last_lesson) if self.last_lesson else None
+        index = series.index(lesson.slug)
+        moves = current is None or (index is not None and index > current)
+        last = lesson.slug if moves else self.last_lesson
+        return Progress(last, {*self.received, lesson.slug})
+
+
+@dataclass(frozen=True)
+class NextSend:
+    """A reader's next lesson and when it is due."""
+
+    lesson: Lesson
     due_at: datetime
-    message_id: str
+
+
+def anchor_index(series: Series, progress: Progress) -> int:
+    """Where the reader stands in the current order: the index of their last lesson (-1 before the first).
+
+    If that lesson was removed from the course, the furthest lesson they received that is still there.
+    """
+    if progress.last_lesson is not None:
+        index = series.index(progress.last_lesson)
+        if index is not None:
+            return index
+    indexes = [index for slug in progress.received if (index := series.index(slug)) is not None]
+    return max(indexes, default=-1)
+
+
+def position_of(series: Series, progress: Progress) -> int:
+    """The reader's place for people and for the ledger's `position`: 1-based, 0 before the first lesson."""
+    return anchor_index(series, progress) + 1
+
+
+def next_lesson(series: Series, progress: Progress) -> Lesson | None:
+    """The lesson this reader gets next, or None when there is none (for now)."""
+    had = {identity for slug in progress.received if (identity := series.identity(slug)) is not None}
+    anchor = anchor_index(series, progress)
+    for lesson in series.lessons[: max(anchor, 0)]:
+        if lesson.catch_up == "send" and lesson.slug not in had:
+            return lesson
+    return next((lesson for lesson in series.lessons[anchor + 1 :] if lesson.slug not in had), None)
+
+
+def next_send(
+    settings: Settings,
+    series: Series,
+    *,
+    progress: Progress,
+    cadence: Cadence,
+    now: datetime,
+    after: datetime | None = None,
+    last_sent_at: datetime | None = None,
+) -> NextSend | None:
+    """The reader's next lesson and when it is due; None when the course has nothing more for them.
+
+    `after` is the instant the next slot must follow: the slot of the lesson just delivered, or `now` after
+    a confirmation, resume or change of day. `last_sent_at` is their latest actual send, if any.
+    """
+    lesson = next_lesson(series, progress)
+    if lesson is None:
+        return None
+    if not progress.received and progress.last_lesson is None and last_sent_at is None:
+        due = first_lesson_due(cadence, after or now, settings.schedule.first_lesson)
+    else:
+        due = next_due(cadence, after=after or now, last_sent_at=last_sent_at, min_gap=settings.schedule.min_gap)
+    return NextSend(lesson, due)
 
 
 def cadence_of(subscriber: Subscriber) -> Cadence:
@@ -50,270 +115,3 @@ def cadence_of(subscriber: Subscriber) -> Cadence:
 def describe_cadence(subscriber: Subscriber) -> str:
     """How the footer and pages say it: "Monday at 07:00 (Europe/Berlin)"."""
     return f"{WEEKDAY_NAMES[subscriber.weekday]} at {subscriber.send_time:%H:%M} ({subscriber.timezone})"
-
-
-def record_event(
-    session: Session, subscriber: Subscriber | None, kind: str, *, source: str, at: datetime, detail: str = ""
-) -> None:
-    session.add(
-        Event(
-            subscriber_id=subscriber.id if subscriber else None,
-            kind=kind,
-            at=at,
-            source=source,
-            week=subscriber.position if subscriber else None,
-            detail=detail,
-        )
-    )
-
-
-def next_lesson(
-    settings: Settings,
-    series: Series,
-    *,
-    subscriber_id: int,
-    position: int,
-    cadence: Cadence,
-    now: datetime,
-    after: datetime | None,
-    last_sent_at: datetime | None,
-) -> NextLesson | None:
-    """The lesson after `position` and when it is due; None when the series has no more.
-
-    `after` is the instant the next slot must follow: the slot of the lesson just sent, or `now` after a
-    confirmation, resume or change of day. The last actual send adds `min_gap`, so an outage never bursts.
-    """
-    lesson = series.week(position + 1)
-    if lesson is None:
-        return None
-    if position == 0 and last_sent_at is None:
-        due = first_lesson_due(cadence, after or now, settings.schedule.first_lesson)  # type: ignore[arg-type]
-    else:
-        due = next_due(cadence, after=after or now, last_sent_at=last_sent_at, min_gap=settings.schedule.min_gap)
-    message_id = message_id_for(settings, series.slug, subscriber_id, f"w{lesson.week}")
-    return NextLesson(week=lesson.week, slug=lesson.slug, due_at=due, message_id=message_id)
-
-
-def put_pending(
-    connection: Connection, subscriber_id: int, week: int, slug: str, due: datetime, message_id: str
-) -> None:
-    """Create or reset the row for (subscriber, week) as pending at `due`; a sent or sending row is left alone."""
-    row = {"subscriber_id": subscriber_id, "week": week, "slug": slug, "due": due, "message_id": message_id}
-    connection.execute(_put_pending_statement(connection.dialect.name), row)
-
-
-@cache
-def _put_pending_statement(dialect_name: str) -> Executable:
-    # Built once per dialect with bound parameters (building it per call costs more than running it), and
-    # without IN lists, which would be expanded anew on every execution.
-    dialect = postgresql if dialect_name == "postgresql" else sqlite
-    reset = {
-        "slug": bindparam("slug"),
-        "slot_at": bindparam("due"),
-        "due_at": bindparam("due"),
-        "status": "pending",
-        "attempts": 0,
-        "error": None,
-        "smtp_reply": None,
-        "lease_owner": None,
-        "lease_until": None,
-        "smtp_started_at": None,
-        "message_id": bindparam("message_id"),
-    }
-    statement = dialect.insert(DELIVERIES).values(
-        subscriber_id=bindparam("subscriber_id"), week=bindparam("week"), **reset
-    )
-    upsert: Executable = statement.on_conflict_do_update(
-        index_elements=["subscriber_id", "week"],
-        # ON CONFLICT's update skips Column.onupdate: take the inserted row's fresh updated_at instead.
-        set_={name: statement.excluded[name] for name in (*reset, "updated_at")},
-        where=and_(DELIVERIES.c.status != "sent", DELIVERIES.c.status != "sending"),
-    )
-    return upsert
-
-
-def _upsert_pending(
-    session: Session, subscriber: Subscriber, week: int, slug: str, due: datetime, message_id: str
-) -> Delivery:
-    """`put_pending`, then the row as an object of this session."""
-    put_pending(session.connection(), subscriber.id, week, slug, due, message_id)
-    found = select(Delivery).where(Delivery.subscriber_id == subscriber.id, Delivery.week == week)
-    return session.scalars(found.execution_options(populate_existing=True)).one()
-
-
-def cancel_pending(session: Session, subscriber: Subscriber) -> None:
-    """Withdraw whatever is waiting for this subscriber (pause, unsubscribe, bounce)."""
-    session.execute(
-        update(Delivery)
-        .where(Delivery.subscriber_id == subscriber.id, Delivery.status.in_(("pending", "held")))
-        .values(status="cancelled", lease_owner=None, lease_until=None)
-    )
-
-
-def plan_confirmation(
-    session: Session, settings: Settings, series: Series, subscriber: Subscriber, now: datetime
-) -> Delivery:
-    """Queue the double opt-in email, due at once; each request gets its own Message-ID.
-
-    A confirmation already sent (or failed) is replaced by the new request; one still on the wire is left
-    to finish, and the unique (subscriber, week) row then carries on as it is.
-    """
-    session.execute(
-        delete(Delivery).where(
-            Delivery.subscriber_id == subscriber.id,
-            Delivery.week == CONFIRMATION_WEEK,
-            Delivery.status.in_(("sent", "failed", "cancelled")),
-        )
-    )
-    session.flush()
-    requests = session.scalar(
-        select(func.count()).select_from(Event).where(Event.subscriber_id == subscriber.id, Event.kind == "subscribed")
-    )
-    key = f"confirm{requests or 0}"
-    message_id = message_id_for(settings, series.slug, subscriber.id, key)
-    return _upsert_pending(session, subscriber, CONFIRMATION_WEEK, CONFIRMATION_SLUG, now, message_id)
-
-
-def plan_next_lesson(
-    session: Session,
-    settings: Settings,
-    series: Series,
-    subscriber: Subscriber,
-    *,
-    now: datetime,
-    after: datetime | None = None,
-) -> Delivery | None:
-    """Materialise the subscriber's next lesson; mark them completed when the course has no more.
-
-    Only for a reader who is receiving (or about to: a confirmation, a resume); the caller decides that.
-    """
-    session.flush()
-    last_sent_at = session.scalar(
-        select(func.max(Delivery.sent_at)).where(
-            Delivery.subscriber_id == subscriber.id, Delivery.week > CONFIRMATION_WEEK, Delivery.status == "sent"
-        )
-    )
-    planned = next_lesson(
-        settings,
-        series,
-        subscriber_id=subscriber.id,
-        position=subscriber.position,
-        cadence=cadence_of(subscriber),
-        now=now,
-        after=after,
-        last_sent_at=last_sent_at,
-    )
-    if planned is None:
-        subscriber.status = "completed"
-        return None
-    subscriber.status = "active"
-    return _upsert_pending(session, subscriber, planned.week, planned.slug, planned.due_at, planned.message_id)
-
-
-def advance_after_delivery(
-    connection: Connection,
-    settings: Settings,
-    series: Series,
-    *,
-    subscriber_id: int,
-    week: int,
-    after: datetime,
-    now: datetime,
-    last_sent_at: datetime,
-) -> bool:
-    """After `week` was delivered: clear the hard-bounce count, move the subscriber past it, plan the next lesson.
-
-    What `plan_next_lesson` does for the send path, with Core statements; the caller knows `last_sent_at`
-    (this delivery's time, or a later one). Only a subscriber not yet past `week` is moved (a late resend
-    never moves anyone back), and the schedule used is the one that same UPDATE reads back, so a change of
-    day made a moment ago counts. Returns False if nobody moved.
-    """
-    status = "active" if series.week(week + 1) else "completed"
-    moved = connection.execute(_ADVANCE, {"subscriber": subscriber_id, "week": week, "new_status": status}).first()
-    if moved is None:
-        connection.execute(_CLEAR_HARD_BOUNCES, {"subscriber": subscriber_id})
-        return False
-    if moved.status != "active":
-        return True  # finished, or paused / unsubscribed while this lesson was on the wire: nothing to plan
-    planned = next_lesson(
-        settings,
-        series,
-        subscriber_id=subscriber_id,
-        position=week,
-        cadence=Cadence(timezone=moved.timezone, weekday=moved.weekday, send_time=moved.send_time),
-        now=now,
-        after=after,
-        last_sent_at=last_sent_at,
-    )
-    if planned is not None:
-        put_pending(connection, subscriber_id, planned.week, planned.slug, planned.due_at, planned.message_id)
-    return True
-
-
-# Delivered mail proves the mailbox works: the count of consecutive hard bounces starts again. Only a
-# reader still receiving changes status: someone who paused or unsubscribed while the lesson was on the
-# wire keeps that status (the lesson still counts as theirs).
-_ADVANCE = (
-    update(SUBSCRIBERS)
-    .where(SUBSCRIBERS.c.id == bindparam("subscriber"), SUBSCRIBERS.c.position < bindparam("week"))
-    .values(
-        position=bindparam("week"),
-        status=case(
-            (SUBSCRIBERS.c.status.in_(RECEIVING_STATUSES), bindparam("new_status")), else_=SUBSCRIBERS.c.status
-        ),
-        hard_bounces=0,
-    )
-    .returning(SUBSCRIBERS.c.timezone, SUBSCRIBERS.c.weekday, SUBSCRIBERS.c.send_time, SUBSCRIBERS.c.status)
-)
-_CLEAR_HARD_BOUNCES = (
-    update(SUBSCRIBERS)
-    .where(SUBSCRIBERS.c.id == bindparam("subscriber"), SUBSCRIBERS.c.hard_bounces != 0)
-    .values(hard_bounces=0)
-)
-
-
-def replan(session: Session, settings: Settings, series: Series, subscriber: Subscriber, now: datetime) -> None:
-    """Move the next lesson after a change of weekday, time or zone, or a resume."""
-    session.execute(
-        delete(Delivery).where(
-            Delivery.subscriber_id == subscriber.id,
-            Delivery.week > subscriber.position,
-            Delivery.status.in_(("pending", "held", "cancelled")),
-        )
-    )
-    plan_next_lesson(session, settings, series, subscriber, now=now, after=now)
-
-
-def reconcile(session: Session, settings: Settings, series: Series, now: datetime) -> int:
-    """Catch up what a tick must not miss: lessons appended for `completed` readers, and pauses that ended.
-
-    Returns how many subscribers got a newly planned lesson.
-    """
-    planned = 0
-    # Most readers of a long-running course have completed it. Asking for the lowest position among them is
-    # one lookup in an index on (status, position), where "status = completed AND position < weeks" makes
-    # PostgreSQL's planner, which takes the two columns as independent, walk every completed reader.
-    lowest = session.scalar(select(func.min(Subscriber.position)).where(Subscriber.status == "completed"))
-    if series.weeks and lowest is not None and lowest < series.weeks:
-        waiting = session.scalars(
-            select(Subscriber).where(Subscriber.status == "completed", Subscriber.position < series.weeks)
-        )
-        for subscriber in waiting:
-            last_slot = session.scalar(
-                select(func.max(Delivery.slot_at)).where(
-                    Delivery.subscriber_id == subscriber.id, Delivery.status == "sent"
-                )
-            )
-            plan_next_lesson(session, settings, series, subscriber, now=now, after=max(last_slot or now, now))
-            planned += 1
-    ended = session.scalars(
-        select(Subscriber)
-        .where(Subscriber.status == "paused", Subscriber.pause_until.is_not(None))
-        .where(Subscriber.pause_until <= now)
-    )
-    for subscriber in ended:
-        subscriber.paused_at = subscriber.pause_until = None
-        record_event(session, subscriber, "resumed", source="schedule", at=now, detail="pause ended")
-        replan(session, settings, series, subscriber, now)
-        planned += 1
-    return planned

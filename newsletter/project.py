@@ -12,17 +12,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from newsletter import tokens
 from newsletter.config import Settings, load_settings
 from newsletter.db import Database, connect
-from newsletter.lessons import Lesson, Series, load_series
-from newsletter.message import WIRE_POLICY, compose, list_id, message_id_for, wire_envelope
-from newsletter.models import CONFIRMATION_WEEK, Subscriber
+from newsletter.lessons import Series, load_series
+from newsletter.message import WIRE_POLICY, compose, lesson_message_id, list_id, message_id_for, wire_envelope
+from newsletter.models import CONFIRMATION, Subscriber
 from newsletter.planning import describe_cadence
 from newsletter.render import Recipient, RenderedEmail, Renderer
 from newsletter.schedule import WEEKDAY_NAMES, parse_weekday
 from newsletter.transports import Envelope
+
+if TYPE_CHECKING:
+    from newsletter.ledger.waiting import Gates
 
 # The public routes every email links to; `web/public.py` serves exactly these.
 CONFIRM_PATH = "/confirm/"
@@ -43,8 +47,10 @@ class Links:
 class Project:
     """Everything a command needs, opened on first use."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, lenient: bool = False) -> None:
         self.settings = settings
+        # Lenient (the daemon): a broken lesson file is kept in its place, gated, and the rest goes on.
+        self.lenient = lenient
 
     @classmethod
     def open(cls, config_path: str | None = None) -> Project:
@@ -57,11 +63,22 @@ class Project:
 
     @cached_property
     def series(self) -> Series:
-        return load_series(self.settings.newsletter.lessons)
+        return load_series(self.settings.newsletter.lessons, lenient=self.lenient)
 
     @cached_property
     def db(self) -> Database:
-        return connect(self.settings)
+        return connect(self.settings, course_slugs=self.course_slugs)
+
+    def course_slugs(self) -> list[str]:
+        """The lessons' slugs in week order, read leniently (a migration needs them even if a lesson is broken)."""
+        return [lesson.slug for lesson in load_series(self.settings.newsletter.lessons, lenient=True)]
+
+    @cached_property
+    def gates(self) -> Gates:
+        """The lessons that may not go out now, and why: drafts, broken files, emails failing the checklist."""
+        from newsletter.checklist.course import lesson_gates
+
+        return lesson_gates(self)
 
     @cached_property
     def renderer(self) -> Renderer:
@@ -106,39 +123,40 @@ class Project:
             position=0,
         )
 
-    def render(self, subscriber: Subscriber, week: int, now: datetime | None = None) -> RenderedEmail:
-        """The rendered lesson of that week, or the confirmation email for week 0."""
-        return self._render(self.recipient(subscriber, now), week)
+    def render(self, subscriber: Subscriber, lesson: str, now: datetime | None = None) -> RenderedEmail:
+        """The rendered lesson with that slug, or the confirmation email for `CONFIRMATION`."""
+        return self._render(self.recipient(subscriber, now), lesson)
 
-    def _render(self, recipient: Recipient, week: int) -> RenderedEmail:
-        if week == CONFIRMATION_WEEK:
+    def _render(self, recipient: Recipient, lesson: str) -> RenderedEmail:
+        if lesson == CONFIRMATION:
             return self.renderer.confirmation(recipient)
-        lesson: Lesson | None = self.series.week(week)
-        if lesson is None:
-            raise ValueError(f"no lesson for week {week}")
-        return self.renderer.lesson(lesson, recipient)
+        return self.renderer.lesson(self.series.lesson(self.series.identity(lesson) or lesson), recipient)
 
     def envelope(
         self,
         subscriber: Subscriber,
-        week: int,
+        lesson: str,
         *,
         message_id: str | None = None,
         delivery_id: int | None = None,
         now: datetime | None = None,
         subject_prefix: str = "",
     ) -> Envelope:
-        """The email for one subscriber and one lesson (week 0: the confirmation) as the wire bytes, signed."""
+        """The email for one subscriber and one lesson (or the confirmation) as the wire bytes, signed."""
         now = now or datetime.now(UTC)
         recipient = self.recipient(subscriber, now)  # its signed links serve the body and the headers alike
-        if week == CONFIRMATION_WEEK:
+        if lesson == CONFIRMATION:
             # Until the address's owner confirms, the name is a stranger's text: it goes nowhere in the email,
             # so the sign-up form cannot carry a message of anyone's choosing to any address.
             recipient = dataclasses.replace(recipient, name="")
-        message_id = message_id or message_id_for(self.settings, self.series.slug, subscriber.id, f"w{week}")
+        message_id = message_id or (
+            message_id_for(self.settings, self.series.slug, subscriber.id, "confirm")
+            if lesson == CONFIRMATION
+            else lesson_message_id(self.settings, self.series.slug, subscriber.id, lesson)
+        )
         data = compose(
             self.settings,
-            self._render(recipient, week),
+            self._render(recipient, lesson),
             to_email=subscriber.email,
             to_name=recipient.name,
             message_id=message_id,
@@ -150,9 +168,9 @@ class Project:
         )
         return wire_envelope(self.settings, data, to_email=subscriber.email, message_id=message_id)
 
-    def message(self, subscriber: Subscriber, week: int, *, now: datetime | None = None) -> EmailMessage:
+    def message(self, subscriber: Subscriber, lesson: str, *, now: datetime | None = None) -> EmailMessage:
         """The same email parsed, for previews and header views."""
-        parsed = email.message_from_bytes(self.envelope(subscriber, week, now=now).data, policy=WIRE_POLICY)
+        parsed = email.message_from_bytes(self.envelope(subscriber, lesson, now=now).data, policy=WIRE_POLICY)
         assert isinstance(parsed, EmailMessage)
         return parsed
 

@@ -17,14 +17,14 @@ from datetime import datetime, time
 from typing import TYPE_CHECKING
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from newsletter import events, ledger
 from newsletter.config import Settings
 from newsletter.errors import SubscriberError
-from newsletter.models import CONFIRMATION_WEEK, Delivery, Event, Subscriber
-from newsletter.planning import cancel_pending, plan_confirmation, plan_next_lesson, record_event, replan
+from newsletter.models import CONFIRMATION, Delivery, Event, Subscriber, SubscriberStatus
 from newsletter.schedule import WEEKDAY_NAMES, Cadence, parse_send_time, parse_timezone, parse_weekday
 
 if TYPE_CHECKING:
@@ -155,7 +155,7 @@ def create_subscriber(
     project: Project,
     valid: ValidSubscriber,
     *,
-    status: str,
+    status: SubscriberStatus,
     now: datetime,
     source: str,
     position: int = 0,
@@ -165,11 +165,14 @@ def create_subscriber(
     `status` is one of pending (confirmation queued), active (next lesson planned), paused, unsubscribed or
     bounced (nothing planned; an imported suppression list stays suppressed).
     """
+    series = project.series
+    position = min(position, len(series))
     subscriber = Subscriber(
         email=valid.email,
         name=valid.name,
         status="pending",
         position=position,
+        last_lesson=series.lessons[position - 1].slug if position else None,
         source=source,
         created_at=now,
         updated_at=now,
@@ -178,7 +181,6 @@ def create_subscriber(
     _apply_cadence(subscriber, valid.cadence)
     session.add(subscriber)
     session.flush()
-    settings, series = project.settings, project.series
     if status in ("unsubscribed", "bounced"):
         subscriber.status = status
         subscriber.unsubscribed_at = now
@@ -186,7 +188,7 @@ def create_subscriber(
         return subscriber
     record_event(session, subscriber, "subscribed", source=source, at=now)
     if status == "pending":
-        plan_confirmation(session, settings, series, subscriber, now)
+        plan_confirmation(session, project, subscriber, now)
         return subscriber
     subscriber.confirmed_at = now
     record_event(session, subscriber, "confirmed", source=source, at=now, detail="confirmed by the operator")
@@ -194,7 +196,7 @@ def create_subscriber(
         subscriber.status, subscriber.paused_at = "paused", now
         record_event(session, subscriber, "paused", source=source, at=now)
     else:
-        plan_next_lesson(session, settings, series, subscriber, now=now)
+        plan_next_lesson(session, project, subscriber, now=now)
     return subscriber
 
 
@@ -243,7 +245,7 @@ def request_subscription(
     subscriber.status, subscriber.unsubscribed_at, subscriber.updated_at = "pending", None, now
     # plan_confirmation derives a fresh Message-ID from the number of "subscribed" events, so count this one.
     record_event(session, subscriber, "subscribed", source=source, at=now, detail=detail)
-    plan_confirmation(session, project.settings, project.series, subscriber, now)
+    plan_confirmation(session, project, subscriber, now)
     return subscriber
 
 
@@ -257,7 +259,7 @@ def confirm(
     cancel_pending(session, subscriber)  # a confirmation still queued would only confuse them now
     subscriber.confirmed_at, subscriber.hard_bounces, subscriber.updated_at = now, 0, now
     record_event(session, subscriber, "confirmed", source=source, at=now)
-    plan_next_lesson(session, project.settings, project.series, subscriber, now=now, after=now)
+    plan_next_lesson(session, project, subscriber, now=now, after=now)
     return subscriber
 
 
@@ -297,7 +299,7 @@ def resume(
     subscriber.paused_at = subscriber.pause_until = None
     subscriber.updated_at = now
     record_event(session, subscriber, "resumed", source=source, at=now)
-    replan(session, project.settings, project.series, subscriber, now)
+    replan(session, project, subscriber, now)
     return subscriber
 
 
@@ -327,7 +329,7 @@ def change_schedule(
     subscriber.updated_at = now
     record_event(session, subscriber, "changed", source=source, at=now, detail=f"{before} → {after}")
     if subscriber.status == "active":
-        replan(session, project.settings, project.series, subscriber, now)
+        replan(session, project, subscriber, now)
     return subscriber
 
 
@@ -367,9 +369,9 @@ def unbounce(
     record_event(session, subscriber, "unbounced", source=source, at=now)
     if subscriber.confirmed_at is None:
         subscriber.status = "pending"
-        plan_confirmation(session, project.settings, project.series, subscriber, now)
+        plan_confirmation(session, project, subscriber, now)
     else:
-        replan(session, project.settings, project.series, subscriber, now)
+        replan(session, project, subscriber, now)
     return subscriber
 
 
@@ -384,7 +386,7 @@ def bounced_since(session: Session, since: datetime | None = None) -> list[Subsc
 
 def erase(session: Session, project: Project, subscriber: Subscriber, *, now: datetime, source: str = "cli") -> None:
     """Delete the subscriber, their deliveries and event details; one anonymous "erased" event remains."""
-    session.execute(delete(Delivery).where(Delivery.subscriber_id == subscriber.id))
+    ledger.forget(session.connection(), subscriber.id)
     # Their earlier events stay as anonymous counts; details can hold a zone or a date, so they go too.
     session.execute(update(Event).where(Event.subscriber_id == subscriber.id).values(subscriber_id=None, detail=""))
     record_event(session, None, "erased", source=source, at=now)
@@ -393,16 +395,17 @@ def erase(session: Session, project: Project, subscriber: Subscriber, *, now: da
 
 
 def next_lesson_due(session: Session, subscriber: Subscriber) -> Delivery | None:
-    """Return the planned lesson (not the confirmation), for pages that say "next lesson on …"."""
+    """Return the lesson row they wait on (pending, or held), for pages that say "next lesson on …"."""
     return session.scalar(
         select(Delivery)
         .where(
             Delivery.subscriber_id == subscriber.id,
-            Delivery.status == "pending",
-            Delivery.week > CONFIRMATION_WEEK,
+            Delivery.status.in_(ledger.WAITING),
+            Delivery.lesson != CONFIRMATION,
         )
         .order_by(Delivery.due_at)
         .limit(1)
+        .execution_options(populate_existing=True)
     )
 
 
@@ -417,6 +420,45 @@ def list_subscribers(session: Session, status: str | None = None) -> list[Subscr
 def describe(weekday: int, send_time: time, timezone: str) -> str:
     """Say a cadence as people read it: "Friday 09:00 Asia/Kathmandu"."""
     return f"{WEEKDAY_NAMES[weekday]} {send_time:%H:%M} {timezone}"
+
+
+def record_event(
+    session: Session, subscriber: Subscriber | None, kind: str, *, source: str, at: datetime, detail: str = ""
+) -> None:
+    """Append an event for this subscriber (their pending changes are written first)."""
+    session.flush()
+    subscriber_id, lesson = (subscriber.id, subscriber.last_lesson) if subscriber else (None, None)
+    events.record_event(session.connection(), subscriber_id, kind, source=source, at=at, lesson=lesson, detail=detail)
+
+
+def plan_confirmation(session: Session, project: Project, subscriber: Subscriber, now: datetime) -> None:
+    session.flush()
+    ledger.plan_confirmation(session.connection(), project.settings, project.series, subscriber.id, now)
+
+
+def plan_next_lesson(
+    session: Session, project: Project, subscriber: Subscriber, *, now: datetime, after: datetime | None = None
+) -> None:
+    """Plan the reader's next lesson by the one rule; they are completed when the course has no more."""
+    session.flush()
+    connection = session.connection()
+    reader = ledger.load_readers(connection, [subscriber.id])[subscriber.id]
+    planned = ledger.plan_next(
+        connection, project.settings, project.series, project.gates, reader, now=now, after=after
+    )
+    subscriber.status = "active" if planned is not None else "completed"
+
+
+def replan(session: Session, project: Project, subscriber: Subscriber, now: datetime) -> None:
+    """Move the next lesson after a change of weekday, time or zone, or a resume."""
+    session.flush()
+    ledger.withdraw_waiting(session.connection(), subscriber.id)
+    plan_next_lesson(session, project, subscriber, now=now, after=now)
+
+
+def cancel_pending(session: Session, subscriber: Subscriber) -> None:
+    session.flush()
+    ledger.cancel_waiting(session.connection(), subscriber.id)
 
 
 def _apply_cadence(subscriber: Subscriber, cadence: Cadence) -> None:

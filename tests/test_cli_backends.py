@@ -131,7 +131,7 @@ def test_the_sending_and_reporting_commands(any_project: Project, cli: Cli) -> N
     assert json.loads(ok(cli("send", "--now", FIRST_SLOT.isoformat(), "--json")))["sent"] == 2
     report = json.loads(ok(cli("status", "--now", FIRST_SLOT.isoformat(), "--json")))
     assert report["subscribers"]["active"] == 2
-    assert {line["slug"]: line["sent"] for line in report["lessons"]}["muscle"] == 2
+    assert {line["lesson"]: line["sent"] for line in report["lessons"]}["muscle"] == 2
     rows = json.loads(ok(cli("deliveries", "--status", "sent", "--json")))
     assert len(rows) == 2
     with any_project.db.session() as session:
@@ -151,7 +151,7 @@ def test_status_counts_unsubscribes_by_lesson_on_both_backends(any_project: Proj
     ok(cli("subscribers", "unsubscribe", "ann@example.com", "--now", FIRST_SLOT.isoformat()))
     ok(cli("subscribers", "unsubscribe", "bo@example.com", "--now", FIRST_SLOT.isoformat()))
     report = json.loads(ok(cli("status", "--now", FIRST_SLOT.isoformat(), "--json")))
-    after = {line["slug"]: line["unsubscribed_after"] for line in report["lessons"]}
+    after = {line["lesson"]: line["unsubscribed_after"] for line in report["lessons"]}
     assert after["muscle"] == 1 and after["confirmation"] == 1
     assert "Traceback" not in ok(cli("status", "--now", FIRST_SLOT.isoformat()))
 

@@ -61,7 +61,7 @@ def test_lessons_json_gives_every_field_and_the_real_html_size(run: Invoke, proj
     first = project.series.lesson("muscle")
     assert rows[0]["subject"] == first.subject and rows[0]["preheader"] == first.preheader
     assert rows[0]["file"] == "lessons/01-muscle.md"
-    expected = len(project.render(project.sample_subscriber(), 1).html.encode())
+    expected = len(project.render(project.sample_subscriber(), "muscle").html.encode())
     assert rows[0]["html_bytes"] == expected > 5000
 
 

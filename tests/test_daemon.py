@@ -176,10 +176,10 @@ def add_readers(project: Project, count: int, *, confirmed: bool = True, prefix:
             add_subscriber(session, project, reader, confirmed=confirmed, now=datetime.now(UTC))
 
 
-def statuses(project: Project, week: int | None = None) -> Counter[str]:
+def statuses(project: Project, lesson: str | None = None) -> Counter[str]:
     query = select(Delivery.status, func.count()).group_by(Delivery.status)
-    if week is not None:
-        query = query.where(Delivery.week == week)
+    if lesson is not None:
+        query = query.where(Delivery.lesson == lesson)
     with project.db.session() as session:
         return Counter(dict(session.execute(query).all()))
 
@@ -207,7 +207,8 @@ def test_mail_flows_and_health_and_metrics_answer_over_http(
 
     assert daemon.process.returncode == 0 and elapsed < STOP_WITHIN_SECONDS, daemon.log_path.read_text()
     assert received == Counter({f"reader{n}@example.com": 1 for n in range(5)} | {"new0@example.com": 1})
-    assert statuses(project, week=1) == Counter({"sent": 5}) and statuses(project, week=2) == Counter({"pending": 5})
+    assert statuses(project, lesson="muscle") == Counter({"sent": 5})
+    assert statuses(project, lesson="knees") == Counter({"pending": 5})
 
     assert health.status_code == 200 and health.headers["content-type"] == "application/json"
     body = health.json()
@@ -249,7 +250,7 @@ def test_sigterm_finishes_the_message_on_the_wire_and_exits_zero(
 
     assert daemon.process.returncode == 0, daemon.log_path.read_text()
     assert elapsed < STOP_WITHIN_SECONDS
-    week_one = statuses(project, week=1)
+    week_one = statuses(project, lesson="muscle")
     assert week_one["sending"] == 0  # nothing half-recorded
     assert week_one["sent"] == received and 0 < received < readers
     assert week_one["pending"] == readers - received
@@ -269,7 +270,7 @@ def test_two_daemons_on_one_database_send_nothing_twice(
         project = open_project(project_dir, environment)
         first, second = daemons(project_dir, environment), daemons(project_dir, environment)
         add_readers(project, readers)  # both are ticking: they race for the same due rows
-        wait_for(lambda: statuses(project, week=1)["sent"] == readers, "every lesson 1 to be recorded")
+        wait_for(lambda: statuses(project, lesson="muscle")["sent"] == readers, "every lesson 1 to be recorded")
         time.sleep(2.5)  # two more ticks each: a duplicate would show up now
         elapsed = [first.terminate(), second.terminate()]
         received = Counter(message.message_id for message in sink.messages)

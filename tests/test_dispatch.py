@@ -12,7 +12,8 @@ import pytest
 from smtp_sink import FaultPlan, SmtpSink, drop_after_data, permanent, stall, temporary
 from sqlalchemy import select, update
 
-from newsletter.dispatch import claim_due_deliveries, list_due, release_expired_leases, retry_delay, send_due
+from newsletter.dispatch import list_due, send_due
+from newsletter.ledger.wire import claim_due, release_expired, retry_delay
 from newsletter.message import DELIVERY_HEADER
 from newsletter.models import Delivery, Subscriber
 from newsletter.project import Project
@@ -35,7 +36,11 @@ def ledger(project: Project) -> dict[tuple[str, int], Delivery]:
         rows = session.execute(
             select(Subscriber.email, Delivery).join(Delivery, Delivery.subscriber_id == Subscriber.id)
         )
-        return {(address, row.week): row for address, row in rows}
+        series = project.series
+        return {
+            (address, (series.index(row.lesson) or 0) + 1 if row.lesson != "confirmation" else 0): row
+            for address, row in rows
+        }
 
 
 def smtp_transport(sink: SmtpSink, connections: int = 2, timeout: float = 5.0) -> closing[SmtpTransport]:
@@ -140,20 +145,24 @@ def test_a_lesson_that_fails_to_render_is_held_and_the_rest_goes_on(project: Pro
     template = project.settings.newsletter.templates / "lesson.mjml.j2"
     template.write_text(template.read_text().replace("{% endblock %}", "{% endblock %", 1))
     transport = MemoryTransport()
-    summary = send_due(project, transport, now=FIRST_SLOT)
+    restarted = Project(project.settings)  # the next `newsletter send` reads the broken template
+    summary = send_due(restarted, transport, now=FIRST_SLOT)
     assert summary.sent == 1  # the confirmation still goes out
     held = ledger(project)["reader@example.com", 1]
-    assert held.status == "held" and "lesson.mjml.j2" in (held.error or "")
+    assert (held.status, held.hold) == ("held", "broken") and "lesson.mjml.j2" in (held.error or "")
+    assert summary.course is not None and "of 'muscle' (broken)" in summary.course.held_line()
+    restarted.close()
 
 
 def test_a_subscriber_who_unsubscribes_after_the_claim_is_skipped(project: Project) -> None:
     add_readers(project, ["late@example.com"])
     with project.db.session() as session:
-        assert claim_due_deliveries(session, "other-sender", FIRST_SLOT, timedelta(seconds=1), 10)
+        assert claim_due(session.connection(), "other-sender", FIRST_SLOT, timedelta(seconds=1), 10)
     with project.db.session() as session:
         session.scalars(select(Subscriber)).one().status = "unsubscribed"
     # The other sender died; its lease expires and this run takes the row over, then sees the unsubscribe.
-    assert release_expired_leases(project, FIRST_SLOT + timedelta(seconds=2)) == 1
+    with project.db.session() as session:
+        assert release_expired(session.connection(), FIRST_SLOT + timedelta(seconds=2)) == 1
     summary = send_due(project, MemoryTransport(), now=FIRST_SLOT + timedelta(seconds=2))
     assert summary.as_dict() == {"sent": 0, "retry": 0, "failed": 0, "skipped": 1}
 
@@ -163,14 +172,14 @@ def test_a_claim_never_hands_one_row_to_two_senders(any_project: Project) -> Non
     claimed: list[int] = []
     for owner in ("a", "b", "c", "d"):
         with any_project.db.session() as session:
-            claimed += claim_due_deliveries(session, owner, FIRST_SLOT, timedelta(minutes=5), 8)
+            claimed += claim_due(session.connection(), owner, FIRST_SLOT, timedelta(minutes=5), 8)
     assert len(claimed) == len(set(claimed)) == 30
 
 
 def test_dry_run_lists_without_claiming(project: Project) -> None:
     add_readers(project, ["ada@example.com"])
     due = list_due(project, FIRST_SLOT)
-    assert [(d.email, d.week, d.slug) for d in due] == [("ada@example.com", 1, "muscle")]
+    assert [(d.email, d.lesson) for d in due] == [("ada@example.com", "muscle")]
     assert ledger(project)["ada@example.com", 1].status == "pending"
 
 
@@ -186,8 +195,9 @@ def test_a_failed_last_lesson_can_be_retried_after_the_course_is_complete(projec
 
     add_readers(project, ["last@example.com"])
     with project.db.session() as session:
-        session.scalars(select(Subscriber)).one().position = 6  # lesson 7 of 7 is next
-        session.execute(update(Delivery).values(week=7, slug="longevity"))
+        reader = session.scalars(select(Subscriber)).one()
+        reader.position, reader.last_lesson = 6, "immunity"  # lesson 7 of 7 is next
+        session.execute(update(Delivery).values(lesson="longevity"))
     transport = MemoryTransport()
     transport.fail_permanently("last@example.com")
     assert send_due(project, transport, now=FIRST_SLOT).failed == 1

@@ -23,13 +23,13 @@ from newsletter.checklist import run_checklist
 from newsletter.config import Settings
 from newsletter.errors import MessageError, SubscriberError
 from newsletter.lessons import load_series
-from newsletter.message import _header_field, message_id_for
-from newsletter.models import CONFIRMATION_WEEK, Subscriber
+from newsletter.message import _header_field, lesson_message_id
+from newsletter.models import CONFIRMATION, Subscriber
 from newsletter.project import Project
 
 REPO = Path(__file__).resolve().parent.parent
 BUNDLED = load_series(REPO / "lessons")
-WEEKS = [CONFIRMATION_WEEK, *(lesson.week for lesson in BUNDLED)]
+WEEKS = [CONFIRMATION, *(lesson.slug for lesson in BUNDLED)]
 WEEK_IDS = ["confirmation", *(lesson.slug for lesson in BUNDLED)]
 NOW = datetime(2026, 3, 2, 7, 0, 12, tzinfo=UTC)
 
@@ -40,7 +40,7 @@ def subscriber(project: Project, name: str = "Alex Runner", subscriber_id: int =
     return sample
 
 
-def wire(project: Project, week: int, who: Subscriber | None = None, now: datetime = NOW) -> bytes:
+def wire(project: Project, week: str, who: Subscriber | None = None, now: datetime = NOW) -> bytes:
     return project.envelope(who or subscriber(project), week, now=now).data
 
 
@@ -55,17 +55,17 @@ def header_block(raw: bytes) -> bytes:
 
 
 @pytest.mark.parametrize("week", WEEKS, ids=WEEK_IDS)
-def test_every_email_passes_the_checklist(project: Project, week: int) -> None:
+def test_every_email_passes_the_checklist(project: Project, week: str) -> None:
     raw = wire(project, week)
     subject = project.render(subscriber(project), week, NOW).subject
-    action = "Try this week" if week else None
+    action = "Try this week" if week != CONFIRMATION else None
     results = run_checklist(raw, subject=subject, call_to_action=action)
     assert [result.number for result in results] == [*range(1, 12), *range(15, 29)]
     assert [str(result) for result in results if not result.ok] == []
 
 
 @pytest.mark.parametrize("week", WEEKS, ids=WEEK_IDS)
-def test_the_wire_bytes_directly(project: Project, week: int) -> None:
+def test_the_wire_bytes_directly(project: Project, week: str) -> None:
     who = subscriber(project)
     raw = wire(project, week, who)
     message = parse(raw)
@@ -104,8 +104,8 @@ def test_the_wire_bytes_directly(project: Project, week: int) -> None:
     # Item 28: the text part carries the unsubscribe URL (and a lesson its call to action).
     text = parts[0].get_content()
     assert links.unsubscribe in text
-    assert week == CONFIRMATION_WEEK or "Try this week" in text
-    assert week != CONFIRMATION_WEEK or links.confirm in text
+    assert week == CONFIRMATION or "Try this week" in text
+    assert week != CONFIRMATION or links.confirm in text
 
 
 def test_list_id_is_the_same_for_the_whole_series(project: Project) -> None:
@@ -115,14 +115,14 @@ def test_list_id_is_the_same_for_the_whole_series(project: Project) -> None:
 
 def test_confirmation_links_confirm_with_a_working_token(project: Project) -> None:
     who = subscriber(project)
-    html = parse(wire(project, CONFIRMATION_WEEK, who)).get_body(("html",))
+    html = parse(wire(project, CONFIRMATION, who)).get_body(("html",))
     assert html is not None
     assert f'href="{project.links(who.id, NOW).confirm}"' in html.get_content()
 
 
 def test_a_name_with_cr_lf_cannot_inject_a_header(project: Project) -> None:
     who = subscriber(project, name="Eve\r\nBcc: victim@example.org\r\nX-Injected: yes")
-    raw = wire(project, 1, who)
+    raw = wire(project, "muscle", who)
     message = parse(raw)
     assert message["Bcc"] is None and message["X-Injected"] is None
     assert not re.search(rb"^(Bcc|X-Injected):", header_block(raw), re.MULTILINE | re.IGNORECASE)
@@ -144,18 +144,19 @@ LONG_INJECTION = (
 
 
 @pytest.mark.parametrize("name", [ENCODED_INJECTION, LONG_INJECTION, f"Ann {ENCODED_INJECTION} Lee"])
-@pytest.mark.parametrize("week", [CONFIRMATION_WEEK, 1])
-def test_an_encoded_word_in_a_name_never_becomes_a_header(project: Project, name: str, week: int) -> None:
+@pytest.mark.parametrize("week", [CONFIRMATION, "muscle"])
+def test_an_encoded_word_in_a_name_never_becomes_a_header(project: Project, name: str, week: str) -> None:
     raw = wire(project, week, subscriber(project, name=name))
     block = header_block(raw)
     assert not re.search(rb"^(Reply-To|Content-Type: text/html)", block, re.MULTILINE | re.IGNORECASE)
     assert all(line.startswith((b" ", b"\t")) or b":" in line for line in block.split(b"\r\n"))
     message = parse(raw)
     assert message["Reply-To"] is None
-    assert message["Subject"] == project.series.week(1).subject if week == 1 else True  # type: ignore[union-attr]
+    if week != CONFIRMATION:
+        assert message["Subject"] == project.series.lesson(week).subject
     assert [part.get_content_type() for part in message.iter_parts()] == ["text/plain", "text/html"]
     assert message["To"].addresses[0].addr_spec == "reader@example.com"
-    if week == 1:
+    if week != CONFIRMATION:
         assert message["To"].addresses[0].display_name == " ".join(name.split())  # shown as the literal text
 
 
@@ -174,7 +175,7 @@ def test_no_header_we_write_can_hold_a_line_break(value: str) -> None:
 
 
 def test_the_confirmation_email_carries_no_name(project: Project) -> None:
-    raw = wire(project, CONFIRMATION_WEEK, subscriber(project, name="Buy cheap pills at evil.example"))
+    raw = wire(project, CONFIRMATION, subscriber(project, name="Buy cheap pills at evil.example"))
     assert b"evil.example" not in raw
     assert parse(raw)["To"] == "reader@example.com"
 
@@ -182,11 +183,11 @@ def test_the_confirmation_email_carries_no_name(project: Project) -> None:
 def test_a_non_ascii_mailbox_gets_utf8_headers_and_an_ascii_domain_gets_idna(project: Project) -> None:
     who = subscriber(project, name="Zoë")
     who.email = "ü-user@example.com"
-    envelope = project.envelope(who, 1, now=NOW)
+    envelope = project.envelope(who, "muscle", now=NOW)
     assert envelope.recipients == ("ü-user@example.com",)
     assert b"To: Zo\xc3\xab <\xc3\xbc-user@example.com>\r\n" in header_block(envelope.data)
     who.email = "runner@bücher.example"
-    envelope = project.envelope(who, 1, now=NOW)
+    envelope = project.envelope(who, "muscle", now=NOW)
     assert envelope.recipients == ("runner@xn--bcher-kva.example",)
     assert b"<runner@xn--bcher-kva.example>" in header_block(envelope.data)
 
@@ -195,12 +196,12 @@ def test_an_address_with_a_line_break_is_refused(project: Project) -> None:
     who = subscriber(project)
     who.email = "reader@example.com\r\nBcc: victim@example.org"
     with pytest.raises(SubscriberError, match="not a single email address"):
-        project.message(who, 1, now=NOW)
+        project.message(who, "muscle", now=NOW)
 
 
 def test_a_script_in_the_name_is_escaped_in_html_and_plain_in_text(project: Project) -> None:
     name = "<script>alert(1)</script>"
-    message = parse(wire(project, 2, subscriber(project, name=name)))
+    message = parse(wire(project, "knees", subscriber(project, name=name)))
     text_part, html_part = message.iter_parts()
     html = html_part.get_content()
     assert "<script" not in html.lower()
@@ -212,19 +213,19 @@ def test_a_script_in_the_name_is_escaped_in_html_and_plain_in_text(project: Proj
 
 def test_message_id_is_deterministic_and_the_same_on_a_retry(project: Project) -> None:
     who = subscriber(project)
-    first = parse(wire(project, 3, who, now=NOW))["Message-ID"]
-    retry = parse(wire(project, 3, who, now=NOW + timedelta(hours=2)))["Message-ID"]
-    assert first == retry == message_id_for(project.settings, BUNDLED.slug, who.id, "w3")
+    first = parse(wire(project, "brain", who, now=NOW))["Message-ID"]
+    retry = parse(wire(project, "brain", who, now=NOW + timedelta(hours=2)))["Message-ID"]
+    assert first == retry == lesson_message_id(project.settings, BUNDLED.slug, who.id, "brain")
     assert re.fullmatch(r"<[^@<>\s]+@running\.example\.com>", first)
-    assert parse(wire(project, 4, who))["Message-ID"] != first
-    assert parse(wire(project, 3, subscriber(project, subscriber_id=43)))["Message-ID"] != first
+    assert parse(wire(project, "mood", who))["Message-ID"] != first
+    assert parse(wire(project, "brain", subscriber(project, subscriber_id=43)))["Message-ID"] != first
 
 
 def test_list_unsubscribe_stays_one_raw_line_with_a_long_base_url(project: Project) -> None:
     long_base = "https://" + "newsletter-subscriber-links.running.example.com/" * 3 + "a/very/long/path"
     project = Project(project.settings.replace("newsletter", base_url=long_base))
     who = subscriber(project)
-    raw = wire(project, 5, who)
+    raw = wire(project, "sleep", who)
     url = project.links(who.id, NOW).unsubscribe
     assert len(url) > 180
     line = next(line for line in raw.split(b"\r\n") if line.startswith(b"List-Unsubscribe:"))
@@ -249,7 +250,7 @@ def generate_key(folder: Path) -> tuple[Path, bytes]:
 def test_dkim_signature_verifies_with_dkimpy(project: Project, settings: Settings, tmp_path: Path) -> None:
     key, record = generate_key(tmp_path)
     signed = Project(settings.replace("dkim", selector="news2026", domain="running.example.com", private_key=key))
-    raw = wire(signed, 1)
+    raw = wire(signed, "muscle")
     looked_up: list[bytes] = []
 
     def dns(name: bytes, timeout: float = 5) -> bytes:

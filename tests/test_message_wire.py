@@ -163,7 +163,7 @@ def test_text_in_pieces_encodes_to_what_the_whole_text_decodes_to() -> None:
 
 def test_a_rendered_lesson_is_composed_from_its_pieces(project: Project) -> None:
     subscriber = project.sample_subscriber(name="Zoë <Runner>")
-    rendered = project.render(subscriber, 1)
+    rendered = project.render(subscriber, "muscle")
     assert rendered.html_pieces and "".join(rendered.html_pieces) == rendered.html
     whole = replace(rendered, html_pieces=(), text_pieces=())
     fields = fields_for(subscriber.name, 1)

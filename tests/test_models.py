@@ -19,30 +19,42 @@ def a_subscriber(email: str = "ann@example.com") -> Subscriber:
     return Subscriber(email=email, name="Ann", timezone="Asia/Kathmandu", weekday=4, send_time=time(9, 0))
 
 
-def a_delivery(subscriber: Subscriber, week: int = 1, due_at: datetime | None = None) -> Delivery:
+def a_delivery(subscriber: Subscriber, lesson: str = "muscle", due_at: datetime | None = None) -> Delivery:
     due_at = due_at or datetime(2026, 3, 6, 3, 15, tzinfo=UTC)
-    return Delivery(subscriber_id=subscriber.id, week=week, slug="muscle", slot_at=due_at, due_at=due_at)
+    return Delivery(subscriber_id=subscriber.id, lesson=lesson, slot_at=due_at, due_at=due_at)
 
 
 def test_the_tables_and_their_columns_exist(any_project: Project) -> None:
     inspector = inspect(any_project.db.engine)
     assert {"subscribers", "deliveries", "events", "alembic_version"} <= set(inspector.get_table_names())
     columns = {table: {c["name"] for c in inspector.get_columns(table)} for table in ("subscribers", "deliveries")}
-    assert {"email", "timezone", "weekday", "send_time", "status", "position", "confirmed_at"} <= columns["subscribers"]
-    assert {"week", "slug", "due_at", "status", "attempts", "lease_owner", "lease_until", "message_id"} <= (
+    assert {"email", "timezone", "weekday", "send_time", "status", "position", "last_lesson"} <= columns["subscribers"]
+    assert {"lesson", "due_at", "status", "hold", "attempts", "lease_owner", "lease_until", "message_id"} <= (
         columns["deliveries"]
     )
+    assert "week" not in columns["deliveries"]
 
 
-def test_one_delivery_per_subscriber_and_week(any_project: Project) -> None:
+def test_one_delivery_per_subscriber_and_lesson(any_project: Project) -> None:
     with any_project.db.session() as session:
         subscriber = a_subscriber()
         session.add(subscriber)
         session.flush()
-        session.add(a_delivery(subscriber, week=1))
-        session.add(a_delivery(subscriber, week=2))
+        session.add(a_delivery(subscriber, "muscle"))
+        session.add(a_delivery(subscriber, "knees"))
     with pytest.raises(IntegrityError), any_project.db.session() as session:
-        session.add(a_delivery(session.scalars(select(Subscriber)).one(), week=1))
+        session.add(a_delivery(session.scalars(select(Subscriber)).one(), "muscle"))
+        session.flush()
+
+
+def test_a_hold_reason_is_checked(any_project: Project) -> None:
+    with pytest.raises(IntegrityError), any_project.db.session() as session:
+        subscriber = a_subscriber()
+        session.add(subscriber)
+        session.flush()
+        held = a_delivery(subscriber)
+        held.status, held.hold = "held", "because"  # type: ignore[assignment]
+        session.add(held)
         session.flush()
 
 

@@ -70,7 +70,7 @@ def course(project: Project) -> Project:
 class LedgerCounts(NamedTuple):
     subscribers: Counter[str]
     deliveries: Counter[str]
-    weeks: dict[int, Counter[str]]
+    lessons: dict[str, Counter[str]]
 
 
 def ledger_counts(project: Project, now: datetime) -> LedgerCounts:
@@ -82,17 +82,19 @@ def ledger_counts(project: Project, now: datetime) -> LedgerCounts:
         deliveries = Counter(
             dict(connection.execute(text("SELECT status, count(*) FROM deliveries GROUP BY status")).all())
         )
-        per_week: dict[int, Counter[str]] = {}
-        for week, status, due_at in connection.execute(text("SELECT week, status, due_at FROM deliveries")):
+        per_lesson: dict[str, Counter[str]] = {}
+        for lesson, status, due_at in connection.execute(text("SELECT lesson, status, due_at FROM deliveries")):
             due = datetime.fromisoformat(str(due_at)).replace(tzinfo=UTC)
             key = ("due" if due <= now else "later") if status == "pending" else status
-            per_week.setdefault(week, Counter())[key] += 1
+            per_lesson.setdefault(lesson, Counter())[key] += 1
         unsubscribed = connection.execute(
-            text("SELECT week, count(*) FROM events WHERE kind = 'unsubscribed' AND source != 'import' GROUP BY week")
+            text(
+                "SELECT lesson, count(*) FROM events WHERE kind = 'unsubscribed' AND source != 'import' GROUP BY lesson"
+            )
         )
-        for week, count in unsubscribed:
-            per_week.setdefault(week, Counter())["unsubscribed_after"] += count
-    return LedgerCounts(subscribers, deliveries, per_week)
+        for lesson, count in unsubscribed:
+            per_lesson.setdefault(lesson or "confirmation", Counter())["unsubscribed_after"] += count
+    return LedgerCounts(subscribers, deliveries, per_lesson)
 
 
 def test_status_report_matches_the_ledger(course: Project) -> None:
@@ -101,16 +103,18 @@ def test_status_report_matches_the_ledger(course: Project) -> None:
 
     assert {k: v for k, v in report.subscribers.items() if v} == expected.subscribers
     assert {k: v for k, v in report.deliveries.items() if v} == expected.deliveries
-    lines = {line.week: line for line in report.lessons}
-    for week, counts in expected.weeks.items():
-        line = lines[week]
+    lines = {line.lesson: line for line in report.lessons}
+    for lesson, counts in expected.lessons.items():
+        line = lines[lesson]
         for key in ("sent", "sending", "due", "later", "failed", "held", "unsubscribed_after"):
-            assert getattr(line, key) == counts[key], (week, key)
+            assert getattr(line, key) == counts[key], (lesson, key)
     # The numbers this course must show, so the check above cannot pass on two empty tables.
-    assert (lines[1].sent, lines[1].failed, lines[1].due, lines[1].unsubscribed_after) == (3, 1, 1, 1)
-    assert lines[2].later == 3  # ada, dee and bo (moved on after the 5xx); eve's was cancelled
-    assert lines[0].due == 1 and lines[0].unsubscribed_after == 0  # new@'s confirmation; old@ never unsubscribed
-    assert [line.week for line in report.lessons] == list(range(8))  # confirmation + the seven lessons
+    muscle, knees, confirmation = lines["muscle"], lines["knees"], lines["confirmation"]
+    assert (muscle.sent, muscle.failed, muscle.due, muscle.unsubscribed_after) == (3, 1, 1, 1)
+    assert knees.later == 3  # ada, dee and bo (moved on after the 5xx); eve's was cancelled
+    assert confirmation.due == 1 and confirmation.unsubscribed_after == 0  # new@'s; old@ never unsubscribed
+    assert [line.position for line in report.lessons] == list(range(8))  # confirmation + the seven lessons
+    assert [line.lesson for line in report.lessons][1:] == [lesson.slug for lesson in course.series]
 
 
 def test_status_json_equals_counts_from_the_ledger(course: Project) -> None:
@@ -122,8 +126,8 @@ def test_status_json_equals_counts_from_the_ledger(course: Project) -> None:
     assert Counter({k: v for k, v in shown["subscribers"].items() if v}) == expected.subscribers
     assert Counter({k: v for k, v in shown["deliveries"].items() if v}) == expected.deliveries
     for line in shown["lessons"]:
-        counts = expected.weeks.get(line["week"], Counter())
-        assert {key: value for key, value in line.items() if key not in ("week", "slug")} == {
+        counts = expected.lessons.get(line["lesson"], Counter())
+        assert {key: value for key, value in line.items() if key not in ("position", "lesson", "held_because")} == {
             key: counts[key] for key in ("sent", "sending", "due", "later", "failed", "held", "unsubscribed_after")
         }
     assert sum(shown["subscribers"].values()) == 7
@@ -134,7 +138,11 @@ def test_the_oldest_overdue_delivery_and_the_latest_errors(course: Project) -> N
 
     oldest = report.oldest_overdue
     assert oldest is not None
-    assert (oldest.email, oldest.week, oldest.attempts) == ("cy@example.com", 1, 1)  # its retry, due after backoff
+    assert (oldest.email, oldest.lesson, oldest.attempts) == (
+        "cy@example.com",
+        "muscle",
+        1,
+    )  # its retry, due after backoff
     assert FIRST_SLOT < oldest.due_at < NEW_AT
     assert report.overdue_seconds == (LATER - oldest.due_at).total_seconds()
     errors = {row.email: row for row in report.recent_errors}
@@ -155,13 +163,13 @@ def test_nothing_overdue_when_every_due_email_went_out(project: Project) -> None
 
 def test_list_deliveries_filters_by_status_and_address(course: Project) -> None:
     def emails(**filters: object) -> list[tuple[str, int]]:
-        return [(row.email, row.week) for row in list_deliveries(course, **filters)]  # type: ignore[arg-type]
+        return [(row.email, row.lesson) for row in list_deliveries(course, **filters)]  # type: ignore[arg-type]
 
-    assert emails(status="failed") == [("bo@example.com", 1)]
-    assert emails(status="retry") == [("cy@example.com", 1)]
-    assert ("cy@example.com", 1) in emails(status="pending") and len(emails(status="pending")) == 5
-    assert sorted(emails(email="BO@example.com")) == [("bo@example.com", 1), ("bo@example.com", 2)]
-    assert emails(status="sent", email="ada@example.com") == [("ada@example.com", 1)]
+    assert emails(status="failed") == [("bo@example.com", "muscle")]
+    assert emails(status="retry") == [("cy@example.com", "muscle")]
+    assert ("cy@example.com", "muscle") in emails(status="pending") and len(emails(status="pending")) == 5
+    assert sorted(emails(email="BO@example.com")) == [("bo@example.com", "knees"), ("bo@example.com", "muscle")]
+    assert emails(status="sent", email="ada@example.com") == [("ada@example.com", "muscle")]
     assert len(emails(limit=2)) == 2
     with pytest.raises(SubscriberError, match="no subscriber"):
         list_deliveries(course, email="nobody@example.com")
@@ -173,8 +181,8 @@ def test_retry_puts_failed_rows_back_due_now_and_the_next_run_sends_them(course:
     before = {row.id: row for row in list_deliveries(course, status="failed")}
     result = retry_deliveries(course, now=LATER, email="bo@example.com")
 
-    assert [(row.email, row.week, row.status, row.attempts) for row in result.retried] == [
-        ("bo@example.com", 1, "pending", 0)
+    assert [(row.email, row.lesson, row.status, row.attempts) for row in result.retried] == [
+        ("bo@example.com", "muscle", "pending", 0)
     ]
     assert result.retried[0].due_at == LATER and result.retried[0].id in before
     assert not list_deliveries(course, status="failed")
@@ -182,7 +190,7 @@ def test_retry_puts_failed_rows_back_due_now_and_the_next_run_sends_them(course:
         send_over(course, sink, LATER)
         received = [message.recipients for message in sink.messages]
     assert ("bo@example.com",) in received
-    assert [row.status for row in list_deliveries(course, email="bo@example.com") if row.week == 1] == ["sent"]
+    assert [row.status for row in list_deliveries(course, email="bo@example.com") if row.lesson == "muscle"] == ["sent"]
 
 
 def test_retry_leaves_rows_of_readers_who_left_and_says_why(course: Project) -> None:
@@ -190,7 +198,7 @@ def test_retry_leaves_rows_of_readers_who_left_and_says_why(course: Project) -> 
         session.execute(text("UPDATE deliveries SET status = 'failed', error = '550 no' WHERE status = 'cancelled'"))
     result = retry_deliveries(course, now=LATER, all_failed=True)
 
-    assert sorted((row.email, row.week) for row in result.retried) == [("bo@example.com", 1)]
+    assert sorted((row.email, row.lesson) for row in result.retried) == [("bo@example.com", "muscle")]
     assert [(row.email, reason) for row, reason in result.left] == [
         ("eve@example.com", "the subscriber is unsubscribed")
     ]
@@ -207,17 +215,20 @@ def test_retry_needs_exactly_one_target(course: Project) -> None:
 def test_a_held_row_is_retried_too(course: Project) -> None:
     with course.db.session() as session:
         session.execute(
-            text("UPDATE deliveries SET status = 'held', error = 'cannot render' WHERE status = 'pending' AND week = 2")
+            text(
+                "UPDATE deliveries SET status = 'held', hold = 'render', error = 'cannot render' "
+                "WHERE status = 'pending' AND lesson = 'knees'"
+            )
         )
     result = retry_deliveries(course, now=LATER, email="ada@example.com")
-    assert [(row.week, row.status, row.due_at) for row in result.retried] == [(2, "pending", LATER)]
+    assert [(row.lesson, row.status, row.due_at) for row in result.retried] == [("knees", "pending", LATER)]
 
 
 def test_deliveries_and_retry_commands(course: Project) -> None:
     code, output = invoke(course, "deliveries", "--status", "failed", "--json")
     assert code == 0
     rows = json.loads(output)
-    assert [(row["email"], row["week"], row["status"]) for row in rows] == [("bo@example.com", 1, "failed")]
+    assert [(row["email"], row["lesson"], row["status"]) for row in rows] == [("bo@example.com", "muscle", "failed")]
     assert "550" in rows[0]["smtp_reply"]
 
     code, output = invoke(course, "deliveries", "--email", "cy@example.com")
@@ -240,7 +251,7 @@ def test_deliveries_and_retry_commands(course: Project) -> None:
 def test_status_text_names_the_late_and_the_failed(course: Project) -> None:
     code, output = invoke(course, "status", "--now", LATER.isoformat())
     assert code == 0
-    assert "Oldest overdue cy@example.com, week 1 (muscle)" in output and "1 h 59 min late" in output
+    assert "Oldest overdue cy@example.com, muscle," in output and "1 h 59 min late" in output
     assert "550" in output and "451" in output
     assert "muscle" in output and "longevity" in output
 

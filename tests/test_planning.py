@@ -1,127 +1,111 @@
-"""The next-lesson row: one rule (`next_lesson`), one writer (`put_pending`), and the send path's Core version."""
+"""The one rule for "next lesson, when", as a pure function of the course and a reader's progress."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
 
-from sqlalchemy import select, update
+import pytest
 
-from newsletter.models import Delivery, Subscriber
-from newsletter.planning import advance_after_delivery, plan_next_lesson, put_pending, reconcile
-from newsletter.project import Project
-from newsletter.subscribers import SubscriberInput, add_subscriber
+from newsletter.config import Settings
+from newsletter.lessons import Lesson, Series
+from newsletter.planning import Progress, anchor_index, next_lesson, next_send, position_of
+from newsletter.schedule import Cadence
 
+MONDAY_7 = Cadence("UTC", 0, time(7, 0))
 CONFIRMED_AT = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)  # a Monday
-FIRST_SLOT = datetime(2026, 3, 2, 7, 0, tzinfo=UTC)
 
 
-def add_reader(project: Project, email: str, weekday: str = "Monday") -> int:
-    with project.db.session() as session:
-        reader = SubscriberInput(email, "Reader", "Europe/Berlin", weekday, "07:00")
-        return add_subscriber(session, project, reader, confirmed=True, now=CONFIRMED_AT).id
+def lesson(slug: str, week: int, **extra: object) -> Lesson:
+    return Lesson(week, slug, slug.title(), f"Lesson {week}", "preheader", "", "body\n", Path(f"{slug}.md"), **extra)  # type: ignore[arg-type]
 
 
-def rows(project: Project, subscriber_id: int) -> dict[int, Delivery]:
-    with project.db.session() as session:
-        found = session.scalars(select(Delivery).where(Delivery.subscriber_id == subscriber_id))
-        return {row.week: row for row in found}
+def course(*slugs: str, **extras: dict[str, object]) -> Series:
+    lessons = tuple(lesson(slug, week, **extras.get(slug, {})) for week, slug in enumerate(slugs, start=1))
+    return Series("Course", "course", "", "weekly", lessons, Path("."))
 
 
-def mark_sent(project: Project, subscriber_id: int, week: int, at: datetime) -> None:
-    with project.db.session() as session:
-        session.execute(
-            update(Delivery)
-            .where(Delivery.subscriber_id == subscriber_id, Delivery.week == week)
-            .values(status="sent", sent_at=at)
-        )
+def nxt(series: Series, last: str | None, *received: str) -> str | None:
+    found = next_lesson(series, Progress(last, set(received)))
+    return found.slug if found else None
 
 
-def test_put_pending_creates_or_resets_a_row_but_never_touches_a_sent_or_sending_one(any_project: Project) -> None:
-    reader = add_reader(any_project, "put@example.com")
-    due = FIRST_SLOT + timedelta(weeks=3)
-    with any_project.db.session() as session:
-        session.execute(update(Delivery).values(status="failed", attempts=5, error="550 gone"))
-        put_pending(session.connection(), reader, 1, "muscle", due, "<a@b>")  # the failed row comes back
-        put_pending(session.connection(), reader, 2, "knees", due, "<c@d>")  # a new row
-    first, second = rows(any_project, reader)[1], rows(any_project, reader)[2]
-    assert (first.status, first.attempts, first.error, first.due_at, first.message_id) == (
-        "pending",
-        0,
-        None,
-        due,
-        "<a@b>",
+def test_a_reader_walks_the_course_in_order() -> None:
+    series = course("a", "b", "c")
+    assert nxt(series, None) == "a"
+    assert nxt(series, "a", "a") == "b"
+    assert nxt(series, "c", "a", "b", "c") is None
+
+
+def test_a_lesson_inserted_behind_a_reader_is_skipped_unless_it_asks_to_catch_up() -> None:
+    inserted = course("a", "new", "b", "c")
+    assert nxt(inserted, "b", "a", "b") == "c"  # past it: skipped
+    assert nxt(inserted, "a", "a") == "new"  # just before it: they get it next
+    catching_up = course("a", "new", "b", "c", new={"catch_up": "send"})
+    assert nxt(catching_up, "b", "a", "b") == "new"
+    assert nxt(catching_up, "b", "a", "b", "new") == "c"  # and then on from where they were
+
+
+def test_a_removed_lesson_is_never_waited_for_and_a_removed_anchor_falls_back() -> None:
+    removed = course("a", "c", "d")
+    assert nxt(removed, "a", "a") == "c"  # "b" is gone
+    assert nxt(removed, "b", "a", "b") == "c"  # their last lesson is gone: the furthest one still here counts
+
+
+def test_a_reordered_course_never_sends_a_lesson_twice() -> None:
+    reordered = course("a", "c", "b", "d")
+    assert nxt(reordered, "b", "a", "b") == "d"  # "c" moved behind them
+    assert nxt(reordered, "c", "a", "c") == "b"
+    swapped = course("b", "a", "c")
+    assert nxt(swapped, "a", "a") == "c"  # "b" is behind them now, and not a catch-up lesson
+    assert nxt(course("a", "b", "c"), "a", "a", "b") == "c"  # had "b" out of order: not again
+
+
+def test_a_rename_counts_what_readers_had_under_the_old_slug() -> None:
+    renamed = course("a", "b2", "c", b2={"replaces": ("b",)})
+    assert nxt(renamed, "b", "a", "b") == "c"
+    assert nxt(renamed, "a", "a") == "b2"
+    assert anchor_index(renamed, Progress("b", {"a", "b"})) == 1
+    assert position_of(renamed, Progress("b", {"a", "b"})) == 2
+
+
+def test_readers_wait_before_a_draft() -> None:
+    drafted = course("a", "b", "c", b={"draft": True})
+    assert nxt(drafted, "a", "a") == "b"  # the ledger holds their row until it is published
+
+
+def test_progress_moves_forward_only() -> None:
+    series = course("a", "new", "b", "c", new={"catch_up": "send"})
+    after_b = Progress("b", {"a", "b"})
+    assert after_b.after(series, series.lesson("new")).last_lesson == "b"  # a catch-up lesson is behind them
+    assert after_b.after(series, series.lesson("c")).last_lesson == "c"
+
+
+def test_lesson_one_comes_at_the_first_slot_after_confirming_then_weekly(settings: Settings) -> None:
+    series = course("a", "b")
+    first = next_send(settings, series, progress=Progress(), cadence=MONDAY_7, now=CONFIRMED_AT)
+    assert first is not None and (first.lesson.slug, first.due_at) == ("a", CONFIRMED_AT.replace(hour=7))
+    at_once = replace(settings.schedule, first_lesson="immediately")
+    eager = next_send(
+        replace(settings, schedule=at_once), series, progress=Progress(), cadence=MONDAY_7, now=CONFIRMED_AT
     )
-    assert (second.status, second.slot_at, second.due_at, second.slug) == ("pending", due, due, "knees")
-    for status in ("sent", "sending"):
-        with any_project.db.session() as session:
-            session.execute(update(Delivery).where(Delivery.week == 1).values(status=status, due_at=FIRST_SLOT))
-            put_pending(session.connection(), reader, 1, "muscle", due, "<x@y>")
-        assert (rows(any_project, reader)[1].status, rows(any_project, reader)[1].due_at) == (status, FIRST_SLOT)
+    assert eager is not None and eager.due_at == CONFIRMED_AT
+    sent = CONFIRMED_AT.replace(hour=7)
+    second = next_send(
+        settings, series, progress=Progress("a", {"a"}), cadence=MONDAY_7, now=sent, after=sent, last_sent_at=sent
+    )
+    assert second is not None and (second.lesson.slug, second.due_at) == ("b", sent + timedelta(weeks=1))
 
 
-def test_the_send_path_plans_exactly_what_plan_next_lesson_plans(any_project: Project) -> None:
-    by_orm, by_core = add_reader(any_project, "orm@example.com"), add_reader(any_project, "core@example.com")
-    sent_at = FIRST_SLOT + timedelta(seconds=3)
-    for reader in (by_orm, by_core):
-        mark_sent(any_project, reader, 1, sent_at)
-    with any_project.db.session() as session:
-        subscriber = session.get(Subscriber, by_orm)
-        assert subscriber is not None
-        subscriber.position = 1
-        plan_next_lesson(session, any_project.settings, any_project.series, subscriber, now=sent_at, after=FIRST_SLOT)
-        moved = advance_after_delivery(
-            session.connection(),
-            any_project.settings,
-            any_project.series,
-            subscriber_id=by_core,
-            week=1,
-            after=FIRST_SLOT,
-            now=sent_at,
-            last_sent_at=sent_at,
-        )
-    assert moved
-    orm, core = rows(any_project, by_orm)[2], rows(any_project, by_core)[2]
-    assert (core.status, core.due_at, core.slot_at, core.slug) == (orm.status, orm.due_at, orm.slot_at, orm.slug)
-    assert core.message_id != orm.message_id and (core.message_id or "").startswith("<running.w2.")
-    with any_project.db.session() as session:
-        assert session.get(Subscriber, by_core).position == 1  # type: ignore[union-attr]
-
-
-def test_the_send_path_reads_the_schedule_back_and_never_moves_anyone_back(any_project: Project) -> None:
-    reader = add_reader(any_project, "moved@example.com")
-    mark_sent(any_project, reader, 1, FIRST_SLOT)
-    with any_project.db.session() as session:
-        # The reader moved to Thursdays while lesson 1 was on the wire, and has two hard bounces behind them.
-        session.execute(update(Subscriber).values(weekday=3, hard_bounces=2))
-    arguments = {"after": FIRST_SLOT, "now": FIRST_SLOT, "last_sent_at": FIRST_SLOT}
-    settings, series = any_project.settings, any_project.series
-    with any_project.db.session() as session:
-        assert advance_after_delivery(session.connection(), settings, series, subscriber_id=reader, week=1, **arguments)
-    assert rows(any_project, reader)[2].due_at.weekday() == 3  # Thursday 07:00 Berlin
-    with any_project.db.session() as session:
-        session.execute(update(Subscriber).values(hard_bounces=1))
-        # A late resend of lesson 1 (the reader is past it) only clears the bounces.
-        assert not advance_after_delivery(
-            session.connection(), settings, series, subscriber_id=reader, week=1, **arguments
-        )
-        subscriber = session.get(Subscriber, reader)
-        assert subscriber is not None and (subscriber.position, subscriber.hard_bounces) == (1, 0)
-
-
-def test_reconcile_brings_a_lesson_appended_later_to_readers_who_had_finished(any_project: Project) -> None:
-    finished, waiting = add_reader(any_project, "done@example.com"), add_reader(any_project, "wait@example.com")
-    weeks = any_project.series.weeks
-    with any_project.db.session() as session:
-        session.execute(update(Subscriber).where(Subscriber.id == finished).values(status="completed", position=weeks))
-        session.execute(
-            update(Subscriber).where(Subscriber.id == waiting).values(status="completed", position=weeks - 1)
-        )
-        session.execute(update(Delivery).values(status="sent", sent_at=FIRST_SLOT))
-        assert reconcile(session, any_project.settings, any_project.series, FIRST_SLOT + timedelta(days=1)) == 1
-    with any_project.db.session() as session:
-        assert session.get(Subscriber, waiting).status == "active"  # type: ignore[union-attr]
-        assert session.get(Subscriber, finished).status == "completed"  # type: ignore[union-attr]
-    assert rows(any_project, waiting)[weeks].status == "pending" and weeks not in rows(any_project, finished)
-    with any_project.db.session() as session:  # everyone at the end: nothing to do
-        session.execute(update(Subscriber).values(status="completed", position=weeks))
-        assert reconcile(session, any_project.settings, any_project.series, FIRST_SLOT + timedelta(days=2)) == 0
+@pytest.mark.parametrize("late_by", [timedelta(days=5), timedelta(days=6, hours=23)])
+def test_an_outage_delays_the_next_lesson_but_never_bursts_it(settings: Settings, late_by: timedelta) -> None:
+    series = course("a", "b")
+    slot = CONFIRMED_AT.replace(hour=7)
+    sent = slot + late_by  # lesson 1 went out days late
+    second = next_send(
+        settings, series, progress=Progress("a", {"a"}), cadence=MONDAY_7, now=sent, after=slot, last_sent_at=sent
+    )
+    assert second is not None
+    assert second.due_at - sent >= settings.schedule.min_gap
+    assert second.due_at == slot + timedelta(weeks=2)

@@ -51,7 +51,7 @@ def states(project: Project) -> dict[str, tuple[str, int, str, int]]:
         rows = session.execute(
             select(Subscriber.email, Subscriber.status, Subscriber.hard_bounces, Delivery.status, Delivery.attempts)
             .join(Delivery, Delivery.subscriber_id == Subscriber.id)
-            .where(Delivery.week == 1)
+            .where(Delivery.lesson == "muscle")
         )
         return {row[0]: tuple(row[1:]) for row in rows}  # type: ignore[misc]
 

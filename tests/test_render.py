@@ -12,7 +12,7 @@ import pytest
 from newsletter.config import Settings
 from newsletter.errors import TemplateError
 from newsletter.lessons import load_series
-from newsletter.models import CONFIRMATION_WEEK, Subscriber
+from newsletter.models import CONFIRMATION, Subscriber
 from newsletter.project import Project
 from newsletter.render import Recipient, Renderer, markdown_to_text
 
@@ -38,7 +38,7 @@ def hrefs(html: str) -> list[str]:
 def test_each_lesson_renders_its_front_matter_body_and_footer(project: Project, slug: str) -> None:
     lesson = project.series.lesson(slug)
     who = reader(project)
-    rendered = project.render(who, lesson.week, NOW)
+    rendered = project.render(who, lesson.slug, NOW)
     links = project.links(who.id, NOW)
     assert rendered.subject == lesson.subject
     assert rendered.preheader == lesson.preheader
@@ -57,7 +57,7 @@ def test_each_lesson_renders_its_front_matter_body_and_footer(project: Project, 
 
 @pytest.mark.parametrize("slug", [lesson.slug for lesson in BUNDLED])
 def test_the_text_part_is_wrapped_plain_text(project: Project, slug: str) -> None:
-    text = project.render(reader(project), project.series.lesson(slug).week).text
+    text = project.render(reader(project), slug).text
     assert not re.search(r"</?[a-z][a-z0-9]*(\s[^<>]*)?/?>", text)
     assert "&amp;" not in text and "&#" not in text
     for line in text.splitlines():
@@ -67,7 +67,7 @@ def test_the_text_part_is_wrapped_plain_text(project: Project, slug: str) -> Non
 
 def test_each_lesson_teases_the_next_from_its_front_matter(project: Project) -> None:
     for lesson in project.series:
-        rendered = project.render(reader(project), lesson.week)
+        rendered = project.render(reader(project), lesson.slug)
         upcoming = project.series.next_after(lesson)
         if upcoming is None:
             assert "last lesson" in rendered.text
@@ -80,7 +80,7 @@ def test_each_lesson_teases_the_next_from_its_front_matter(project: Project) -> 
 
 def test_the_confirmation_email_carries_the_confirm_link(project: Project) -> None:
     who = reader(project)
-    rendered = project.render(who, CONFIRMATION_WEEK, NOW)
+    rendered = project.render(who, CONFIRMATION, NOW)
     links = project.links(who.id, NOW)
     assert rendered.subject == f"Confirm your subscription to {project.series.title}"
     assert links.confirm in hrefs(rendered.html)
@@ -90,20 +90,20 @@ def test_the_confirmation_email_carries_the_confirm_link(project: Project) -> No
 
 
 def test_subscriber_values_are_escaped_in_html_and_plain_in_text(project: Project) -> None:
-    rendered = project.render(reader(project, name='<script>alert("x")</script> & Co'), 1)
+    rendered = project.render(reader(project, name='<script>alert("x")</script> & Co'), "muscle")
     assert "<script" not in rendered.html
     assert "Hi &lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; Co," in rendered.html
     assert 'Hi <script>alert("x")</script> & Co,' in rendered.text
 
 
 def test_line_breaks_in_a_name_are_collapsed(project: Project) -> None:
-    rendered = project.render(reader(project, name="Alex\r\nBcc: x@example.org"), 1)
+    rendered = project.render(reader(project, name="Alex\r\nBcc: x@example.org"), "muscle")
     assert "Hi Alex Bcc: x@example.org," in rendered.text
     assert "\r" not in rendered.text
 
 
 def test_no_name_greets_generically(project: Project) -> None:
-    assert "Hi there," in project.render(reader(project, name=""), 1).text
+    assert "Hi there," in project.render(reader(project, name=""), "muscle").text
 
 
 def test_mjml_runs_once_per_lesson_not_once_per_subscriber(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -116,8 +116,8 @@ def test_mjml_runs_once_per_lesson_not_once_per_subscriber(project: Project, mon
         return str(real(source, **options))
 
     monkeypatch.setattr(mjml, "mjml2html", counting)
-    first = project.render(reader(project, subscriber_id=1), 2)
-    second = project.render(reader(project, "Sam", subscriber_id=2), 2)
+    first = project.render(reader(project, subscriber_id=1), "knees")
+    second = project.render(reader(project, "Sam", subscriber_id=2), "knees")
     assert len(calls) == 1
     assert project.links(1).unsubscribe in first.html and project.links(2).unsubscribe in second.html
     assert project.links(1).unsubscribe not in second.html

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from smtp_sink import FaultPlan, SmtpSink, drop_after_data, permanent, stall, temporary
 
-from newsletter.errors import PermanentSendError, TransientSendError
+from newsletter.errors import PermanentSendError, RelayError, TransientSendError
 from newsletter.transports import Envelope, SmtpTransport
 
 SINK_SCRIPT = Path(__file__).resolve().parent / "smtp_sink.py"
@@ -99,10 +99,10 @@ def test_unknown_fault_kinds_are_refused() -> None:
 def test_the_sink_refuses_lines_longer_than_998_octets() -> None:
     with SmtpSink() as sink, closing(SmtpTransport("127.0.0.1", sink.port)) as transport:
         transport.send(envelope(1, body=b"x" * 998 + b"\r\n"))
-        with pytest.raises(PermanentSendError) as failure:
+        with pytest.raises(RelayError) as failure:  # the content is refused, not the recipient
             transport.send(envelope(2, body=b"x" * 999 + b"\r\n"))
 
-    assert failure.value.code == 500
+    assert (failure.value.code, failure.value.stage) == (500, "DATA")
     assert [message.message_id for message in sink.messages] == ["<m1@example.test>"]
 
 

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.cli import main
 from newsletter.errors import SubscriberError
-from newsletter.models import CONFIRMATION_WEEK, Delivery, Event, Subscriber
+from newsletter.models import CONFIRMATION, Delivery, Event, Subscriber
 from newsletter.project import Project
 from newsletter.subscribers import (
     SubscriberInput,
@@ -52,9 +52,9 @@ def run(project_dir: Path, env: dict[str, str]) -> Run:
     return invoke
 
 
-def deliveries(session: Session, subscriber: Subscriber) -> list[tuple[int, str, datetime]]:
-    rows = session.scalars(select(Delivery).where(Delivery.subscriber_id == subscriber.id).order_by(Delivery.week))
-    return [(row.week, row.status, row.due_at) for row in rows]
+def deliveries(session: Session, subscriber: Subscriber) -> list[tuple[str, str, datetime]]:
+    rows = session.scalars(select(Delivery).where(Delivery.subscriber_id == subscriber.id).order_by(Delivery.id))
+    return [(row.lesson, row.status, row.due_at) for row in rows]
 
 
 def event_kinds(session: Session, subscriber_id: int | None) -> list[str]:
@@ -150,7 +150,7 @@ def test_a_pending_subscriber_gets_a_confirmation_due_at_once(project: Project) 
     with project.db.session() as session:
         subscriber = session.get_one(Subscriber, subscriber_id)
         assert subscriber.status == "pending" and subscriber.confirmed_at is None
-        assert deliveries(session, subscriber) == [(CONFIRMATION_WEEK, "pending", MONDAY)]
+        assert deliveries(session, subscriber) == [(CONFIRMATION, "pending", MONDAY)]
         assert event_kinds(session, subscriber_id) == ["subscribed"]
         assert next_lesson_due(session, subscriber) is None
 
@@ -160,10 +160,10 @@ def test_a_confirmed_subscriber_is_active_with_lesson_1_at_their_first_slot(proj
     with project.db.session() as session:
         subscriber = session.get_one(Subscriber, subscriber_id)
         assert subscriber.status == "active" and subscriber.confirmed_at == MONDAY
-        assert deliveries(session, subscriber) == [(1, "pending", FIRST_FRIDAY)]
+        assert deliveries(session, subscriber) == [("muscle", "pending", FIRST_FRIDAY)]
         assert event_kinds(session, subscriber_id) == ["subscribed", "confirmed"]
         due = next_lesson_due(session, subscriber)
-        assert due is not None and due.slug == project.series.week(1).slug
+        assert due is not None and due.lesson == project.series.week(1).slug  # type: ignore[union-attr]
 
 
 def test_adding_a_known_address_says_so_and_changes_nothing(project: Project) -> None:
@@ -174,7 +174,7 @@ def test_adding_a_known_address_says_so_and_changes_nothing(project: Project) ->
     with project.db.session() as session:
         subscriber = session.get_one(Subscriber, subscriber_id)
         assert (subscriber.name, subscriber.timezone, subscriber.status) == ("Ann", "Asia/Kathmandu", "active")
-        assert deliveries(session, subscriber) == [(1, "pending", FIRST_FRIDAY)]
+        assert deliveries(session, subscriber) == [("muscle", "pending", FIRST_FRIDAY)]
         assert event_kinds(session, subscriber_id) == ["subscribed", "confirmed"]
 
 
@@ -192,7 +192,7 @@ def test_asking_again_while_pending_queues_a_fresh_confirmation(project: Project
         again = request_subscription(session, project, KATHMANDU_FRIDAY, now=later)
         assert again.id == first.id and again.status == "pending"
         row = session.scalars(select(Delivery).where(Delivery.subscriber_id == first.id)).one()
-        assert (row.week, row.status, row.due_at) == (CONFIRMATION_WEEK, "pending", later)
+        assert (row.lesson, row.status, row.due_at) == (CONFIRMATION, "pending", later)
         assert row.message_id != old_message_id  # mailbox providers drop a second message with the same ID
         assert event_kinds(session, first.id) == ["subscribed", "subscribed"]
 
@@ -207,7 +207,10 @@ def test_confirming_activates_once_and_plans_the_first_lesson(project: Project) 
     with project.db.session() as session:
         subscriber = session.get_one(Subscriber, subscriber_id)
         assert subscriber.status == "active" and subscriber.confirmed_at == tuesday
-        assert deliveries(session, subscriber) == [(0, "cancelled", MONDAY), (1, "pending", FIRST_FRIDAY)]
+        assert deliveries(session, subscriber) == [
+            ("confirmation", "cancelled", MONDAY),
+            ("muscle", "pending", FIRST_FRIDAY),
+        ]
         assert event_kinds(session, subscriber_id) == ["subscribed", "confirmed"]
 
 
@@ -227,7 +230,12 @@ def test_an_unsubscribed_reader_who_returns_resumes_where_they_stopped(project: 
     with project.db.session() as session:
         subscriber = session.get_one(Subscriber, subscriber_id)
         lesson_1 = session.scalars(select(Delivery).where(Delivery.subscriber_id == subscriber_id)).one()
-        lesson_1.status, lesson_1.sent_at, subscriber.position = "sent", FIRST_FRIDAY, 1
+        lesson_1.status, lesson_1.sent_at, subscriber.position, subscriber.last_lesson = (
+            "sent",
+            FIRST_FRIDAY,
+            1,
+            "muscle",
+        )
         unsubscribe(session, project, subscriber, now=FIRST_FRIDAY + timedelta(days=1))
     returning = datetime(2026, 4, 1, tzinfo=UTC)  # a Wednesday
     with project.db.session() as session:
@@ -237,7 +245,7 @@ def test_an_unsubscribed_reader_who_returns_resumes_where_they_stopped(project: 
         subscriber = confirm(session, project, subscriber_id, now=returning)
         assert subscriber.status == "active"
         due = next_lesson_due(session, subscriber)
-        assert due is not None and (due.week, due.due_at) == (2, datetime(2026, 4, 3, 3, 15, tzinfo=UTC))
+        assert due is not None and (due.lesson, due.due_at) == ("knees", datetime(2026, 4, 3, 3, 15, tzinfo=UTC))
 
 
 def test_an_old_confirmation_link_does_not_resubscribe_someone_who_left(project: Project) -> None:
@@ -259,12 +267,12 @@ def test_pause_withdraws_the_lesson_and_resume_plans_the_first_slot_after_resumi
         subscriber = session.get_one(Subscriber, subscriber_id)
         pause(session, project, subscriber, now=MONDAY + timedelta(days=1))
         assert subscriber.status == "paused" and next_lesson_due(session, subscriber) is None
-        assert deliveries(session, subscriber) == [(1, "cancelled", FIRST_FRIDAY)]
+        assert deliveries(session, subscriber) == [("muscle", "cancelled", FIRST_FRIDAY)]
     resumed_at = datetime(2026, 3, 20, 4, 0, tzinfo=UTC)  # just after that Friday's slot
     with project.db.session() as session:
         subscriber = resume(session, project, session.get_one(Subscriber, subscriber_id), now=resumed_at)
         assert subscriber.status == "active" and subscriber.paused_at is None
-        assert deliveries(session, subscriber) == [(1, "pending", datetime(2026, 3, 27, 3, 15, tzinfo=UTC))]
+        assert deliveries(session, subscriber) == [("muscle", "pending", datetime(2026, 3, 27, 3, 15, tzinfo=UTC))]
         assert event_kinds(session, subscriber_id) == ["subscribed", "confirmed", "paused", "resumed"]
 
 
@@ -274,13 +282,13 @@ def test_resume_keeps_the_minimum_gap_after_the_last_lesson(project: Project) ->
     with project.db.session() as session:
         subscriber = session.get_one(Subscriber, subscriber_id)
         lesson_1 = session.scalars(select(Delivery).where(Delivery.subscriber_id == subscriber_id)).one()
-        lesson_1.status, lesson_1.sent_at, subscriber.position = "sent", sent_at, 1
+        lesson_1.status, lesson_1.sent_at, subscriber.position, subscriber.last_lesson = "sent", sent_at, 1, "muscle"
         pause(session, project, subscriber, now=sent_at)
         # Resumed and moved to Sunday: the first Sunday slot is only a day after lesson 1, under the 3-day gap.
         resume(session, project, subscriber, now=sent_at + timedelta(hours=1))
         change_schedule(session, project, subscriber, now=sent_at + timedelta(hours=1), weekday="Sunday")
         due = next_lesson_due(session, subscriber)
-        assert due is not None and (due.week, due.due_at) == (2, datetime(2026, 3, 15, 3, 15, tzinfo=UTC))
+        assert due is not None and (due.lesson, due.due_at) == ("knees", datetime(2026, 3, 15, 3, 15, tzinfo=UTC))
 
 
 def test_pause_until_must_lie_ahead_and_only_confirmed_readers_pause(project: Project) -> None:
@@ -301,7 +309,7 @@ def test_changing_the_weekday_moves_the_next_lesson(project: Project) -> None:
         subscriber = session.get_one(Subscriber, subscriber_id)
         change_schedule(session, project, subscriber, now=MONDAY + timedelta(hours=1), weekday="wed", send_time="18:30")
         # Wednesday 4 March 18:30 in Kathmandu = 12:45 UTC.
-        assert deliveries(session, subscriber) == [(1, "pending", datetime(2026, 3, 4, 12, 45, tzinfo=UTC))]
+        assert deliveries(session, subscriber) == [("muscle", "pending", datetime(2026, 3, 4, 12, 45, tzinfo=UTC))]
         assert event_kinds(session, subscriber_id)[-1] == "changed"
         with pytest.raises(SubscriberError, match="'Funday'"):
             change_schedule(session, project, subscriber, now=MONDAY, weekday="Funday")
@@ -332,7 +340,7 @@ def test_unsubscribe_cancels_what_is_planned_once(project: Project) -> None:
     with project.db.session() as session:
         subscriber = session.get_one(Subscriber, subscriber_id)
         assert (subscriber.status, subscriber.unsubscribed_at) == ("unsubscribed", MONDAY)
-        assert deliveries(session, subscriber) == [(1, "cancelled", FIRST_FRIDAY)]
+        assert deliveries(session, subscriber) == [("muscle", "cancelled", FIRST_FRIDAY)]
         assert event_kinds(session, subscriber_id).count("unsubscribed") == 1
 
 
@@ -365,8 +373,9 @@ def test_cli_add_then_add_again(run: Run) -> None:
     added = run("subscribers", "add", "Ann@Example.com", "--name", "Ann", "--timezone", "asia/kathmandu",
                 "--weekday", "fri", "--time", "09:00", "--confirmed", "--now", "2026-03-02T00:00Z")  # fmt: skip
     assert added.exit_code == 0, added.output
-    assert "added ann@example.com (active, Friday 09:00 Asia/Kathmandu); lesson 1 due Fri 06 Mar 2026 09:00" in (
-        added.stdout
+    assert (
+        "added ann@example.com (active, Friday 09:00 Asia/Kathmandu); lesson 1 (muscle) due Fri 06 Mar 2026 09:00"
+        in (added.stdout)
     )
     again = run("subscribers", "add", "ann@example.com")
     assert again.exit_code == 1
@@ -417,10 +426,10 @@ def test_cli_pause_resume_set_unsubscribe(run: Run, project: Project) -> None:
     paused = run("subscribers", "pause", "ann@example.com", "--weeks", "2", "--now", "2026-03-02T01:00Z")
     assert paused.exit_code == 0 and "paused ann@example.com until 2026-03-16 01:00 UTC" in paused.stdout
     resumed = run("subscribers", "resume", "ann@example.com", "--now", "2026-03-10T00:00Z")
-    assert resumed.exit_code == 0 and "lesson 1 due Fri 13 Mar 2026 09:00 local" in resumed.stdout
+    assert resumed.exit_code == 0 and "lesson 1 (muscle) due Fri 13 Mar 2026 09:00 local" in resumed.stdout
     changed = run("subscribers", "set", "ann@example.com", "--weekday", "Monday", "--now", "2026-03-10T00:00Z")
     assert changed.exit_code == 0 and "Monday 09:00 Asia/Kathmandu" in changed.stdout
-    assert "lesson 1 due Mon 16 Mar 2026 09:00 local" in changed.stdout
+    assert "lesson 1 (muscle) due Mon 16 Mar 2026 09:00 local" in changed.stdout
     assert run("subscribers", "set", "ann@example.com").exit_code == 2
     bad_name = run("subscribers", "set", "ann@example.com", "--name", "Ann\r\nBcc: mallory@example.com")
     assert bad_name.exit_code == 1 and "control character U+000D" in bad_name.stderr

@@ -56,9 +56,9 @@ def reader(project: Project, email: str = "ann@example.com") -> Subscriber:
         return found
 
 
-def pending_weeks(project: Project, subscriber_id: int) -> list[int]:
+def pending_lessons(project: Project, subscriber_id: int) -> list[str]:
     with project.db.session() as session:
-        query = select(Delivery.week).where(Delivery.subscriber_id == subscriber_id, Delivery.status == "pending")
+        query = select(Delivery.lesson).where(Delivery.subscriber_id == subscriber_id, Delivery.status == "pending")
         return list(session.scalars(query))
 
 
@@ -81,7 +81,7 @@ def test_a_reader_subscribes_confirms_pauses_and_unsubscribes(
     signed_up = reader(project)
     assert signed_up.status == "pending" and signed_up.timezone == "Australia/Adelaide"
     assert (signed_up.weekday, f"{signed_up.send_time:%H:%M}") == (3, "08:15")
-    assert pending_weeks(project, signed_up.id) == [0]
+    assert pending_lessons(project, signed_up.id) == ["confirmation"]
 
     summary = send_due(project, OutboxTransport(project.settings.delivery.outbox), now=datetime.now(UTC))
     assert summary.sent == 1
@@ -94,7 +94,7 @@ def test_a_reader_subscribes_confirms_pauses_and_unsubscribes(
     expect(page.locator(".next")).to_contain_text("Thursday")
     page.screenshot(path=tmp_path / "confirmed.png", full_page=True)
     confirmed = reader(project)
-    assert confirmed.status == "active" and pending_weeks(project, confirmed.id) == [1]
+    assert confirmed.status == "active" and pending_lessons(project, confirmed.id) == ["muscle"]
 
     page.get_by_role("link", name="Change your day or pause").click()
     expect(page.locator("#status")).to_have_text("Receiving lessons")
@@ -104,7 +104,7 @@ def test_a_reader_subscribes_confirms_pauses_and_unsubscribes(
     page.screenshot(path=tmp_path / "preferences-paused.png", full_page=True)
     paused = reader(project)
     assert paused.status == "paused" and paused.pause_until is not None
-    assert pending_weeks(project, paused.id) == []
+    assert pending_lessons(project, paused.id) == []
 
     page.locator(".actions a", has_text="Unsubscribe").click()
     expect(page.get_by_role("button", name="Unsubscribe")).to_be_visible()
@@ -114,7 +114,7 @@ def test_a_reader_subscribes_confirms_pauses_and_unsubscribes(
     expect(page.locator("h1")).to_have_text("You are unsubscribed")
     assert page.url == unsubscribe_url  # answered in place, no redirect
     gone = reader(project)
-    assert gone.status == "unsubscribed" and pending_weeks(project, gone.id) == []
+    assert gone.status == "unsubscribed" and pending_lessons(project, gone.id) == []
     context.close()
 
 

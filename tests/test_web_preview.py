@@ -69,7 +69,7 @@ def test_the_index_lists_every_lesson_with_subject_preheader_size_and_checklist(
         assert f'href="/preview/{lesson.slug}"' in row
         assert lesson.subject.replace("—", "—") in text_of(row).replace("&amp;", "&")
         assert lesson.preheader.split(".")[0] in text_of(row)
-        size = len(project.render(project.sample_subscriber(), lesson.week, NOW).html.encode())
+        size = len(project.render(project.sample_subscriber(), lesson.slug, NOW).html.encode())
         assert f'value="{size}"' in row and "<meter" in row
         assert "passed" in row or "failing" in row
 
@@ -129,7 +129,7 @@ def test_force_scheme_only_touches_the_dark_mode_media_query() -> None:
 
 def test_the_tabs_show_text_source_headers_and_checklist(client: TestClient, project: Project) -> None:
     page = client.get("/preview/brain").text
-    rendered = project.render(project.sample_subscriber(), 3, NOW)
+    rendered = project.render(project.sample_subscriber(), "brain", NOW)
     for panel in ("email", "text", "source", "headers", "checklist"):
         assert f'id="{panel}" role="tabpanel"' in page
     assert rendered.text.splitlines()[0] in page
@@ -378,8 +378,8 @@ def test_the_outbox_lists_and_opens_stored_messages(client: TestClient, project:
     assert "Nothing here yet" in client.get("/outbox").text
     transport = OutboxTransport(project.settings.delivery.outbox)
     reader = project.sample_subscriber(email="kim@example.com", name="Kim")
-    for week in (0, 1):
-        transport.send(project.envelope(reader, week, now=NOW))
+    for lesson in ("confirmation", "muscle"):
+        transport.send(project.envelope(reader, lesson, now=NOW))
     listing = client.get("/outbox").text
     names = re.findall(r'href="/outbox/([^"]+)"', listing)
     assert len(names) == 2

@@ -114,7 +114,7 @@ def test_subscribing_queues_a_confirmation_with_the_chosen_schedule(client: Test
     reader = subscriber(project)
     assert reader is not None and reader.status == "pending" and reader.source == "web"
     assert (reader.weekday, reader.send_time, reader.timezone) == (4, time(9, 30), "Europe/Berlin")
-    assert [row.week for row in pending_rows(project, reader.id)] == [0]
+    assert [row.lesson for row in pending_rows(project, reader.id)] == ["confirmation"]
 
 
 def test_the_answer_is_the_same_whether_or_not_the_address_is_known(client: TestClient, project: Project) -> None:
@@ -240,11 +240,11 @@ def test_the_confirm_link_activates_and_says_when_lesson_1_arrives_locally(
     assert reader is not None and reader.status == "active"
     [row] = pending_rows(project, reader.id)
     expected = next_slot_after(Cadence("Europe/Berlin", 4, time(9, 30)), NOW)
-    assert row.week == 1 and row.due_at == expected
+    assert row.lesson == "muscle" and row.due_at == expected
     assert "Friday 6 March 2026 at 09:30 (Europe/Berlin)" in response.text
     assert "Can running build muscle?" in response.text
     assert client.get(f"/confirm/{token(project, 'confirm', reader.id)}").status_code == 200  # twice is harmless
-    assert [row.week for row in pending_rows(project, reader.id)] == [1]
+    assert [row.lesson for row in pending_rows(project, reader.id)] == ["muscle"]
 
 
 @pytest.mark.parametrize("kind", ["forged", "altered", "wrong-scope", "expired", "malformed"])
@@ -384,15 +384,15 @@ def test_subscribing_again_needs_a_new_confirmation_and_resumes_where_they_stopp
     with project.db.session() as session:
         stored = session.get(Subscriber, reader.id)
         assert stored is not None
-        stored.position = 3
+        stored.position, stored.last_lesson = 3, "brain"
     client.post(f"/u/{token(project, 'unsubscribe', reader.id)}", data=ONE_CLICK)
     clock.now = NOW + timedelta(days=30)
     assert sign_up(client, email="bo@example.com")[0] == 200
     again = subscriber(project, "bo@example.com")
     assert again is not None and again.status == "pending" and again.position == 3
-    assert [row.week for row in pending_rows(project, reader.id)] == [0]
+    assert [row.lesson for row in pending_rows(project, reader.id)] == ["confirmation"]
     client.get(f"/confirm/{token(project, 'confirm', reader.id, clock.now)}")
-    assert [row.week for row in pending_rows(project, reader.id)] == [4]
+    assert [row.lesson for row in pending_rows(project, reader.id)] == ["mood"]
 
 
 # --- preferences -----------------------------------------------------------------------------------------------------
@@ -441,7 +441,7 @@ def test_pausing_until_resumed_and_resuming_plan_the_next_lesson_again(client: T
     status, page = preferences(client, project, reader, action="resume")
     assert status == 200 and "Resumed." in page
     [row] = pending_rows(project, reader.id)
-    assert row.week == 1 and row.due_at == next_slot_after(Cadence("America/New_York", 1, time(6, 15)), NOW)
+    assert row.lesson == "muscle" and row.due_at == next_slot_after(Cadence("America/New_York", 1, time(6, 15)), NOW)
     assert "Tuesday 10 March 2026 at 06:15 (America/New_York)" in text_of(page)
 
 
@@ -528,7 +528,7 @@ def test_the_journey_works_on_each_database(any_project: Project) -> None:
         assert preferences(client, any_project, reader, action="pause", weeks="until-resumed")[0] == 200
         assert pending_rows(any_project, reader.id) == []
         assert preferences(client, any_project, reader, action="resume")[0] == 200
-        assert [row.week for row in pending_rows(any_project, reader.id)] == [1]
+        assert [row.lesson for row in pending_rows(any_project, reader.id)] == ["muscle"]
         one_click = client.post(f"/u/{token(any_project, 'unsubscribe', reader.id)}", data=ONE_CLICK)
         assert one_click.status_code == 200
     gone = subscriber(any_project, "pg@example.com")

@@ -7,7 +7,7 @@ The sample subscriber's name holds markup and an ampersand, so every template pr
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,12 +15,13 @@ from pathlib import Path
 import dkim
 from dkim.crypto import UnparsableKeyError
 
-from newsletter.checklist import run_checklist
+from newsletter.checklist import CheckResult, run_checklist
 from newsletter.checklist.signing import dns_serving, public_key_record
 from newsletter.checklist.wire import DnsTxtLookup
 from newsletter.config import Settings, load_settings
 from newsletter.errors import ConfigError, LessonError, NewsletterError
-from newsletter.models import CONFIRMATION_WEEK
+from newsletter.ledger.waiting import Gate
+from newsletter.models import CONFIRMATION
 from newsletter.project import Project
 
 CALL_TO_ACTION = "Try this week"
@@ -73,35 +74,73 @@ def check_course(
         )
     project = Project(settings)
     try:
-        series = project.series
+        project.series  # noqa: B018 (loaded strictly here: a broken file is a finding, not a placeholder)
     except LessonError as error:
         where = _relative(Path(error.path), root) + (f" line {error.line}" if error.line else "")
         report.findings.append(Finding(where, error.reason))
         return report
     dns = _dkim_dns(settings, report, config_name)
-    sample = project.sample_subscriber(CHECK_EMAIL, CHECK_NAME)
-    moment = now or datetime.now(UTC)
-    confirmation_template = settings.newsletter.templates / "confirmation.mjml.j2"
-    emails: list[tuple[int, str, str | None]] = [(CONFIRMATION_WEEK, _relative(confirmation_template, root), None)]
-    emails += [(lesson.week, _relative(lesson.path, root), CALL_TO_ACTION) for lesson in series]
     render_errors: set[str] = set()
-    for week, where, action in emails:
-        try:
-            rendered = project.render(sample, week, moment)
-            raw = project.envelope(sample, week, now=moment).data
-        except (NewsletterError, dkim.DKIMException) as error:
+    for _lesson, where, outcome in checked_emails(project, now or datetime.now(UTC), dns):
+        if isinstance(outcome, Exception):
             # A broken template breaks every email it renders: say so once, naming the template.
-            message = _strip_root(str(error), root)
+            message = _strip_root(str(outcome), root)
             if message not in render_errors:
                 render_errors.add(message)
                 context = "" if where in message else f" (rendering {where})"
                 report.findings.append(Finding("", message + context))
             continue
         report.emails_checked += 1
-        for result in run_checklist(raw, subject=rendered.subject, call_to_action=action, dkim_dns=dns):
+        for result in outcome:
             if not result.ok:
                 report.findings.append(Finding(where, f"item {result.number} ({result.name}): {result.detail}"))
     return report
+
+
+def checked_emails(
+    project: Project, moment: datetime, dns: DnsTxtLookup | None
+) -> Iterator[tuple[str, str, list[CheckResult] | NewsletterError | dkim.DKIMException]]:
+    """Each email of the course (the confirmation, then every lesson that can render) with its checklist.
+
+    Yields (lesson slug, the file it comes from, the results or the error that stopped rendering it).
+    """
+    settings, root = project.settings, project.settings.root
+    sample = project.sample_subscriber(CHECK_EMAIL, CHECK_NAME)
+    confirmation_template = settings.newsletter.templates / "confirmation.mjml.j2"
+    emails: list[tuple[str, str, str | None]] = [(CONFIRMATION, _relative(confirmation_template, root), None)]
+    emails += [
+        (lesson.slug, _relative(lesson.path, root), CALL_TO_ACTION) for lesson in project.series if not lesson.problem
+    ]
+    for lesson, where, action in emails:
+        try:
+            rendered = project.render(sample, lesson, moment)
+            raw = project.envelope(sample, lesson, now=moment).data
+        except (NewsletterError, dkim.DKIMException) as error:
+            yield lesson, where, error
+            continue
+        yield lesson, where, run_checklist(raw, subject=rendered.subject, call_to_action=action, dkim_dns=dns)
+
+
+def lesson_gates(project: Project, now: datetime | None = None) -> dict[str, Gate]:
+    """The emails that may not go out, and why: drafts, broken lesson files, emails failing the checklist."""
+    gates: dict[str, Gate] = {}
+    for lesson in project.series:
+        if lesson.problem:
+            gates[lesson.slug] = Gate("broken", _strip_root(lesson.problem, project.settings.root))
+        elif lesson.draft:
+            gates[lesson.slug] = Gate("draft", "draft = true in its front matter")
+    dns = _dkim_dns(project.settings, CourseReport(), "")
+    for slug, _where, outcome in checked_emails(project, now or datetime.now(UTC), dns):
+        if slug in gates:
+            continue
+        if isinstance(outcome, Exception):
+            gates[slug] = Gate("broken", _strip_root(str(outcome), project.settings.root))
+            continue
+        failing = [result for result in outcome if not result.ok]
+        if failing:
+            items = "; ".join(f"item {result.number} ({result.name}): {result.detail}" for result in failing[:3])
+            gates[slug] = Gate("checklist", f"fails the email checklist: {items}")
+    return gates
 
 
 def _dkim_dns(settings: Settings, report: CourseReport, config_name: str) -> DnsTxtLookup | None:

@@ -13,8 +13,7 @@ from rich.table import Table
 from newsletter.checklist.course import check_course
 from newsletter.cli.options import now_option, open_project, resolve_now
 from newsletter.config import database_url
-from newsletter.models import CONFIRMATION_WEEK, Subscriber
-from newsletter.planning import CONFIRMATION_SLUG
+from newsletter.models import CONFIRMATION, Subscriber
 from newsletter.project import SAMPLE_EMAIL, SAMPLE_NAME, Project
 from newsletter.subscribers import find_subscriber
 
@@ -28,7 +27,7 @@ def lessons_command(ctx: click.Context, as_json: bool) -> None:
     """List the course: week, slug, subject, preheader and the size of each lesson's HTML."""
     project = open_project(ctx)
     sample = project.sample_subscriber()
-    sizes = {lesson.slug: len(project.render(sample, lesson.week).html.encode("utf-8")) for lesson in project.series}
+    sizes = {lesson.slug: len(project.render(sample, lesson.slug).html.encode("utf-8")) for lesson in project.series}
     if as_json:
         rows = [
             {
@@ -37,6 +36,7 @@ def lessons_command(ctx: click.Context, as_json: bool) -> None:
                 "title": lesson.title,
                 "subject": lesson.subject,
                 "preheader": lesson.preheader,
+                "draft": lesson.draft,
                 "html_bytes": sizes[lesson.slug],
                 "file": _shown_path(lesson.path, project.settings.root),
             }
@@ -52,7 +52,8 @@ def lessons_command(ctx: click.Context, as_json: bool) -> None:
     table.add_column("HTML", justify="right", no_wrap=True)
     for lesson in project.series:
         size = f"{sizes[lesson.slug] / 1024:.1f} KB"
-        table.add_row(str(lesson.week), lesson.slug, lesson.subject, lesson.preheader, size)
+        slug = f"{lesson.slug} (draft)" if lesson.draft else lesson.slug
+        table.add_row(str(lesson.week), slug, lesson.subject, lesson.preheader, size)
     Console().print(table)
 
 
@@ -99,13 +100,13 @@ def render_command(
 ) -> None:
     """Render the lesson SLUG (or `confirmation`, the double opt-in email) for one subscriber."""
     project = open_project(ctx)
-    week = _week_of(project, slug)
+    lesson = _lesson_of(project, slug)
     subscriber = _subscriber_for(project, email, name)
     moment = resolve_now(now)
     if output_format == "eml":
-        data = project.envelope(subscriber, week, now=moment).data
+        data = project.envelope(subscriber, lesson, now=moment).data
     else:
-        rendered = project.render(subscriber, week, moment)
+        rendered = project.render(subscriber, lesson, moment)
         data = (rendered.html if output_format == "html" else rendered.text).encode("utf-8")
     if output is None:
         click.echo(data, nl=False)
@@ -114,13 +115,10 @@ def render_command(
     click.echo(f"Wrote {output} ({len(data):,} bytes, {output_format}) for {subscriber.email}", err=True)
 
 
-def _week_of(project: Project, slug: str) -> int:
-    if slug == CONFIRMATION_SLUG:
-        return CONFIRMATION_WEEK
-    for lesson in project.series:
-        if lesson.slug == slug:
-            return lesson.week
-    known = ", ".join([CONFIRMATION_SLUG, *(lesson.slug for lesson in project.series)])
+def _lesson_of(project: Project, slug: str) -> str:
+    if slug == CONFIRMATION or slug in {lesson.slug for lesson in project.series}:
+        return slug
+    known = ", ".join([CONFIRMATION, *(lesson.slug for lesson in project.series)])
     raise click.BadParameter(f"no lesson {slug!r}; choose one of: {known}", param_hint="SLUG")
 
 

@@ -56,35 +56,39 @@ def _print_status(report: StatusReport, console: Console) -> None:
     ledger = " · ".join(f"{count} {status}" for status, count in report.deliveries.items())
     console.print(f"[bold]Deliveries[/]   {ledger}")
     table = Table(title="The course, lesson by lesson", title_justify="left")
-    for heading in ("Week", "Lesson", "Sent", "Sending", "Due now", "Later", "Failed", "Held", "Unsubscribed after"):
+    headings = ("#", "Lesson", "Sent", "Sending", "Due now", "Later", "Failed", "Held", "Unsubscribed after")
+    for heading in headings:
         table.add_column(heading, justify="left" if heading == "Lesson" else "right")
     for line in report.lessons:
         counts = (line.sent, line.sending, line.due, line.later, line.failed, line.held, line.unsubscribed_after)
-        table.add_row(str(line.week), line.slug, *(str(count) for count in counts))
+        where = "-" if line.position is None else str(line.position)  # "-": no longer in the course
+        name = f"{line.lesson} ({line.held_because})" if line.held_because else line.lesson
+        table.add_row(where, name, *(str(count) for count in counts))
     console.print(table)
+    waiting = [line for line in report.lessons if line.held_because and line.held]
+    for line in waiting:
+        console.print(f"[bold]Held[/]         {line.held} readers wait before {line.lesson!r} ({line.held_because})")
     oldest = report.oldest_overdue
     if oldest is None:
         console.print("[bold]Overdue[/]      nothing: every due email has gone out")
     else:
         console.print(
-            f"[bold]Oldest overdue[/] {oldest.email}, week {oldest.week} ({oldest.slug}), due {_when(oldest.due_at)}, "
+            f"[bold]Oldest overdue[/] {oldest.email}, {oldest.lesson}, due {_when(oldest.due_at)}, "
             f"{_duration(report.overdue_seconds)} late, {oldest.attempts} attempts"
         )
     upcoming = report.next_due
     if upcoming is not None:
         wait = (upcoming.due_at - report.generated_at).total_seconds()
         console.print(
-            f"[bold]Next due[/]     {upcoming.email}, week {upcoming.week} ({upcoming.slug}), "
+            f"[bold]Next due[/]     {upcoming.email}, {upcoming.lesson}, "
             f"{_when(upcoming.due_at)} (in {_duration(wait)})"
         )
     if report.recent_errors:
         errors = Table(title="Latest errors", title_justify="left")
-        for heading in ("When", "Address", "Week", "Status", "Attempts", "SMTP reply / error"):
+        for heading in ("When", "Address", "Lesson", "Status", "Attempts", "SMTP reply / error"):
             errors.add_column(heading)
         for row in report.recent_errors:
-            errors.add_row(
-                _when(row.updated_at), row.email, str(row.week), row.status, str(row.attempts), _problem(row)
-            )
+            errors.add_row(_when(row.updated_at), row.email, row.lesson, row.status, str(row.attempts), _problem(row))
         console.print(errors)
     else:
         console.print("[bold]Errors[/]       none")
@@ -129,14 +133,13 @@ def status_command(ctx: click.Context, now: datetime | None, as_json: bool, watc
 
 def _deliveries_table(rows: list[DeliveryRow]) -> Table:
     table = Table()
-    for heading in ("ID", "Address", "Week", "Lesson", "Status", "Due", "Attempts", "Sent", "SMTP reply / error"):
-        table.add_column(heading, justify="right" if heading in ("ID", "Week", "Attempts") else "left")
+    for heading in ("ID", "Address", "Lesson", "Status", "Due", "Attempts", "Sent", "SMTP reply / error"):
+        table.add_column(heading, justify="right" if heading in ("ID", "Attempts") else "left")
     for row in rows:
         table.add_row(
             str(row.id),
             row.email,
-            str(row.week),
-            row.slug,
+            row.lesson,
             row.status,
             _when(row.due_at),
             str(row.attempts),
@@ -198,7 +201,7 @@ def retry_command(ctx: click.Context, now: datetime | None, email: str | None, a
 
 
 def _retry_line(row: DeliveryRow) -> str:
-    return f"  {row.email}  week {row.week} {row.slug}  last error: {_problem(row)}"
+    return f"  {row.email}  {row.lesson}  last error: {_problem(row)}"
 
 
 @click.command("run")

@@ -53,14 +53,10 @@ def send_command(ctx: click.Context, now: datetime | None, dry_run: bool, limit:
     if dry_run:
         due = list_due(project, resolve_now(now), limit)
         if as_json:
-            click.echo(
-                json.dumps(
-                    [{"email": d.email, "week": d.week, "slug": d.slug, "due_at": d.due_at.isoformat()} for d in due]
-                )
-            )
+            click.echo(json.dumps([{"email": d.email, "slug": d.lesson, "due_at": d.due_at.isoformat()} for d in due]))
         else:
             for item in due:
-                click.echo(f"{item.due_at:%Y-%m-%d %H:%M} UTC  week {item.week:<2} {item.slug:<14} {item.email}")
+                click.echo(f"{item.due_at:%Y-%m-%d %H:%M} UTC  {item.lesson:<14} {item.email}")
             click.echo(f"{len(due)} due; nothing sent (dry run)")
         return
     transport = transport_from_settings(project.settings)

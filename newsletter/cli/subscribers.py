@@ -49,17 +49,28 @@ def _session(ctx: click.Context) -> Iterator[tuple[Project, Session]]:
         yield project, session
 
 
-def _next_lesson_text(session: Session, subscriber: Subscriber) -> str:
+@contextmanager
+def _reading(ctx: click.Context) -> Iterator[tuple[Project, Session]]:
+    """The same for a command that only reads: on SQLite it never takes the write lock, so no sender waits."""
+    project = open_project(ctx)
+    with project.db.reading() as session:
+        yield project, session
+
+
+def _next_lesson_text(project: Project, session: Session, subscriber: Subscriber) -> str:
     delivery = domain.next_lesson_due(session, subscriber)
     if delivery is None:
         return ""
+    lesson = f"lesson {(project.series.index(delivery.lesson) or 0) + 1} ({delivery.lesson})"
+    if delivery.status == "held":
+        return f"; waiting before {lesson}: held ({delivery.hold})"
     local = delivery.due_at.astimezone(ZoneInfo(subscriber.timezone))
-    return f"; lesson {delivery.week} due {local:%a %d %b %Y %H:%M} local, {delivery.due_at:%Y-%m-%d %H:%M} UTC"
+    return f"; {lesson} due {local:%a %d %b %Y %H:%M} local, {delivery.due_at:%Y-%m-%d %H:%M} UTC"
 
 
-def _state(session: Session, subscriber: Subscriber) -> str:
+def _state(project: Project, session: Session, subscriber: Subscriber) -> str:
     cadence = domain.describe(subscriber.weekday, subscriber.send_time, subscriber.timezone)
-    return f"{subscriber.email} ({subscriber.status}, {cadence}){_next_lesson_text(session, subscriber)}"
+    return f"{subscriber.email} ({subscriber.status}, {cadence}){_next_lesson_text(project, session, subscriber)}"
 
 
 @click.group("subscribers")
@@ -96,7 +107,7 @@ def add_command(
     with _session(ctx) as (project, session):
         subscriber = domain.add_subscriber(session, project, data, confirmed=confirmed, now=resolve_now(now))
         what = "" if confirmed else "; confirmation email queued"
-        _console().print(f"added {escape(_state(session, subscriber))}{what}")
+        _console().print(f"added {escape(_state(project, session, subscriber))}{what}")
 
 
 @subscribers_group.command("import")
@@ -154,7 +165,7 @@ def import_command(ctx: click.Context, file: Path, confirmed: bool, encoding: st
 @click.pass_context
 def list_command(ctx: click.Context, status: str | None, as_json: bool) -> None:
     """List subscribers in the order they were added."""
-    with _session(ctx) as (_project, session):
+    with _reading(ctx) as (_project, session):
         found = domain.list_subscribers(session, status)
         if as_json:
             click.echo(json.dumps([_as_json(subscriber) for subscriber in found], indent=2))
@@ -177,6 +188,7 @@ def _as_json(subscriber: Subscriber) -> dict[str, Any]:
         "weekday": WEEKDAY_NAMES[subscriber.weekday],
         "time": f"{subscriber.send_time:%H:%M}",
         "position": subscriber.position,
+        "last_lesson": subscriber.last_lesson,
         "created_at": subscriber.created_at.isoformat(),
         "confirmed_at": subscriber.confirmed_at.isoformat() if subscriber.confirmed_at else None,
     }
@@ -188,7 +200,7 @@ def _as_json(subscriber: Subscriber) -> dict[str, Any]:
 @click.pass_context
 def export_command(ctx: click.Context, file: Path | None, status: str | None) -> None:
     """Write subscribers as UTF-8 CSV to FILE (default: standard output); `subscribers import` reads it back."""
-    with _session(ctx) as (_project, session):
+    with _reading(ctx) as (_project, session):
         if file is None:
             export_subscribers(session, sys.stdout, status=status)
             return
@@ -222,7 +234,7 @@ def resume_command(ctx: click.Context, email: str, now: datetime | None) -> None
     with _session(ctx) as (project, session):
         subscriber = domain.get_subscriber(session, email)
         domain.resume(session, project, subscriber, now=resolve_now(now))
-        _console().print(f"resumed {escape(_state(session, subscriber))}")
+        _console().print(f"resumed {escape(_state(project, session, subscriber))}")
 
 
 @subscribers_group.command("set")
@@ -253,7 +265,7 @@ def set_command(
         domain.change_schedule(
             session, project, subscriber, now=moment, weekday=weekday, send_time=send_time, timezone=timezone
         )
-        _console().print(f"updated {escape(_state(session, subscriber))}")
+        _console().print(f"updated {escape(_state(project, session, subscriber))}")
 
 
 @subscribers_group.command("unsubscribe")
@@ -298,7 +310,7 @@ def unbounce_command(
         )
         for subscriber in chosen:
             domain.unbounce(session, project, subscriber, now=resolve_now(now))
-            _console().print(f"unbounced {escape(_state(session, subscriber))}")
+            _console().print(f"unbounced {escape(_state(project, session, subscriber))}")
         if not chosen:
             _console().print("nobody is bounced" + (f" since {since.isoformat()}" if since else ""))
 
@@ -331,7 +343,7 @@ def plan_command(ctx: click.Context, email: str | None, days: float, now: dateti
     it are projected by the schedule's rules and marked "projected": they assume each lesson goes out on
     time, and move if it does not, or if the subscriber pauses or changes their day.
     """
-    with _session(ctx) as (project, session):
+    with _reading(ctx) as (project, session):
         sends = upcoming_sends(session, project, now=resolve_now(now), days=days, email=email)
     if as_json:
         click.echo(json.dumps([send.as_json() for send in sends], indent=2))
@@ -341,7 +353,7 @@ def plan_command(ctx: click.Context, email: str | None, days: float, now: dateti
         console.print(f"nothing due in the next {days:g} days")
         return
     for day, group in groupby(sends, key=lambda send: send.due_at.date()):
-        table = Table("UTC", "email", "week", "lesson", "subscriber's time", "", box=None, title_justify="left")
+        table = Table("UTC", "email", "#", "lesson", "subscriber's time", "", box=None, title_justify="left")
         table.title = f"{day:%A %d %B %Y}"
         for send in group:
             local = send.local
@@ -351,7 +363,7 @@ def plan_command(ctx: click.Context, email: str | None, days: float, now: dateti
                 str(send.week),
                 send.slug,
                 f"{local:%a %H:%M} {send.timezone}",
-                "projected" if send.projected else "",
+                f"held ({send.held})" if send.held else "projected" if send.projected else "",
             )
         console.print(table)
 
@@ -369,7 +381,7 @@ def upgrade_command(ctx: click.Context) -> None:
     database = connect(project.settings, migrate=False)
     try:
         before = current_revision(database.engine)
-        upgrade(database.engine)
+        upgrade(database.engine, course_slugs=project.course_slugs)
         after = current_revision(database.engine)
     except SQLAlchemyError as error:
         raise DatabaseError(f"cannot migrate the database: {error}") from None

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import chain, islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
@@ -30,9 +30,8 @@ from newsletter.csvio.reading import Record, detect_encoding, read_records, snif
 from newsletter.errors import SubscriberError
 from newsletter.lessons import Series
 from newsletter.message import message_id_for
-from newsletter.models import CONFIRMATION_WEEK, SUBSCRIBER_STATUSES, Delivery, Event, Subscriber
-from newsletter.planning import CONFIRMATION_SLUG
-from newsletter.schedule import first_lesson_due, next_slot_after
+from newsletter.models import CONFIRMATION, SUBSCRIBER_STATUSES, Delivery, Event, Subscriber
+from newsletter.planning import NextSend, Progress, next_send
 from newsletter.subscribers import ValidSubscriber, clean_name, normalise_email, resolve_cadence
 
 if TYPE_CHECKING:
@@ -202,10 +201,11 @@ def _store_batch(
     if not fresh:
         return
     series = project.series
-    statuses = {row.line: _initial_status(row, series) for row in fresh.values()}
+    nexts = {row.line: _next_lesson(project, row, now) for row in fresh.values()}
+    statuses = {row.line: _initial_status(row, nexts[row.line]) for row in fresh.values()}
     inserted = session.execute(
         insert(Subscriber).returning(Subscriber.email, Subscriber.id),
-        [_subscriber_values(row, statuses[row.line], now) for row in fresh.values()],
+        [_subscriber_values(row, statuses[row.line], now, series) for row in fresh.values()],
     )
     ids: dict[str, int] = dict(inserted.all())
     if report.first_added_id is None:
@@ -214,10 +214,9 @@ def _store_batch(
     events: list[dict[str, Any]] = []
     for row in fresh.values():
         subscriber_id, status = ids[row.subscriber.email], statuses[row.line]
-        events.extend(
-            _event_values(subscriber_id, kind, row.position, now, detail) for kind, detail in _EVENTS[row.status]
-        )
-        delivery = _first_delivery(project, row, subscriber_id, status, now)
+        last = _last_lesson(series, row)
+        events.extend(_event_values(subscriber_id, kind, last, now, detail) for kind, detail in _EVENTS[row.status])
+        delivery = _first_delivery(project, subscriber_id, status, nexts[row.line], now)
         if delivery is not None:
             deliveries.append(delivery)
     session.execute(insert(Event), events)
@@ -236,13 +235,24 @@ _EVENTS: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 
-def _initial_status(row: ImportRow, series: Series) -> str:
-    if row.status == "active" and series.week(row.position + 1) is None:
+def _last_lesson(series: Series, row: ImportRow) -> str | None:
+    """The lesson a reader imported at `position` last received (their place in the course)."""
+    position = min(row.position, len(series))
+    return series.lessons[position - 1].slug if position else None
+
+
+def _next_lesson(project: Project, row: ImportRow, now: datetime) -> NextSend | None:
+    progress = Progress(_last_lesson(project.series, row))
+    return next_send(project.settings, project.series, progress=progress, cadence=row.subscriber.cadence, now=now)
+
+
+def _initial_status(row: ImportRow, planned: NextSend | None) -> str:
+    if row.status == "active" and planned is None:
         return "completed"  # they finished the course elsewhere; appended lessons will reach them
     return row.status
 
 
-def _subscriber_values(row: ImportRow, status: str, now: datetime) -> dict[str, Any]:
+def _subscriber_values(row: ImportRow, status: str, now: datetime, series: Series) -> dict[str, Any]:
     valid, confirmed = row.subscriber, row.status in ("active", "paused")
     return {
         "email": valid.email,
@@ -251,7 +261,8 @@ def _subscriber_values(row: ImportRow, status: str, now: datetime) -> dict[str, 
         "weekday": valid.cadence.weekday,
         "send_time": valid.cadence.send_time,
         "status": status,
-        "position": row.position,
+        "position": min(row.position, len(series)),
+        "last_lesson": _last_lesson(series, row),
         "hard_bounces": 0,
         "source": "import",
         "created_at": now,
@@ -263,34 +274,41 @@ def _subscriber_values(row: ImportRow, status: str, now: datetime) -> dict[str, 
     }
 
 
-def _event_values(subscriber_id: int, kind: str, week: int, now: datetime, detail: str) -> dict[str, Any]:
-    return {"subscriber_id": subscriber_id, "kind": kind, "at": now, "source": "import", "week": week, "detail": detail}
+def _event_values(subscriber_id: int, kind: str, lesson: str | None, now: datetime, detail: str) -> dict[str, Any]:
+    return {
+        "subscriber_id": subscriber_id,
+        "kind": kind,
+        "at": now,
+        "source": "import",
+        "lesson": lesson,
+        "detail": detail,
+    }
 
 
 def _first_delivery(
-    project: Project, row: ImportRow, subscriber_id: int, status: str, now: datetime
+    project: Project, subscriber_id: int, status: str, planned: NextSend | None, now: datetime
 ) -> dict[str, Any] | None:
     """The row planning would write first: the confirmation (pending) or the next lesson (active)."""
-    settings, series, cadence = project.settings, project.series, row.subscriber.cadence
+    settings, series = project.settings, project.series
+    gate = None
     if status == "pending":
-        week, slug, due, key = CONFIRMATION_WEEK, CONFIRMATION_SLUG, now, "confirm1"
-    elif status == "active":
-        lesson = series.week(row.position + 1)
-        assert lesson is not None  # _initial_status made it "completed" otherwise
-        first = cast(Literal["next_slot", "immediately"], settings.schedule.first_lesson)
-        due = first_lesson_due(cadence, now, first) if row.position == 0 else next_slot_after(cadence, now)
-        week, slug, key = lesson.week, lesson.slug, f"w{lesson.week}"
+        lesson, due = CONFIRMATION, now
+        message_id = message_id_for(settings, series.slug, subscriber_id, "confirm1")
+    elif status == "active" and planned is not None:
+        lesson, due, message_id = planned.lesson.slug, planned.due_at, None
+        gate = project.gates.get(lesson)
     else:
         return None
     return {
         "subscriber_id": subscriber_id,
-        "week": week,
-        "slug": slug,
+        "lesson": lesson,
         "slot_at": due,
         "due_at": due,
-        "status": "pending",
+        "status": "held" if gate else "pending",
+        "hold": gate.reason if gate else None,
+        "error": gate.detail if gate else None,
         "attempts": 0,
-        "message_id": message_id_for(settings, series.slug, subscriber_id, key),
+        "message_id": message_id,
         "created_at": now,
         "updated_at": now,
     }

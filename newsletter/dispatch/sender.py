@@ -6,27 +6,15 @@ import logging
 import threading
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cache, partial
+from functools import partial
 from queue import SimpleQueue
 
-from sqlalchemy import Connection, Update, bindparam, exists, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
-from newsletter.dispatch.ledger import (
-    Clock,
-    SendSummary,
-    claim_due_deliveries,
-    clock_from,
-    may_receive,
-    receiving_statuses,
-    release_expired_leases,
-    retry_delay,
-    worker_name,
-)
+from newsletter.dispatch.queue import Clock, SendSummary, clock_from, worker_name
 from newsletter.errors import (
     NewsletterError,
     PermanentSendError,
@@ -34,37 +22,15 @@ from newsletter.errors import (
     TransportError,
     UncarriedSendError,
 )
-from newsletter.message import message_id_for
-from newsletter.models import CONFIRMATION_WEEK, Delivery, Subscriber
-from newsletter.planning import (
-    DELIVERIES,
-    RECEIVING_STATUSES,
-    SUBSCRIBERS,
-    advance_after_delivery,
-    cancel_pending,
-    plan_next_lesson,
-    reconcile,
-    record_event,
-)
+from newsletter.ledger import wire
+from newsletter.ledger.course import reconcile
+from newsletter.ledger.wire import Claimed
+from newsletter.message import lesson_message_id, message_id_for
+from newsletter.models import CONFIRMATION, HoldReason
 from newsletter.project import Project
 from newsletter.transports import Envelope, Transport
 
 log = logging.getLogger(__name__)
-# What rendering needs to know about a subscriber (`Project.render`: the links, the greeting, the schedule).
-_RENDERED_SUBSCRIBER_COLUMNS = ("email", "name", "timezone", "weekday", "send_time")
-
-
-@dataclass(frozen=True)
-class _Claimed:
-    """A claimed row and what sending and recording it need, loaded with its batch."""
-
-    delivery_id: int
-    week: int
-    slot_at: datetime
-    message_id: str | None
-    subscriber: Subscriber  # a detached copy, only for rendering
-
-
 # A sent message's outcome, to be written by the commit that starts that connection's next message.
 _Record = Callable[[Connection], "str | None"]
 
@@ -99,22 +65,24 @@ class Dispatcher:
         self.summary = SendSummary()
         self._fatal: TransportError | None = None
         self._lease = timedelta(seconds=self.settings.delivery.lease_seconds)
-        self._claimed: deque[_Claimed] = deque()
+        self._claimed: deque[Claimed] = deque()
         self._remaining: int | None = None
         self._nothing_due = False
 
     def run(self, limit: int | None = None) -> SendSummary:
         """Send everything due (up to `limit` messages), then return the counts."""
         now = self.clock()
-        release_expired_leases(self.project, now)
+        with self.project.db.engine.begin() as database:
+            wire.release_expired(database, now)
         with self.project.db.session() as session:
-            reconcile(session, self.settings, self.project.series, now)
+            self.summary.course = reconcile(session, self.project, now)
         self._remaining = limit
         connections = max(1, self.settings.smtp.connections if self.settings.delivery.transport == "smtp" else 1)
         with ThreadPoolExecutor(max_workers=connections, thread_name_prefix="send") as pool:
             self._coordinate(pool, connections)
         # Stopped early: rows claimed but never started go back at once instead of waiting out their lease.
-        self._release([item.delivery_id for item in self._claimed])
+        with self.project.db.engine.begin() as database:
+            wire.release_unstarted(database, [item.delivery_id for item in self._claimed], self.owner)
         if self._fatal is not None:
             raise self._fatal
         return self.summary
@@ -147,7 +115,7 @@ class Dispatcher:
                     pool.submit(self._send, item, envelope, finished)
                     sending += 1
 
-    def _commit(self, database: Connection, record: _Record | None, item: _Claimed | None) -> Envelope | None:
+    def _commit(self, database: Connection, record: _Record | None, item: Claimed | None) -> Envelope | None:
         """One transaction: record a connection's last message, and start `item` (rendered first) if given."""
         now = self.clock()
         prepared = self._prepare(item, now) if item else None
@@ -160,7 +128,7 @@ class Dispatcher:
         self._count(started)
         return None
 
-    def _next(self) -> _Claimed | None:
+    def _next(self) -> Claimed | None:
         """The next claimed row; a new batch is claimed when the last one is used up."""
         if self.stop.is_set() or self._fatal is not None:
             return None
@@ -169,53 +137,23 @@ class Dispatcher:
             self._nothing_due = not self._claimed
         return self._claimed.popleft() if self._claimed else None
 
-    def _claim_batch(self) -> list[_Claimed]:
+    def _claim_batch(self) -> list[Claimed]:
         size = self.settings.delivery.batch_size
         if self._remaining is not None:
             size = min(size, self._remaining)
             if size <= 0:
                 return []
-        with self.project.db.session() as session:
-            ids = claim_due_deliveries(session, self.owner, self.clock(), self._lease, size)
-        if self._remaining is not None:
-            self._remaining -= len(ids)
-        return self._load(ids) if ids else []
+        with self.project.db.engine.begin() as database:
+            ids = wire.claim_due(database, self.owner, self.clock(), self._lease, size)
+            if self._remaining is not None:
+                self._remaining -= len(ids)
+            return wire.load_claimed(database, ids) if ids else []
 
-    def _load(self, ids: Sequence[int]) -> list[_Claimed]:
-        """The claimed rows with their subscribers, in due order, in one query."""
-        query = (
-            select(
-                Delivery.id,
-                Delivery.week,
-                Delivery.slot_at,
-                Delivery.message_id,
-                Subscriber.id.label("subscriber_id"),
-                *(getattr(Subscriber, name) for name in _RENDERED_SUBSCRIBER_COLUMNS),
-            )
-            .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-            .where(Delivery.id.in_(ids))
-            .order_by(Delivery.due_at)
-        )
-        with self.project.db.reading() as session:
-            rows = session.execute(query).all()
-        return [
-            _Claimed(
-                delivery_id=row.id,
-                week=row.week,
-                slot_at=row.slot_at,
-                message_id=row.message_id,
-                subscriber=Subscriber(
-                    id=row.subscriber_id, **{name: getattr(row, name) for name in _RENDERED_SUBSCRIBER_COLUMNS}
-                ),
-            )
-            for row in rows
-        ]
-
-    def _prepare(self, item: _Claimed, now: datetime) -> Envelope | NewsletterError:
+    def _prepare(self, item: Claimed, now: datetime) -> Envelope | NewsletterError:
         """Render and compose the message (no database work), or the error that stops it."""
         try:
             return self.project.envelope(
-                item.subscriber, item.week, message_id=item.message_id, delivery_id=item.delivery_id, now=now
+                item.subscriber, item.lesson, message_id=self._message_id(item), delivery_id=item.delivery_id, now=now
             )
         except NewsletterError as error:
             return error
@@ -223,220 +161,75 @@ class Dispatcher:
             log.exception("delivery %d: rendering failed unexpectedly", item.delivery_id)
             return NewsletterError(f"{type(error).__name__}: {error}")
 
+    def _message_id(self, item: Claimed) -> str:
+        return item.message_id or lesson_message_id(
+            self.settings, self.project.series.slug, item.subscriber.id, item.lesson
+        )
+
     def _start(
-        self, database: Connection, item: _Claimed, prepared: Envelope | NewsletterError | None, now: datetime
+        self, database: Connection, item: Claimed, prepared: Envelope | NewsletterError | None, now: datetime
     ) -> Envelope | str | None:
         """Mark the row on the wire and return the envelope to send; else "skipped", or None if the lease was lost."""
-        if isinstance(prepared, Envelope):
-            # One statement in the common case: still ours, and the subscriber still wants it.
-            started = {"delivery": item.delivery_id, "owner": self.owner, "started_at": now}
-            marked = database.execute(_mark_started_statement(receiving_statuses(item.week)), started)
-            if marked.rowcount == 1:
-                return prepared
-        with Session(bind=database) as session:  # joins the open transaction
-            return self._start_slowly(session, item, prepared, now)
+        if not isinstance(prepared, Envelope):
+            held = wire.record_held(database, item.delivery_id, self.owner, "render", f"cannot render: {prepared}")
+            return "skipped" if held else None
+        if wire.mark_started(database, item, self.owner, now, prepared.message_id):
+            return prepared
+        return wire.why_not_started(database, item, self.owner)
 
-    def _start_slowly(
-        self, session: Session, item: _Claimed, prepared: Envelope | NewsletterError | None, now: datetime
-    ) -> Envelope | str | None:
-        """Why a row did not start: the lease was lost (None), the subscriber left or it cannot render."""
-        delivery = session.get(Delivery, item.delivery_id, with_for_update=True)
-        if delivery is None or delivery.lease_owner != self.owner or delivery.status != "sending":
-            return None  # the lease was lost: another sender owns this row now
-        subscriber = session.get(Subscriber, delivery.subscriber_id)
-        if subscriber is None or not may_receive(delivery.week, subscriber.status):
-            delivery.status, delivery.lease_owner, delivery.lease_until = "cancelled", None, None
-            started: Envelope | str = "skipped"
-        elif not isinstance(prepared, Envelope):
-            delivery.status, delivery.error = "held", f"cannot render: {prepared}"
-            delivery.lease_owner = delivery.lease_until = None
-            started = "skipped"
-        else:
-            delivery.smtp_started_at = now  # the subscriber came back between the two statements
-            delivery.attempts += 1
-            started = prepared
-        session.flush()
-        return started
-
-    def _send(self, item: _Claimed, envelope: Envelope, finished: SimpleQueue[_Record | BaseException]) -> None:
+    def _send(self, item: Claimed, envelope: Envelope, finished: SimpleQueue[_Record | BaseException]) -> None:
         """On a connection's thread: put one message on the wire and report how to record what happened."""
         try:
             finished.put(self._attempt(item, envelope))
         except BaseException as error:  # a bug: the database thread re-raises it
             finished.put(error)
 
-    def _attempt(self, item: _Claimed, envelope: Envelope) -> _Record:
+    def _attempt(self, item: Claimed, envelope: Envelope) -> _Record:
         try:
             reply = self.transport.send(envelope)
         except TransientSendError as error:
-            return partial(self._record_retry, item.delivery_id, error, self.clock())
+            return partial(self._recorded, wire.record_retry, item, error, self.clock())
         except PermanentSendError as error:
-            return partial(self._record_failure, item.delivery_id, error, self.clock())
+            return partial(self._recorded, wire.record_failure, item, error, self.clock())
         except UncarriedSendError as error:
-            return partial(self._record_held, item.delivery_id, str(error))
+            return partial(self._held, item.delivery_id, "relay", str(error))
         except TransportError as error:
             self._fatal = self._fatal or error
-            return partial(self._release_started, item.delivery_id)
+            return partial(self._released, item.delivery_id)
         except Exception as error:  # a bug or a surprise in one delivery: hold it, go on with the others
             log.exception("delivery %d: sending failed unexpectedly", item.delivery_id)
-            return partial(self._record_held, item.delivery_id, f"unexpected error: {type(error).__name__}: {error}")
-        return partial(self._record_sent, item, reply, self.clock())
+            return partial(self._held, item.delivery_id, "error", f"unexpected error: {type(error).__name__}: {error}")
+        return partial(self._sent, item, reply, self.clock())
+
+    def _sent(self, item: Claimed, reply: str, now: datetime, database: Connection) -> str | None:
+        project = self.project
+        recorded = wire.record_sent(
+            database, self.settings, project.series, project.gates, item, self.owner, now, reply
+        )
+        return "sent" if recorded else None
+
+    def _recorded(
+        self,
+        record: Callable[..., str | None],
+        item: Claimed,
+        error: NewsletterError,
+        now: datetime,
+        database: Connection,
+    ) -> str | None:
+        project = self.project
+        return record(database, self.settings, project.series, project.gates, item, self.owner, error, now)
+
+    def _held(self, delivery_id: int, reason: HoldReason, detail: str, database: Connection) -> str | None:
+        return "skipped" if wire.record_held(database, delivery_id, self.owner, reason, detail) else None
+
+    def _released(self, delivery_id: int, database: Connection) -> None:
+        wire.release_started(database, delivery_id, self.owner)
 
     def _count(self, outcome: str | None) -> None:
         if outcome:
             self.summary.add(outcome)
             if self.on_outcome:
                 self.on_outcome(outcome)
-
-    def _record_sent(self, item: _Claimed, reply: str, now: datetime, database: Connection) -> str | None:
-        """Sent: the row, the subscriber's position and their next lesson, without loading an object."""
-        sent = {"delivery": item.delivery_id, "owner": self.owner, "finished_at": now, "reply": reply}
-        if database.execute(_RECORD_SENT, sent).rowcount != 1:
-            return None
-        advance_after_delivery(
-            database,
-            self.settings,
-            self.project.series,
-            subscriber_id=item.subscriber.id,
-            week=item.week,
-            after=item.slot_at,
-            now=now,
-            last_sent_at=now,  # the lesson just delivered is the subscriber's latest
-        )
-        return "sent"
-
-    def _guarded(self, session: Session, delivery_id: int) -> tuple[Delivery, Subscriber] | None:
-        delivery = session.get(Delivery, delivery_id, with_for_update=True)
-        if delivery is None or delivery.lease_owner != self.owner:
-            return None
-        subscriber = session.get(Subscriber, delivery.subscriber_id)
-        assert subscriber is not None
-        return delivery, subscriber
-
-    def _record_retry(
-        self, delivery_id: int, error: TransientSendError, now: datetime, database: Connection
-    ) -> str | None:
-        with Session(bind=database) as session:  # joins the open transaction
-            outcome = self._record_retry_in(session, delivery_id, error, now)
-            session.flush()
-        return outcome
-
-    def _record_retry_in(
-        self, session: Session, delivery_id: int, error: TransientSendError, now: datetime
-    ) -> str | None:
-        found = self._guarded(session, delivery_id)
-        if found is None:
-            return None
-        delivery, _ = found
-        delivery.error, delivery.smtp_reply = str(error), error.reply or None
-        delivery.lease_owner = delivery.lease_until = None
-        if delivery.attempts >= self.settings.delivery.max_attempts:
-            delivery.status = "failed"
-            return "failed"
-        delivery.status = "pending"
-        delivery.due_at = now + retry_delay(self.settings.delivery.retry_base_seconds, delivery.attempts)
-        return "retry"
-
-    def _record_failure(
-        self, delivery_id: int, error: PermanentSendError, now: datetime, database: Connection
-    ) -> str | None:
-        with Session(bind=database) as session:  # joins the open transaction
-            outcome = self._record_failure_in(session, delivery_id, error, now)
-            session.flush()
-        return outcome
-
-    def _record_failure_in(
-        self, session: Session, delivery_id: int, error: PermanentSendError, now: datetime
-    ) -> str | None:
-        found = self._guarded(session, delivery_id)
-        if found is None:
-            return None
-        delivery, subscriber = found
-        delivery.status, delivery.error, delivery.smtp_reply = "failed", str(error), error.reply or None
-        delivery.lease_owner = delivery.lease_until = None
-        subscriber.hard_bounces += 1
-        if subscriber.hard_bounces >= self.settings.delivery.hard_bounce_limit:
-            subscriber.status = "bounced"
-            cancel_pending(session, subscriber)
-            record_event(session, subscriber, "bounced", source="send", at=now, detail=error.reply or str(error))
-        elif delivery.week > subscriber.position:
-            subscriber.position = delivery.week
-            if subscriber.status in RECEIVING_STATUSES:  # not if they paused or left while it was on the wire
-                plan_next_lesson(
-                    session, self.settings, self.project.series, subscriber, now=now, after=delivery.slot_at
-                )
-        return "failed"
-
-    def _release_started(self, delivery_id: int, database: Connection) -> None:
-        """The transport or the relay failed as a whole: give the row back, the attempt uncounted."""
-        database.execute(_RELEASE_STARTED, {"delivery": delivery_id, "owner": self.owner})
-
-    def _record_held(self, delivery_id: int, reason: str, database: Connection) -> str | None:
-        """Keep a row that cannot go out as it is until an operator acts (`newsletter retry`)."""
-        held = {"delivery": delivery_id, "owner": self.owner, "reason": reason}
-        return "skipped" if database.execute(_RECORD_HELD, held).rowcount == 1 else None
-
-    def _release(self, delivery_ids: Sequence[int]) -> None:
-        """Give back claimed rows that were never put on the wire."""
-        if delivery_ids:
-            with self.project.db.engine.begin() as database:
-                self._release_rows(database, delivery_ids)
-
-    def _release_rows(self, database: Connection, delivery_ids: Sequence[int]) -> None:
-        database.execute(
-            update(DELIVERIES)
-            .where(DELIVERIES.c.id.in_(delivery_ids), DELIVERIES.c.lease_owner == self.owner)
-            .where(DELIVERIES.c.status == "sending")
-            .values(status="pending", lease_owner=None, lease_until=None)
-        )
-
-
-# The send path's statements, built once with bound parameters: building one costs more than running it.
-_RECORD_SENT = (
-    update(DELIVERIES)
-    .where(DELIVERIES.c.id == bindparam("delivery"), DELIVERIES.c.lease_owner == bindparam("owner"))
-    .values(
-        status="sent",
-        sent_at=bindparam("finished_at"),
-        smtp_reply=bindparam("reply"),
-        error=None,
-        lease_owner=None,
-        lease_until=None,
-    )
-)
-
-
-_RELEASE_STARTED = (
-    update(DELIVERIES)
-    .where(DELIVERIES.c.id == bindparam("delivery"), DELIVERIES.c.lease_owner == bindparam("owner"))
-    .where(DELIVERIES.c.status == "sending")
-    .values(
-        status="pending",
-        lease_owner=None,
-        lease_until=None,
-        smtp_started_at=None,
-        attempts=DELIVERIES.c.attempts - 1,
-    )
-)
-_RECORD_HELD = (
-    update(DELIVERIES)
-    .where(DELIVERIES.c.id == bindparam("delivery"), DELIVERIES.c.lease_owner == bindparam("owner"))
-    .values(status="held", error=bindparam("reason"), lease_owner=None, lease_until=None)
-)
-
-
-@cache
-def _mark_started_statement(statuses: tuple[str, ...]) -> Update:
-    """Mark a row on the wire if it is still this sender's and its subscriber is in one of `statuses`."""
-    # `or_` of equalities rather than IN: an IN list is expanded anew on every execution.
-    status_ok = or_(*(SUBSCRIBERS.c.status == status for status in statuses))
-    wanted = exists().where(SUBSCRIBERS.c.id == DELIVERIES.c.subscriber_id, status_ok)
-    return (
-        update(DELIVERIES)
-        .where(DELIVERIES.c.id == bindparam("delivery"), DELIVERIES.c.lease_owner == bindparam("owner"))
-        .where(DELIVERIES.c.status == "sending", wanted)
-        .values(smtp_started_at=bindparam("started_at"), attempts=DELIVERIES.c.attempts + 1)
-    )
 
 
 def send_due(
@@ -456,6 +249,6 @@ def send_due(
 def send_test(project: Project, transport: Transport, slug: str, to: str, *, name: str = "") -> str:
     """Send one lesson (or `confirmation`) to one address outside the ledger, subject prefixed [TEST]."""
     subscriber = project.sample_subscriber(email=to, name=name or "")
-    week = CONFIRMATION_WEEK if slug == "confirmation" else project.series.lesson(slug).week
+    lesson = CONFIRMATION if slug == CONFIRMATION else project.series.lesson(slug).slug
     message_id = message_id_for(project.settings, project.series.slug, 0, f"test-{uuid.uuid4().hex}")
-    return transport.send(project.envelope(subscriber, week, message_id=message_id, subject_prefix="[TEST] "))
+    return transport.send(project.envelope(subscriber, lesson, message_id=message_id, subject_prefix="[TEST] "))

@@ -166,7 +166,8 @@ class SmtpTransport:
         try:
             refused = connection.sendmail(envelope.sender, list(envelope.recipients), envelope.data, options)
         except (smtplib.SMTPException, OSError) as exc:
-            if reused and connection.stage == "MAIL FROM" and _is_disconnect(exc):
+            stage = connection.stage  # before the connection goes back to the pool, which resets it
+            if reused and stage == "MAIL FROM" and _is_disconnect(exc):
                 connection.close()
                 raise _StaleConnection from exc
             if _left_clean(exc, connection):
@@ -174,7 +175,7 @@ class SmtpTransport:
             else:
                 # Timeouts and drops leave the session in an unknown state: never reuse it.
                 connection.close()
-            raise self._send_error(exc, connection.stage, envelope.recipients) from exc
+            raise self._send_error(exc, stage, envelope.recipients) from exc
         except Exception:
             connection.close()  # whatever went wrong mid-transaction, this session is not fit for another
             raise

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 from starlette.requests import Request
@@ -17,10 +16,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from newsletter.errors import SubscriberError
-from newsletter.models import CONFIRMATION_WEEK, Delivery, Subscriber
-from newsletter.planning import cadence_of
+from newsletter.ledger import load_readers
+from newsletter.models import Subscriber
+from newsletter.planning import next_send
 from newsletter.project import Project
-from newsletter.schedule import WEEKDAY_NAMES, first_lesson_due, next_due
+from newsletter.schedule import WEEKDAY_NAMES
 from newsletter.subscribers import change_schedule, pause, resume
 from newsletter.web.pages import form_text, web_context
 from newsletter.web.public import (
@@ -118,19 +118,19 @@ async def preferences_submit(request: Request) -> Response:
     return _preferences_page(request, state, notice, problems, status)
 
 
-def _back_after_pause(session: Session, project: Project, subscriber: Subscriber, until: datetime) -> datetime:
-    """When the next lesson comes once the pause ends: the rule `planning.plan_next_lesson` will apply then."""
-    last_sent_at = session.scalar(
-        select(func.max(Delivery.sent_at)).where(
-            Delivery.subscriber_id == subscriber.id, Delivery.week > CONFIRMATION_WEEK, Delivery.status == "sent"
-        )
+def _back_after_pause(session: Session, project: Project, subscriber: Subscriber, until: datetime) -> datetime | None:
+    """When the next lesson comes once the pause ends, by the one rule (`planning.next_send`)."""
+    reader = load_readers(session.connection(), [subscriber.id])[subscriber.id]
+    planned = next_send(
+        project.settings,
+        project.series,
+        progress=reader.progress,
+        cadence=reader.cadence,
+        now=until,
+        after=until,
+        last_sent_at=reader.last_sent_at,
     )
-    cadence, schedule = cadence_of(subscriber), project.settings.schedule
-    if subscriber.position == 0 and last_sent_at is None:
-        return first_lesson_due(
-            cadence, until, "immediately" if schedule.first_lesson == "immediately" else "next_slot"
-        )
-    return next_due(cadence, after=until, last_sent_at=last_sent_at, min_gap=schedule.min_gap)
+    return planned.due_at if planned else None
 
 
 def _apply(

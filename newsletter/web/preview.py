@@ -21,8 +21,7 @@ from newsletter.checklist.course import CALL_TO_ACTION
 from newsletter.checklist.signing import dns_serving, public_key_record
 from newsletter.errors import NewsletterError
 from newsletter.message import WIRE_POLICY
-from newsletter.models import CONFIRMATION_WEEK, Delivery
-from newsletter.planning import CONFIRMATION_SLUG
+from newsletter.models import CONFIRMATION, Delivery
 from newsletter.project import SAMPLE_NAME, Project
 from newsletter.render import RenderedEmail
 from newsletter.subscribers import NAME_MAX
@@ -85,7 +84,7 @@ def sample_name(request: Request) -> str:
 
 def email_entries(project: Project) -> list[tuple[str, int, str]]:
     """(slug, week, title) of every email the studio shows: the confirmation first, then the lessons."""
-    entries = [(CONFIRMATION_SLUG, CONFIRMATION_WEEK, "Confirm your subscription")]
+    entries = [(CONFIRMATION, 0, "Confirm your subscription")]
     entries += [(lesson.slug, lesson.week, lesson.title) for lesson in project.series]
     return entries
 
@@ -97,14 +96,14 @@ def find_entry(project: Project, slug: str) -> tuple[str, int, str] | None:
 def build_preview(project: Project, slug: str, week: int, title: str, name: str, now: datetime) -> Preview:
     """Render, assemble and check one email for the sample subscriber."""
     subscriber = project.sample_subscriber(name=name)
-    rendered = project.render(subscriber, week, now)
-    raw = project.envelope(subscriber, week, now=now).data  # the bytes a send would put on the wire
+    rendered = project.render(subscriber, slug, now)
+    raw = project.envelope(subscriber, slug, now=now).data  # the bytes a send would put on the wire
     message = email.message_from_bytes(raw, policy=WIRE_POLICY)
     assert isinstance(message, EmailMessage)
     checks = run_checklist(
         raw,
         subject=rendered.subject,
-        call_to_action=CALL_TO_ACTION if week != CONFIRMATION_WEEK else None,
+        call_to_action=CALL_TO_ACTION if slug != CONFIRMATION else None,
         dkim_dns=_dkim_dns(project),
     )
     return Preview(slug, week, title, rendered, message, raw, checks)

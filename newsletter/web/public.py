@@ -198,7 +198,11 @@ def subscriber_state(session: Session, project: Project, subscriber: Subscriber,
     """What the confirm and preferences pages say about a subscriber: status, schedule, next lesson, links."""
     key = project.settings.secret_key
     due = next_lesson_due(session, subscriber)
-    lesson = project.series.week(due.week) if due is not None else None
+    series = project.series
+    identity = series.identity(due.lesson) if due is not None else None
+    lesson = series.lesson(identity) if identity is not None else None
+    if due is not None and due.status == "held":
+        due = None  # its lesson is not ready to go out: no date to promise
     return {
         "status": subscriber.status,
         "name": subscriber.name,
@@ -209,8 +213,8 @@ def subscriber_state(session: Session, project: Project, subscriber: Subscriber,
         "position": subscriber.position,
         "weeks": project.series.weeks,
         "next_due": due.due_at if due is not None else None,
-        "next_week": due.week if due is not None else None,
-        "next_title": lesson.title if lesson is not None else "",
+        "next_week": lesson.week if lesson is not None and due is not None else None,
+        "next_title": lesson.title if lesson is not None and due is not None else "",
         "pause_until": subscriber.pause_until,
         "preferences_path": PREFERENCES_PATH + tokens.issue(key, "preferences", subscriber.id, now),
         "unsubscribe_path": UNSUBSCRIBE_PATH + tokens.issue(key, "unsubscribe", subscriber.id, now),

@@ -1,0 +1,364 @@
+"""The send path's changes to the ledger: claim, put on the wire, record what the relay said, give back.
+
+Each function is one or two Core statements guarded by `lease_owner`, so a sender that lost its lease (it
+was too slow, another took the row over) changes nothing. The sender (`dispatch/sender.py`) decides when
+they run and commits; this module decides what each outcome means for the row and for the reader.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, Update, bindparam, case, exists, or_, select, update
+
+from newsletter.errors import PermanentSendError, TransientSendError
+from newsletter.events import record_event
+from newsletter.ledger.waiting import DELIVERIES, RECEIVING, SUBSCRIBERS, Gates, Reader, cancel_waiting, plan_next
+from newsletter.lessons import Series
+from newsletter.models import CONFIRMATION, HoldReason, Subscriber
+from newsletter.planning import Progress
+from newsletter.schedule import Cadence
+
+if TYPE_CHECKING:
+    from newsletter.config import Settings
+
+MAX_RETRY_DELAY = timedelta(hours=6)
+# What rendering needs to know about a subscriber (`Project.envelope`: links, greeting, schedule).
+RENDERED_COLUMNS = ("email", "name", "timezone", "weekday", "send_time")
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A claimed row and what sending and recording it need, loaded with its batch."""
+
+    delivery_id: int
+    lesson: str
+    slot_at: datetime
+    message_id: str | None
+    subscriber: Subscriber  # a detached copy, only for rendering
+
+
+def receiving_statuses(lesson: str) -> tuple[str, ...]:
+    """The subscriber statuses a delivery of `lesson` may go to.
+
+    A confirmation is for someone still pending; a lesson for a reader who is active, or who finished the
+    course and has a failed lesson retried.
+    """
+    return ("pending",) if lesson == CONFIRMATION else RECEIVING
+
+
+def may_receive(lesson: str, subscriber_status: str) -> bool:
+    return subscriber_status in receiving_statuses(lesson)
+
+
+def retry_delay(base_seconds: int, attempts: int) -> timedelta:
+    """Exponential backoff with jitter: base·2^(attempts−1), capped, then scaled by a random 50–100 %."""
+    delay = min(timedelta(seconds=base_seconds * 2 ** max(attempts - 1, 0)), MAX_RETRY_DELAY)
+    return delay * random.uniform(0.5, 1.0)
+
+
+def release_expired(connection: Connection, now: datetime) -> int:
+    """Return rows whose sender died (lease expired) to `pending`; they keep their Message-ID."""
+    result = connection.execute(
+        update(DELIVERIES)
+        .where(DELIVERIES.c.status == "sending", DELIVERIES.c.lease_until < now)
+        .values(status="pending", lease_owner=None, lease_until=None)
+    )
+    return int(result.rowcount or 0)
+
+
+def claim_due(connection: Connection, owner: str, now: datetime, lease: timedelta, limit: int) -> list[int]:
+    """Take up to `limit` due rows for this sender in one statement; concurrent senders never share a row."""
+    due = (
+        select(DELIVERIES.c.id)
+        .where(DELIVERIES.c.status == "pending", DELIVERIES.c.due_at <= now)
+        .order_by(DELIVERIES.c.due_at)
+        .limit(limit)
+    )
+    if connection.dialect.name == "postgresql":
+        due_rows = due.with_for_update(skip_locked=True).cte("due").prefix_with("MATERIALIZED")
+        ids = select(due_rows.c.id)
+    else:
+        ids = due.scalar_subquery()  # type: ignore[assignment]
+    statement = (
+        update(DELIVERIES)
+        .where(DELIVERIES.c.id.in_(ids))
+        .values(status="sending", lease_owner=owner, lease_until=now + lease)
+        .returning(DELIVERIES.c.id)
+    )
+    return list(connection.scalars(statement))
+
+
+def load_claimed(connection: Connection, ids: list[int]) -> list[Claimed]:
+    """The claimed rows with their subscribers, in due order, in one query."""
+    columns = [getattr(SUBSCRIBERS.c, name) for name in RENDERED_COLUMNS]
+    query = (
+        select(
+            DELIVERIES.c.id,
+            DELIVERIES.c.lesson,
+            DELIVERIES.c.slot_at,
+            DELIVERIES.c.message_id,
+            SUBSCRIBERS.c.id.label("subscriber_id"),
+            *columns,
+        )
+        .join(SUBSCRIBERS, SUBSCRIBERS.c.id == DELIVERIES.c.subscriber_id)
+        .where(DELIVERIES.c.id.in_(ids))
+        .order_by(DELIVERIES.c.due_at)
+    )
+    return [
+        Claimed(
+            delivery_id=row.id,
+            lesson=row.lesson,
+            slot_at=row.slot_at,
+            message_id=row.message_id,
+            subscriber=Subscriber(id=row.subscriber_id, **{name: getattr(row, name) for name in RENDERED_COLUMNS}),
+        )
+        for row in connection.execute(query)
+    ]
+
+
+def mark_started(connection: Connection, item: Claimed, owner: str, now: datetime, message_id: str) -> bool:
+    """Mark the row on the wire (fixing its Message-ID) if it is still ours and its reader still wants it."""
+    started = {"delivery": item.delivery_id, "owner": owner, "started_at": now, "message_id": message_id}
+    marked = connection.execute(_mark_started_statement(receiving_statuses(item.lesson)), started)
+    return bool(marked.rowcount == 1)
+
+
+def why_not_started(connection: Connection, item: Claimed, owner: str) -> str | None:
+    """After `mark_started` said no: None if the lease was lost, else "skipped" (the reader left; cancelled)."""
+    row = connection.execute(
+        select(DELIVERIES.c.lease_owner, DELIVERIES.c.status, SUBSCRIBERS.c.status.label("reader"))
+        .join(SUBSCRIBERS, SUBSCRIBERS.c.id == DELIVERIES.c.subscriber_id)
+        .where(DELIVERIES.c.id == item.delivery_id)
+    ).first()
+    if row is None or row.lease_owner != owner or row.status != "sending":
+        return None
+    connection.execute(
+        update(DELIVERIES)
+        .where(DELIVERIES.c.id == item.delivery_id)
+        .values(status="cancelled", lease_owner=None, lease_until=None)
+    )
+    return "skipped"
+
+
+def record_held(connection: Connection, delivery_id: int, owner: str, reason: HoldReason, detail: str) -> bool:
+    """Keep a row that cannot go out as it is until an operator acts (`newsletter retry`)."""
+    held = {"delivery": delivery_id, "owner": owner, "reason": reason, "detail": detail}
+    return bool(connection.execute(_RECORD_HELD, held).rowcount == 1)
+
+
+def release_started(connection: Connection, delivery_id: int, owner: str) -> None:
+    """The transport or the relay failed as a whole: give the row back, the attempt uncounted."""
+    connection.execute(_RELEASE_STARTED, {"delivery": delivery_id, "owner": owner})
+
+
+def release_unstarted(connection: Connection, delivery_ids: list[int], owner: str) -> None:
+    """Give back claimed rows that were never put on the wire."""
+    if delivery_ids:
+        connection.execute(
+            update(DELIVERIES)
+            .where(DELIVERIES.c.id.in_(delivery_ids), DELIVERIES.c.lease_owner == owner)
+            .where(DELIVERIES.c.status == "sending")
+            .values(status="pending", lease_owner=None, lease_until=None)
+        )
+
+
+def record_sent(
+    connection: Connection,
+    settings: Settings,
+    series: Series,
+    gates: Gates,
+    item: Claimed,
+    owner: str,
+    now: datetime,
+    reply: str,
+) -> bool:
+    """Sent: the row, the reader's progress and their next lesson; False if the lease was lost."""
+    sent = {"delivery": item.delivery_id, "owner": owner, "finished_at": now, "reply": reply}
+    if connection.execute(_RECORD_SENT, sent).rowcount != 1:
+        return False
+    if item.lesson != CONFIRMATION:
+        _move_on(connection, settings, series, gates, item, now, delivered=True)
+    return True
+
+
+def record_retry(
+    connection: Connection,
+    settings: Settings,
+    series: Series,
+    gates: Gates,
+    item: Claimed,
+    owner: str,
+    error: TransientSendError,
+    now: datetime,
+) -> str | None:
+    """A temporary failure: try again after backoff, or, out of attempts, record it failed and move on."""
+    row = connection.execute(
+        update(DELIVERIES)
+        .where(DELIVERIES.c.id == item.delivery_id, DELIVERIES.c.lease_owner == owner)
+        .values(error=str(error), smtp_reply=error.reply or None, lease_owner=None, lease_until=None)
+        .returning(DELIVERIES.c.attempts)
+    ).first()
+    if row is None:
+        return None
+    delivery = DELIVERIES.c.id == item.delivery_id
+    if row.attempts >= settings.delivery.max_attempts:
+        connection.execute(update(DELIVERIES).where(delivery).values(status="failed"))
+        if item.lesson != CONFIRMATION:
+            _move_on(connection, settings, series, gates, item, now, delivered=False)
+        return "failed"
+    due = now + retry_delay(settings.delivery.retry_base_seconds, row.attempts)
+    connection.execute(update(DELIVERIES).where(delivery).values(status="pending", due_at=due))
+    return "retry"
+
+
+def record_failure(
+    connection: Connection,
+    settings: Settings,
+    series: Series,
+    gates: Gates,
+    item: Claimed,
+    owner: str,
+    error: PermanentSendError,
+    now: datetime,
+) -> str | None:
+    """The recipient was refused: failed; a repeat hard bounce suppresses them, else they move on."""
+    failed = connection.execute(
+        update(DELIVERIES)
+        .where(DELIVERIES.c.id == item.delivery_id, DELIVERIES.c.lease_owner == owner)
+        .values(status="failed", error=str(error), smtp_reply=error.reply or None, lease_owner=None, lease_until=None)
+    )
+    if failed.rowcount != 1:
+        return None
+    reader = connection.execute(
+        update(SUBSCRIBERS)
+        .where(SUBSCRIBERS.c.id == item.subscriber.id)
+        .values(hard_bounces=SUBSCRIBERS.c.hard_bounces + 1)
+        .returning(SUBSCRIBERS.c.hard_bounces, SUBSCRIBERS.c.status, SUBSCRIBERS.c.last_lesson)
+    ).one()
+    if reader.hard_bounces >= settings.delivery.hard_bounce_limit and reader.status not in ("unsubscribed", "bounced"):
+        connection.execute(update(SUBSCRIBERS).where(SUBSCRIBERS.c.id == item.subscriber.id).values(status="bounced"))
+        cancel_waiting(connection, item.subscriber.id)
+        detail = error.reply or str(error)
+        record_event(
+            connection, item.subscriber.id, "bounced", source="send", at=now, lesson=reader.last_lesson, detail=detail
+        )
+    elif item.lesson != CONFIRMATION:
+        _move_on(connection, settings, series, gates, item, now, delivered=False)
+    return "failed"
+
+
+def _move_on(
+    connection: Connection,
+    settings: Settings,
+    series: Series,
+    gates: Gates,
+    item: Claimed,
+    now: datetime,
+    *,
+    delivered: bool,
+) -> None:
+    """Past this lesson (delivered, or refused for good): advance the reader and plan their next lesson.
+
+    The reader moves only forward (a catch-up lesson or a late resend never moves them back), and the
+    schedule is the one the same UPDATE reads back, so a change of day made a moment ago counts. Someone
+    who paused or unsubscribed while the lesson was on the wire keeps that status (the lesson counts).
+    """
+    index = series.index(item.lesson)
+    values = {"subscriber": item.subscriber.id, "lesson": item.lesson, "position": -1 if index is None else index + 1}
+    statement = _ADVANCE_DELIVERED if delivered else _ADVANCE_REFUSED
+    moved = connection.execute(statement, values).one()
+    if moved.status not in RECEIVING:
+        return
+    reader = Reader(
+        id=item.subscriber.id,
+        status=moved.status,
+        cadence=Cadence(timezone=moved.timezone, weekday=moved.weekday, send_time=moved.send_time),
+        progress=Progress(moved.last_lesson, {item.lesson}),
+        last_sent_at=now if delivered else None,
+    )
+    planned = plan_next(connection, settings, series, gates, reader, now=now, after=item.slot_at)
+    status = "active" if planned is not None else "completed"
+    if status != moved.status:
+        connection.execute(update(SUBSCRIBERS).where(SUBSCRIBERS.c.id == item.subscriber.id).values(status=status))
+
+
+def _advance(*, clear_hard_bounces: bool) -> Update:
+    ahead = SUBSCRIBERS.c.position < bindparam("position")
+    values: dict[str, Any] = {
+        "last_lesson": case((ahead, bindparam("lesson")), else_=SUBSCRIBERS.c.last_lesson),
+        "position": case((ahead, bindparam("position")), else_=SUBSCRIBERS.c.position),
+    }
+    if clear_hard_bounces:
+        values["hard_bounces"] = 0  # delivered mail proves the mailbox works: the count starts again
+    return (
+        update(SUBSCRIBERS)
+        .where(SUBSCRIBERS.c.id == bindparam("subscriber"))
+        .values(**values)
+        .returning(
+            SUBSCRIBERS.c.status,
+            SUBSCRIBERS.c.last_lesson,
+            SUBSCRIBERS.c.timezone,
+            SUBSCRIBERS.c.weekday,
+            SUBSCRIBERS.c.send_time,
+        )
+    )
+
+
+# The send path's statements, built once with bound parameters: building one costs more than running it.
+_ADVANCE_DELIVERED = _advance(clear_hard_bounces=True)
+_ADVANCE_REFUSED = _advance(clear_hard_bounces=False)
+_RECORD_SENT = (
+    update(DELIVERIES)
+    .where(DELIVERIES.c.id == bindparam("delivery"), DELIVERIES.c.lease_owner == bindparam("owner"))
+    .values(
+        status="sent",
+        sent_at=bindparam("finished_at"),
+        smtp_reply=bindparam("reply"),
+        error=None,
+        hold=None,
+        lease_owner=None,
+        lease_until=None,
+    )
+)
+_RELEASE_STARTED = (
+    update(DELIVERIES)
+    .where(DELIVERIES.c.id == bindparam("delivery"), DELIVERIES.c.lease_owner == bindparam("owner"))
+    .where(DELIVERIES.c.status == "sending")
+    .values(
+        status="pending",
+        lease_owner=None,
+        lease_until=None,
+        smtp_started_at=None,
+        attempts=DELIVERIES.c.attempts - 1,
+    )
+)
+_RECORD_HELD = (
+    update(DELIVERIES)
+    .where(DELIVERIES.c.id == bindparam("delivery"), DELIVERIES.c.lease_owner == bindparam("owner"))
+    .values(status="held", hold=bindparam("reason"), error=bindparam("detail"), lease_owner=None, lease_until=None)
+)
+
+
+@cache
+def _mark_started_statement(statuses: tuple[str, ...]) -> Update:
+    """Mark a row on the wire if it is still this sender's and its subscriber is in one of `statuses`."""
+    # `or_` of equalities rather than IN: an IN list is expanded anew on every execution.
+    status_ok = or_(*(SUBSCRIBERS.c.status == status for status in statuses))
+    wanted = exists().where(SUBSCRIBERS.c.id == DELIVERIES.c.subscriber_id, status_ok)
+    return (
+        update(DELIVERIES)
+        .where(DELIVERIES.c.id == bindparam("delivery"), DELIVERIES.c.lease_owner == bindparam("owner"))
+        .where(DELIVERIES.c.status == "sending", wanted)
+        .values(
+            smtp_started_at=bindparam("started_at"),
+            attempts=DELIVERIES.c.attempts + 1,
+            message_id=case(
+                (DELIVERIES.c.message_id.is_(None), bindparam("message_id")), else_=DELIVERIES.c.message_id
+            ),
+        )
+    )

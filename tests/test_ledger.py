@@ -1,0 +1,211 @@
+"""The ledger's waiting rows on both backends: one writer, gates that hold and release, re-planning a changed course."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import select, update
+
+from newsletter.ledger import Gate, apply_gates, load_readers, plan_next, put_waiting
+from newsletter.ledger.course import preview, reconcile
+from newsletter.ledger.wire import Claimed, record_sent
+from newsletter.models import Delivery, Subscriber
+from newsletter.project import Project
+from newsletter.subscribers import SubscriberInput, add_subscriber
+
+CONFIRMED_AT = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)  # a Monday
+FIRST_SLOT = datetime(2026, 3, 2, 7, 0, tzinfo=UTC)
+
+
+def add_reader(project: Project, email: str, weekday: str = "Monday") -> int:
+    with project.db.session() as session:
+        reader = SubscriberInput(email, "Reader", "UTC", weekday, "07:00")
+        return add_subscriber(session, project, reader, confirmed=True, now=CONFIRMED_AT).id
+
+
+def rows(project: Project, subscriber_id: int) -> dict[str, Delivery]:
+    with project.db.reading() as session:
+        found = session.scalars(select(Delivery).where(Delivery.subscriber_id == subscriber_id))
+        return {row.lesson: row for row in found}
+
+
+def reader_state(project: Project, subscriber_id: int) -> tuple[str, str | None, int]:
+    with project.db.reading() as session:
+        subscriber = session.get(Subscriber, subscriber_id)
+        assert subscriber is not None
+        return subscriber.status, subscriber.last_lesson, subscriber.position
+
+
+def test_put_waiting_creates_or_resets_a_row_but_never_touches_a_sent_sending_or_failed_one(
+    any_project: Project,
+) -> None:
+    reader = add_reader(any_project, "put@example.com")
+    due = FIRST_SLOT + timedelta(weeks=3)
+    with any_project.db.session() as session:
+        assert put_waiting(session.connection(), reader, "knees", due, None)  # a new row
+        assert put_waiting(session.connection(), reader, "brain", due, Gate("draft", "draft = true"))
+    knees, brain = rows(any_project, reader)["knees"], rows(any_project, reader)["brain"]
+    assert (knees.status, knees.slot_at, knees.due_at) == ("pending", due, due)
+    assert (brain.status, brain.hold) == ("held", "draft")
+    for status in ("sent", "sending", "failed"):
+        with any_project.db.session() as session:
+            session.execute(update(Delivery).where(Delivery.lesson == "muscle").values(status=status))
+            assert not put_waiting(session.connection(), reader, "muscle", due, None)
+        assert rows(any_project, reader)["muscle"].status == status
+
+
+def test_plan_next_never_plans_a_lesson_the_reader_had(any_project: Project) -> None:
+    reader = add_reader(any_project, "had@example.com")
+    with any_project.db.session() as session:
+        # They had "knees" out of order (a retried lesson); planning after "muscle" must skip to "brain".
+        session.execute(update(Delivery).values(status="sent", sent_at=FIRST_SLOT))
+        put_waiting(session.connection(), reader, "knees", FIRST_SLOT, None)
+        session.execute(update(Delivery).where(Delivery.lesson == "knees").values(status="sent", sent_at=FIRST_SLOT))
+        session.execute(update(Subscriber).values(last_lesson="muscle", position=1))
+    with any_project.db.session() as session:
+        loaded = load_readers(session.connection(), [reader])[reader]
+        guessed = type(loaded)(loaded.id, loaded.status, loaded.cadence, type(loaded.progress)("muscle", {"muscle"}))
+        planned = plan_next(
+            session.connection(),
+            any_project.settings,
+            any_project.series,
+            {},
+            guessed,
+            now=FIRST_SLOT,
+            after=FIRST_SLOT,
+        )
+    assert planned is not None and planned.lesson.slug == "brain"
+    assert rows(any_project, reader)["brain"].status == "pending"
+
+
+def test_the_send_path_reads_the_schedule_back_and_never_moves_anyone_back(any_project: Project) -> None:
+    reader = add_reader(any_project, "moved@example.com")
+    muscle = rows(any_project, reader)["muscle"]
+    item = Claimed(muscle.id, "muscle", FIRST_SLOT, None, Subscriber(id=reader))
+    with any_project.db.session() as session:
+        # The reader moved to Thursdays while lesson 1 was on the wire, and has two hard bounces behind them.
+        session.execute(update(Subscriber).values(weekday=3, hard_bounces=2))
+        session.execute(update(Delivery).values(status="sending", lease_owner="me"))
+        assert record_sent(
+            session.connection(), any_project.settings, any_project.series, {}, item, "me", FIRST_SLOT, "250"
+        )
+    assert rows(any_project, reader)["knees"].due_at.weekday() == 3
+    assert reader_state(any_project, reader) == ("active", "muscle", 1)
+    with any_project.db.session() as session:
+        # A late resend of lesson 1 once they are past it: it does not move them back.
+        session.execute(update(Subscriber).values(last_lesson="brain", position=3, hard_bounces=1))
+        session.execute(update(Delivery).where(Delivery.lesson == "muscle").values(status="sending", lease_owner="me"))
+        assert record_sent(
+            session.connection(), any_project.settings, any_project.series, {}, item, "me", FIRST_SLOT, "250"
+        )
+        subscriber = session.get(Subscriber, reader)
+        assert subscriber is not None and (subscriber.last_lesson, subscriber.position, subscriber.hard_bounces) == (
+            "brain",
+            3,
+            0,
+        )
+
+
+def test_gates_hold_and_release_waiting_rows(any_project: Project) -> None:
+    reader = add_reader(any_project, "gate@example.com")
+    with any_project.db.session() as session:
+        assert apply_gates(session.connection(), {"muscle": Gate("checklist", "item 20")}) == (1, 0)
+    assert (rows(any_project, reader)["muscle"].status, rows(any_project, reader)["muscle"].hold) == (
+        "held",
+        "checklist",
+    )
+    with any_project.db.session() as session:
+        assert apply_gates(session.connection(), {}) == (0, 1)
+    assert rows(any_project, reader)["muscle"].status == "pending"
+
+
+def edit_course(project: Project, change: str) -> Project:
+    """The project with its lessons folder edited; a fresh Project, as the next process would open it."""
+    lessons = project.settings.newsletter.lessons
+    files = sorted(lessons.glob("*.md"))
+    if change == "append":
+        text = files[-1].read_text(encoding="utf-8")
+        text = text.replace("week = 7", "week = 8").replace('slug = "longevity"', 'slug = "recovery"')
+        (lessons / "08-recovery.md").write_text(text, encoding="utf-8")
+    elif change == "insert":
+        for path in files[2:]:
+            text = path.read_text(encoding="utf-8")
+            week = int(path.name[:2])
+            path.write_text(text.replace(f"week = {week}", f"week = {week + 1}"), encoding="utf-8")
+        text = (
+            files[0]
+            .read_text(encoding="utf-8")
+            .replace("week = 1", "week = 3")
+            .replace('slug = "muscle"', 'slug = "hydration"')
+        )
+        (lessons / "02b-hydration.md").write_text(text, encoding="utf-8")
+    elif change == "remove":
+        files[1].unlink()
+        for path in files[2:]:
+            text = path.read_text(encoding="utf-8")
+            week = int(path.name[:2])
+            path.write_text(text.replace(f"week = {week}", f"week = {week - 1}"), encoding="utf-8")
+    elif change == "draft":
+        path = files[1]
+        path.write_text(path.read_text(encoding="utf-8").replace("+++\n", "+++\ndraft = true\n", 1), encoding="utf-8")
+    return Project(project.settings)
+
+
+def test_a_lesson_appended_later_reaches_readers_who_had_finished(any_project: Project) -> None:
+    finished = add_reader(any_project, "done@example.com")
+    with any_project.db.session() as session:
+        reconcile(session, any_project, FIRST_SLOT)  # the ledger is planned against this course
+        session.execute(update(Subscriber).values(status="completed", last_lesson="longevity", position=7))
+        session.execute(update(Delivery).values(status="sent", sent_at=FIRST_SLOT))
+    longer = edit_course(any_project, "append")
+    with longer.db.session() as session:
+        note = reconcile(session, longer, FIRST_SLOT + timedelta(days=1))
+    assert any("inserted 'recovery' at 8: 1 readers get it next" in line for line in note.changes), note.changes
+    assert reader_state(any_project, finished)[0] == "active"
+    assert rows(any_project, finished)["recovery"].status == "pending"
+    longer.close()
+
+
+def test_inserting_removing_and_drafting_move_waiting_rows_and_say_so(any_project: Project, tmp_path: Path) -> None:
+    before = add_reader(any_project, "before@example.com")  # waiting on lesson 3 (brain)
+    past = add_reader(any_project, "past@example.com")  # waiting on lesson 5 (sleep)
+    with any_project.db.session() as session:
+        reconcile(session, any_project, FIRST_SLOT)
+        session.execute(update(Delivery).values(status="sent", sent_at=FIRST_SLOT))
+        for reader, last, position, waiting in ((before, "knees", 2, "brain"), (past, "mood", 4, "sleep")):
+            session.execute(
+                update(Subscriber).where(Subscriber.id == reader).values(last_lesson=last, position=position)
+            )
+            put_waiting(session.connection(), reader, waiting, FIRST_SLOT + timedelta(weeks=1), None)
+    original = tmp_path / "lessons"
+    shutil.copytree(any_project.settings.newsletter.lessons, original)
+
+    inserted = edit_course(any_project, "insert")
+    lines = preview(inserted, FIRST_SLOT)
+    assert lines == ["inserted 'hydration' at 3: 1 readers get it next, 1 past it skip it"]
+    assert rows(any_project, before)["brain"].status == "pending"  # a preview changes nothing
+    with inserted.db.session() as session:
+        assert reconcile(session, inserted, FIRST_SLOT).changes == lines
+    assert "hydration" in rows(any_project, before) and "brain" not in rows(any_project, before)
+    assert rows(any_project, past)["sleep"].status == "pending"
+    assert reader_state(any_project, past)[2] == 5  # "mood" is lesson 5 now
+    inserted.close()
+
+    shutil.rmtree(any_project.settings.newsletter.lessons)
+    shutil.copytree(original, any_project.settings.newsletter.lessons)
+    removed = edit_course(any_project, "remove")  # "knees" goes
+    with removed.db.session() as session:
+        changes = reconcile(session, removed, FIRST_SLOT).changes
+    assert "removed 'hydration': 1 waiting deliveries cancelled; instead 1 get 'brain'" in changes
+    assert rows(any_project, before)["brain"].status == "pending"
+    removed.close()
+
+    shutil.rmtree(any_project.settings.newsletter.lessons)
+    shutil.copytree(original, any_project.settings.newsletter.lessons)
+    drafted = edit_course(any_project, "draft")  # "knees" is a draft now; "brain" and "sleep" are still fine
+    with drafted.db.session() as session:
+        note = reconcile(session, drafted, FIRST_SLOT)
+    assert any("'knees' may not go out (draft" in line for line in note.changes), note.changes
+    drafted.close()
