@@ -8,7 +8,6 @@ except under CI=true, where a missing database fails the run.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from sqlalchemy import create_engine, make_url, text
 from newsletter.config import Settings, load_settings
 from newsletter.db import Database
 from newsletter.project import Project
+from newsletter.starter import copy_project
 
 REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -92,12 +92,9 @@ def chromium() -> Iterator[Browser]:
 
 @pytest.fixture
 def project_dir(tmp_path: Path) -> Path:
-    """A copy of the bundled project (config.toml, lessons/, templates/) in a temporary folder."""
+    """A copy of the bundled project (config.toml, lessons/, its templates in templates/) in a temporary folder."""
     root = tmp_path / "project"
-    root.mkdir()
-    shutil.copy(REPO / "config.toml", root / "config.toml")
-    shutil.copytree(REPO / "lessons", root / "lessons")
-    shutil.copytree(REPO / "templates", root / "templates")
+    copy_project(REPO / "config.toml", root)
     return root
 
 

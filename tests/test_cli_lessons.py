@@ -171,8 +171,8 @@ def test_check_names_a_lesson_with_a_duplicate_week(run: Invoke, project_dir: Pa
 def test_check_names_the_template_and_line_of_a_syntax_error(run: Invoke, project_dir: Path) -> None:
     template = project_dir / "templates" / "lesson.mjml.j2"
     lines = template.read_text(encoding="utf-8").splitlines()
-    number = next(i for i, line in enumerate(lines, 1) if "lesson.body_html" in line)
-    lines[number - 1] = "          {{ lesson.body_html }"
+    number = next(i for i, line in enumerate(lines, 1) if "block.html" in line)
+    lines[number - 1] = "          {{ block.html }"
     template.write_text("\n".join(lines) + "\n", encoding="utf-8")
     result = run("check")
     assert result.exit_code == 1

@@ -12,9 +12,10 @@ import pytest
 from newsletter.config import Settings
 from newsletter.errors import TemplateError
 from newsletter.lessons import load_series
+from newsletter.markup import markdown_to_text
 from newsletter.models import CONFIRMATION_WEEK, Subscriber
 from newsletter.project import Project
-from newsletter.render import Recipient, Renderer, markdown_to_text
+from newsletter.render import Recipient, Renderer
 
 REPO = Path(__file__).resolve().parent.parent
 BUNDLED = load_series(REPO / "lessons")
@@ -138,7 +139,7 @@ def test_a_template_syntax_error_names_file_and_line(settings: Settings) -> None
 def test_a_template_that_makes_invalid_mjml_names_the_template_and_lesson(settings: Settings) -> None:
     template = settings.newsletter.templates / "lesson.mjml.j2"
     source = template.read_text(encoding="utf-8")
-    template.write_text(source.replace("{{ lesson.body_html }}", "{{ lesson.body_html }}<p>unclosed"), encoding="utf-8")
+    template.write_text(source.replace("{{ block.html }}", "{{ block.html }}<p>unclosed"), encoding="utf-8")
     series = load_series(settings.newsletter.lessons)
     renderer = Renderer(settings, series)
     with pytest.raises(

@@ -20,12 +20,17 @@ from newsletter.checklist.signing import dns_serving, public_key_record
 from newsletter.checklist.wire import DnsTxtLookup
 from newsletter.config import Settings, load_settings
 from newsletter.errors import ConfigError, LessonError, NewsletterError
+from newsletter.lessons import empty_editor_sections
 from newsletter.models import CONFIRMATION_WEEK
 from newsletter.project import Project
 
 CALL_TO_ACTION = "Try this week"
 CHECK_NAME = 'Alex "<b>Runner</b>" & Co'
 CHECK_EMAIL = "check@example.com"
+AUTHOR_TASKS = {
+    "Key takeaways": "write the three or four points a reader should remember",
+    "Try this week": "write the one thing the reader should do this week",
+}
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,11 @@ def check_course(
         where = _relative(Path(error.path), root) + (f" line {error.line}" if error.line else "")
         report.findings.append(Finding(where, error.reason))
         return report
+    for lesson in series:
+        for heading, line in empty_editor_sections(lesson):
+            where = f"{_relative(lesson.path, root)} line {line}"
+            task = AUTHOR_TASKS.get(heading, "write it")
+            report.findings.append(Finding(where, f"“{heading}” is empty: {task} (content only you can write)"))
     dns = _dkim_dns(settings, report, config_name)
     sample = project.sample_subscriber(CHECK_EMAIL, CHECK_NAME)
     moment = now or datetime.now(UTC)
