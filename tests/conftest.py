@@ -8,6 +8,7 @@ except under CI=true, where a missing database fails the run.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -96,6 +97,21 @@ def project_dir(tmp_path: Path) -> Path:
     root = tmp_path / "project"
     copy_project(REPO / "config.toml", root)
     return root
+
+
+RICH_LESSON = Path(__file__).resolve().parent / "fixtures" / "rich"
+
+
+@pytest.fixture
+def rich_project(project_dir: Path, settings: Settings) -> Iterator[Project]:
+    """The copied project with an eighth lesson holding an image (local and remote), a button and a pull quote."""
+    lessons = project_dir / "lessons"
+    shutil.copy(RICH_LESSON / "08-trails.md", lessons / "08-trails.md")
+    shutil.copytree(RICH_LESSON / "images", lessons / "images")
+    opened = Project(settings)
+    yield opened
+    if "db" in opened.__dict__:
+        opened.db.dispose()
 
 
 @pytest.fixture

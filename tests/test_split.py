@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from newsletter.cli import main
 from newsletter.errors import LessonError
 from newsletter.split import LessonDraft, read_article, split_article, write_drafts
+from newsletter.split.weeks import balance, merge_tiny
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNNING = ROOT / "lessons" / "source" / "running-and-muscle.txt"
@@ -394,3 +395,202 @@ def test_cli_help_explains_the_command() -> None:
     assert result.exit_code == 0
     for phrase in ("ARTICLE", "--out", "--topics", "--force", "Lead phrase:", "Key takeaways"):
         assert phrase in result.output
+
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "articles"
+GARDEN = FIXTURES / "vegetable-garden.md"
+MORNING = FIXTURES / "morning-pages.txt"
+INTERVALS = FIXTURES / "interval-plan.txt"
+# Each fixture with its page debris and (plain text only) the lines that are headings.
+SHAPES = {
+    "vegetable-garden.md": (
+        {
+            "Skip to content",
+            "We use cookies to improve your experience. By continuing to browse, you agree to our use of cookies.",
+            "Accept all cookies",
+            "8 min read",
+            "Share this",
+            "Subscribe",
+            "Leave a comment",
+            "Related posts",
+        },
+        set(),
+    ),
+    "morning-pages.txt": ({"Share", "Loading...", "Like this:"}, set()),
+    "interval-plan.txt": (
+        {"5 min read", "Leave a comment"},
+        {"Interval Training for Beginners", "Why Intervals Work", "Your First Session", "Progressing Week by Week"}
+        | {"Recovery"},
+    ),
+    "houseplants.md": (HOUSEPLANT_DEBRIS, set()),
+    "running-and-muscle.txt": (RUNNING_DEBRIS, set()),
+}
+MARKER = re.compile(r"^(?:[-*•]|\d+[.)]|>)(?:\s+|$)")
+
+
+def article_text(path: Path) -> str:
+    """The article's words in order, read without the splitter: no debris, headings, markers or lead phrases."""
+    debris, plain_headings = SHAPES[path.name]
+    words: list[str] = []
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    for line in lines:
+        if not line or line in debris or line.startswith("#") or line in plain_headings:
+            continue
+        if path.name == RUNNING.name and len(line) <= 80:
+            continue  # the bundled article's headings are its short lines
+        marker = MARKER.match(line)
+        text = line[marker.end() :] if marker else line
+        lead = LEAD_PHRASE.match(text) if marker and line[0] in "-*•" else None
+        if lead and len(text[: lead.end()].split()) <= 11:
+            text = text[lead.end() :][:1].upper() + text[lead.end() + 1 :]
+        words += text.split()
+    return " ".join(words)
+
+
+def drafts_text(drafts: list[LessonDraft]) -> str:
+    """The drafts' words in week order, without headings or markers."""
+    words: list[str] = []
+    for draft in drafts:
+        for raw in draft.body.splitlines():
+            line = raw.strip()
+            if line and not line.startswith("#"):
+                marker = MARKER.match(line)
+                words += (line[marker.end() :] if marker else line).split()
+    return " ".join(words)
+
+
+@pytest.mark.parametrize(
+    ("name", "weeks"),
+    # An article without headings is split only by --weeks.
+    [(name, weeks) for name in SHAPES for weeks in (None, 2, 3) if weeks or name != MORNING.name],
+)
+def test_every_line_lands_once_in_article_order(name: str, weeks: int | None) -> None:
+    path = FIXTURES / name if name != RUNNING.name else RUNNING
+    drafts = split_article(read_article(path), weeks=weeks)
+    assert drafts_text(drafts) == article_text(path)
+    if weeks is not None:
+        assert len(drafts) == weeks
+
+
+def test_an_article_without_headings_needs_weeks_and_is_cut_at_paragraphs() -> None:
+    text = read_article(MORNING)
+    with pytest.raises(LessonError, match="use --weeks N"):
+        split_article(text)
+    drafts = split_article(text, weeks=3)
+    assert drafts[0].title == "Every morning, before coffee and before the phone, write…"
+    assert drafts[0].slug == "every-morning-before-coffee"
+    assert len({draft.slug for draft in drafts}) == 3
+    # The pull quote is a quote, and the debris is gone.
+    assert "> “The pages are not art. They are not even writing.”" in "".join(draft.body for draft in drafts)
+    with pytest.raises(LessonError, match="has 6 paragraph"):
+        split_article(text, weeks=7)
+
+
+def test_lists_quotes_and_nested_headings_keep_their_shape() -> None:
+    (first, second) = split_article(read_article(GARDEN))
+    assert "> The best fertiliser is the gardener’s shadow.\n>\n> — Old proverb" in first.body
+    assert (
+        "- Lettuce, spinach and chard tolerate light shade.\n"
+        "  - In midsummer they even prefer it, as it slows bolting.\n"
+        "  - Shade cloth helps where there is no shade.\n"
+        "- Root crops sit in between."
+    ) in first.body
+    assert "1. Clear the weeds and loosen the top 20 cm with a fork.\n2. Spread 5 cm" in first.body
+    assert headings(first.body)[:4] == [
+        (2, "Planning the Beds"),
+        (3, "Sunlight"),
+        (3, "Soil"),
+        (4, "Testing the soil"),
+    ]
+    assert "## A Year in the Vegetable Garden" not in first.body  # the article's title names the series
+    assert "> Sow in haste, thin at leisure." in second.body
+    numbered = split_article(read_article(INTERVALS), weeks=3)[1]
+    assert "1. Warm up with ten minutes of easy jogging.\n2. Run hard" in numbered.body
+
+
+def test_a_standalone_line_before_a_heading_stays_text() -> None:
+    drafts = split_article(read_article(INTERVALS), weeks=3)
+    session = drafts[1]
+    assert session.title == "Your First Session"
+    assert session.body.splitlines()[-5] == "Go by feel"
+    assert "## Go by feel" not in "".join(draft.body for draft in drafts)
+
+
+def test_tiny_sections_merge_and_weeks_balance_lengths(running_text: str) -> None:
+    for weeks in (2, 3, 4, 5):
+        sizes = [draft.words for draft in split_article(running_text, weeks=weeks)]
+        assert len(sizes) == weeks
+        assert max(sizes) <= 1.6 * min(sizes), sizes
+    assert split_article(running_text, weeks=1)[0].words == sum(d.words for d in split_article(running_text))
+
+
+def test_weeks_and_topics_do_not_mix(running_text: str) -> None:
+    with pytest.raises(LessonError, match="not both"):
+        split_article(running_text, ["muscle"], weeks=2)
+
+
+@pytest.mark.parametrize("name", [name for name in SHAPES if name != MORNING.name])
+def test_preheader_and_summary_are_not_the_opening_sentence(name: str) -> None:
+    path = FIXTURES / name if name != RUNNING.name else RUNNING
+    for draft in split_article(read_article(path)):
+        opening = normalise(re.split(r"(?<=[.?!])\s", MARKER.sub("", draft.body.lstrip().splitlines()[0]))[0])
+        if opening.startswith("#"):
+            continue
+        assert normalise(draft.preheader) != opening, draft.slug
+        assert normalise(draft.summary) != opening, draft.slug
+        assert draft.preheader != draft.summary, draft.slug
+
+
+def test_a_summing_up_sentence_becomes_the_summary(running_text: str) -> None:
+    knees = split_article(running_text, SEVEN_TOPICS)[1]
+    assert (
+        knees.summary
+        == "Running can strengthen your joints and connective tissues, keeping you mobile and limber longer."
+    )
+
+
+def test_non_breaking_spaces_become_plain_spaces(running_text: str) -> None:
+    assert "\u00a0" in running_text
+    assert not any("\u00a0" in draft.to_markdown() for draft in split_article(running_text))
+
+
+def test_cli_reports_what_went_where_and_writes_series_toml(tmp_path: Path) -> None:
+    out = tmp_path / "lessons"
+    result = CliRunner().invoke(main, ["split", str(GARDEN), "--out", str(out), "--weeks", "2"])
+    assert result.exit_code == 0, result.output
+    assert "01-planning-beds.md  Planning the Beds  (232 words)" in result.output
+    assert "from: A Year in the Vegetable Garden; Planning the Beds; Sunlight; Soil; Testing the soil" in result.output
+    assert "“A Year in the Vegetable Garden”, names the series" in result.output
+    assert "Dropped 8 line(s) of page debris:" in result.output
+    assert "line 5: We use cookies" in result.output and "line 61: Subscribe" in result.output
+    series = tomllib.loads((out / "series.toml").read_text(encoding="utf-8"))
+    assert series["title"] == "A Year in the Vegetable Garden"
+    assert series["slug"] == "year-vegetable-garden"
+    assert series["description"] == "A vegetable garden rewards patience more than talent."
+    assert (out / series["source"]).resolve() == GARDEN
+    # Splitting another article into the same folder keeps the series but points it at the new source.
+    series_file = out / "series.toml"
+    series_file.write_text(series_file.read_text(encoding="utf-8").replace("A Year in", "My Year in"), "utf-8")
+    again = CliRunner().invoke(main, ["split", str(HOUSEPLANTS), "--out", str(out), "--force"])
+    assert again.exit_code == 0, again.output
+    assert f"Pointed `source` at the article in {series_file}" in again.output
+    updated = tomllib.loads(series_file.read_text(encoding="utf-8"))
+    assert updated["title"] == "My Year in the Vegetable Garden"
+    assert (out / updated["source"]).resolve() == HOUSEPLANTS
+    assert "also holds 01-planning-beds.md, 02-sowing-planting.md" in again.output  # not replaced: named
+
+
+def test_cli_refuses_weeks_with_topics() -> None:
+    result = CliRunner().invoke(main, ["split", str(RUNNING), "--out", "x", "--weeks", "2", "--topics", "muscle"])
+    assert result.exit_code == 2
+    assert "not both" in result.output
+
+
+def test_merge_tiny_and_balance_group_consecutive_units() -> None:
+    assert merge_tiny([300, 40, 200, 30, 250]) == [[0], [1, 2, 3], [4]]
+    assert merge_tiny([50, 60]) == [[0, 1]]
+    assert merge_tiny([]) == []
+    assert balance([100, 100, 100, 100], 2) == [[0, 1], [2, 3]]
+    assert balance([400, 50, 50, 50, 50, 400], 3) == [[0], [1, 2, 3, 4], [5]]
+    with pytest.raises(ValueError):
+        balance([1, 2], 3)

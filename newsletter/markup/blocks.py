@@ -33,13 +33,14 @@ def body_blocks(body: str, folder: Path, base_url: str) -> list[Block]:
     """Render a checked body: images under `folder` linked at `base_url`, top-level buttons as blocks of their own."""
     parser = markdown_parser()
     tokens = parser.parse(body)
+    buttons = {i for i, token in enumerate(tokens) if token.type == "paragraph_open" and token.level == 0}
+    buttons = {i for i in buttons if is_button(tokens[i + 1])}
     _prepare(tokens, folder, base_url.rstrip("/"))
     blocks: list[Block] = []
     run: list[Token] = []
     index = 0
     while index < len(tokens):
-        token = tokens[index]
-        if token.type == "paragraph_open" and token.level == 0 and is_button(tokens[index + 1]):
+        if index in buttons:
             if run:
                 blocks.append(Block("html", Markup(parser.renderer.render(run, parser.options, {}))))
                 run = []
@@ -48,7 +49,7 @@ def body_blocks(body: str, folder: Path, base_url: str) -> list[Block]:
             blocks.append(Block("button", href=str(children[0].attrs["href"]), label=" ".join(label.split())))
             index += 3
             continue
-        run.append(token)
+        run.append(tokens[index])
         index += 1
     if run:
         blocks.append(Block("html", Markup(parser.renderer.render(run, parser.options, {}))))

@@ -133,7 +133,8 @@ def _check_link(path: Path, link: Token, line_of: LineOf, *, alone: bool) -> Non
 def _check_image(path: Path, image: Token, line_of: LineOf) -> None:
     src = str(image.attrs.get("src", ""))
     line = line_of(f"({src})")
-    example = f"![What the image shows]({src or 'images/photo.jpg'}){{width={CONTENT_WIDTH_PX} height=368}}"
+    alt = image.content.strip() or "What the image shows"
+    example = f"![{alt}]({src or 'images/photo.jpg'}){{width={CONTENT_WIDTH_PX} height=368}}"
     extra = sorted(set(image.attrs) - IMAGE_ATTRS)
     if extra:
         raise LessonError(
