@@ -185,9 +185,8 @@ def empty_editor_sections(lesson: Lesson) -> list[tuple[str, int]]:
         if heading not in EDITOR_SECTIONS:
             continue
         following = tokens[index + 3 :]
-        ends = next(
-            (i for i, later in enumerate(following) if later.type == "heading_open" and later.tag <= token.tag), None
-        )
+        # Only what stands under the heading itself counts: a sub-heading with text is not the section written.
+        ends = next((i for i, later in enumerate(following) if later.type == "heading_open"), None)
         content = following[:ends]
         if not any(later.type == "inline" and later.content.strip() for later in content):
             empty.append((heading, lesson.body_line + token.map[0]))

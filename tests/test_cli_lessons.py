@@ -205,3 +205,20 @@ def test_check_reports_a_config_error(run: Invoke, project_dir: Path) -> None:
     result = run("check")
     assert result.exit_code == 1
     assert "FAIL " in result.stdout and "config.toml: unknown key [daemon] colour" in result.stdout
+
+
+def test_check_fails_an_empty_key_takeaways_or_try_this_week(run: Invoke, project_dir: Path) -> None:
+    lesson = project_dir / "lessons" / "05-sleep.md"
+    text = lesson.read_text(encoding="utf-8")
+    lesson.write_text(text.split("## Key takeaways")[0] + "## Key takeaways\n\n## Try this week\n", encoding="utf-8")
+    lines = lesson.read_text(encoding="utf-8").splitlines()
+    takeaways, action = lines.index("## Key takeaways") + 1, lines.index("## Try this week") + 1
+    result = run("check")
+    assert result.exit_code == 1
+    failures = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
+    assert failures[:2] == [
+        f"FAIL lessons/05-sleep.md line {takeaways}: “Key takeaways” is empty: write the three or four points a "
+        "reader should remember (content only you can write)",
+        f"FAIL lessons/05-sleep.md line {action}: “Try this week” is empty: write the one thing the reader should "
+        "do this week (content only you can write)",
+    ]
