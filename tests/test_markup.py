@@ -12,6 +12,7 @@ from newsletter.checklist import failures, run_checklist
 from newsletter.errors import LessonError
 from newsletter.lessons import load_lesson
 from newsletter.markup import body_blocks, markdown_to_text
+from newsletter.markup.dialect import image_size
 from newsletter.project import Project
 
 NOW = datetime(2026, 3, 2, 7, 0, tzinfo=UTC)
@@ -110,6 +111,30 @@ def test_a_mistake_in_rich_content_names_file_line_and_fix(tmp_path: Path, body:
     assert caught.value.path == str(path)
     assert caught.value.line == len(FRONT.splitlines()) + 5
     assert message in caught.value.reason
+
+
+def test_an_image_of_another_shape_than_its_width_and_height_is_refused(tmp_path: Path) -> None:
+    png = (Path(__file__).resolve().parent / "fixtures" / "rich" / "images" / "trail.png").read_bytes()
+    path = lesson_file(tmp_path, "![A trail](images/trail.png){width=300 height=300}\n")
+    (tmp_path / "images" / "trail.png").write_bytes(png)
+    with pytest.raises(LessonError, match=r"is 552×368 px, a different shape .* use height=200"):
+        load_lesson(path)
+    path.write_text(path.read_text(encoding="utf-8").replace("height=300", "height=200"), encoding="utf-8")
+    assert load_lesson(path).slug == "x"
+
+
+@pytest.mark.parametrize(
+    ("header", "size"),
+    [
+        (b"GIF89a" + (600).to_bytes(2, "little") + (400).to_bytes(2, "little") + b"\x00" * 8, (600, 400)),
+        (b"\xff\xd8\xff\xe0\x00\x04\x00\x00\xff\xc0\x00\x11\x08\x01\x90\x02\x58\x03" + b"\x00" * 12, (600, 400)),
+        (b"not an image", None),
+    ],
+)
+def test_image_sizes_are_read_from_gif_and_jpeg_headers(tmp_path: Path, header: bytes, size: object) -> None:
+    image = tmp_path / "image"
+    image.write_bytes(header)
+    assert image_size(image) == size
 
 
 def test_an_image_line_is_named_inside_a_long_paragraph(tmp_path: Path) -> None:

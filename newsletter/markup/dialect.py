@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -163,6 +164,35 @@ def _check_image(path: Path, image: Token, line_of: LineOf) -> None:
     if src.startswith("http://"):
         raise LessonError(path, f"image {src!r} must be an https:// URL (or a file in the lessons folder)", line)
     try:
-        local_image(path.parent, src)
+        media = local_image(path.parent, src)
     except ValueError as error:
         raise LessonError(path, str(error), line) from None
+    actual = image_size(media.path) if media else None
+    if actual and abs(sizes["width"] * actual[1] - sizes["height"] * actual[0]) > 0.02 * actual[0] * sizes["height"]:
+        # Outlook draws the width and height given; other clients keep the file's shape: the two must agree.
+        height = round(sizes["width"] * actual[1] / actual[0])
+        raise LessonError(
+            path,
+            f"image {src!r} is {actual[0]}×{actual[1]} px, a different shape from width={sizes['width']} "
+            f"height={sizes['height']}; for that width use height={height}",
+            line,
+        )
+
+
+def image_size(path: Path) -> tuple[int, int] | None:
+    """The pixel size recorded in a PNG, GIF or JPEG file's header; None when it cannot be read."""
+    data = path.read_bytes()
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) >= 24:
+        width, height = struct.unpack(">II", data[16:24])
+        return int(width), int(height)
+    if data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 10:
+        width, height = struct.unpack("<HH", data[6:10])
+        return int(width), int(height)
+    position = 2 if data[:2] == b"\xff\xd8" else len(data)
+    while position + 9 <= len(data) and data[position] == 0xFF:
+        marker, length = data[position + 1], int.from_bytes(data[position + 2 : position + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a start-of-frame segment
+            height, width = struct.unpack(">HH", data[position + 5 : position + 9])
+            return int(width), int(height)
+        position += 2 + length
+    return None
