@@ -215,7 +215,9 @@ def load_series(folder: Path) -> Series:
         raise LessonError(series_file, f"`slug` must be lowercase letters, digits and dashes, got {meta['slug']!r}")
     lessons = sorted((load_lesson(path) for path in sorted(folder.glob("*.md"))), key=lambda lesson: lesson.week)
     if not lessons:
-        raise LessonError(folder, "has no lesson files (*.md)")
+        raise LessonError(
+            folder, "has no lesson files (*.md): `newsletter split ARTICLE --out` this folder, or write 01-<slug>.md"
+        )
     seen_slugs: dict[str, Lesson] = {}
     for index, lesson in enumerate(lessons, start=1):
         if lesson.slug in seen_slugs:

@@ -594,3 +594,17 @@ def test_merge_tiny_and_balance_group_consecutive_units() -> None:
     assert balance([400, 50, 50, 50, 50, 400], 3) == [[0], [1, 2, 3, 4], [5]]
     with pytest.raises(ValueError):
         balance([1, 2], 3)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=500), min_size=1, max_size=25), st.integers(1, 25))
+def test_balanced_and_merged_groups_cover_every_unit_once_in_order(words: list[int], weeks: int) -> None:
+    groupings = [merge_tiny(words)]
+    if weeks <= len(words):
+        groupings.append(balance(words, weeks))
+        assert len(groupings[-1]) == weeks
+    for groups in groupings:
+        assert [unit for group in groups for unit in group] == list(range(len(words)))
+        assert all(groups)
+    merged = groupings[0]
+    assert len(merged) == 1 or all(sum(words[unit] for unit in group) >= 120 for group in merged)

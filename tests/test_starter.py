@@ -89,7 +89,7 @@ def test_init_without_an_article_makes_a_project_whose_only_gap_is_the_lessons(t
     check = newsletter("check", cwd=folder)
     assert check.returncode == 1
     assert [line for line in check.stdout.splitlines() if line.startswith("FAIL")] == [
-        "FAIL lessons: has no lesson files (*.md)"
+        "FAIL lessons: has no lesson files (*.md): `newsletter split ARTICLE --out` this folder, or write 01-<slug>.md"
     ]
 
 
