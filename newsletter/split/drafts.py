@@ -129,8 +129,10 @@ def write_drafts(drafts: Sequence[LessonDraft], out_dir: Path, force: bool = Fal
 
 def _render_body(members: list[Section], main: Section) -> str:
     """Lay out the sections under `##` headings; a heading nests only under one printed in the same draft."""
-    # The email prints the title as its one h1, so a draft opening with its main section skips that heading.
-    shown: set[Section] = {main} if members[0] is main else set()
+    # The email prints the title as its one h1, so a draft opening with its main section skips that heading,
+    # as does one whose main section follows only text without a heading of its own (the article's opening).
+    before = members[: members.index(main)] if main in members else members
+    shown: set[Section] = {main} if all(s.is_title or not s.heading for s in before) else set()
     printed: set[Section] = set()
     parts: list[str] = []
     for section in members:
