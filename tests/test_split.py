@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from newsletter.cli import main
 from newsletter.errors import LessonError
-from newsletter.split import LessonDraft, read_article, split_article, write_drafts
+from newsletter.split import LessonDraft, lesson_drafts, parse_article, read_article, split_article, write_drafts
 from newsletter.split.weeks import balance, merge_tiny
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -605,3 +605,28 @@ def test_balanced_and_merged_groups_cover_every_unit_once_in_order(words: list[i
         assert all(groups)
     merged = groupings[0]
     assert len(merged) == 1 or all(sum(words[unit] for unit in group) >= 120 for group in merged)
+
+
+def test_an_empty_markdown_heading_is_kept_as_a_line_of_text() -> None:
+    (draft,) = split_article("## Tools\n\nA fork and a rake.\n\n## One more thing\n\n## Last\n\nRest.\n", weeks=1)
+    assert "One more thing" in draft.body.splitlines()
+    assert "## One more thing" not in draft.body
+
+
+@pytest.mark.parametrize(
+    ("line", "dropped"),
+    [
+        ("We use cookies to personalise content and ads.", True),
+        ("This website uses cookies. Accept or manage your choices.", True),
+        ("Click to share on Facebook (Opens in new window)", True),
+        ("- Share this", True),
+        ("3 Comments", True),
+        ("Cookies and cream is the best flavour, and we use cookies in the recipe.", False),
+        ("Subscribe to a seed catalogue: it is the best winter reading there is.", False),
+        ("Share the harvest with your neighbours.", False),
+    ],
+)
+def test_page_debris_is_whole_lines_of_page_furniture_only(line: str, dropped: bool) -> None:
+    article = parse_article(f"## Notes\n\nA first paragraph.\n\n{line}\n", "notes.md")
+    assert ([d.text for d in article.debris] == [line]) is dropped
+    assert (line.lstrip("- ") in drafts_text(lesson_drafts(article, weeks=1))) is not dropped
