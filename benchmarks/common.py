@@ -32,6 +32,7 @@ from newsletter.ledger.course import course_fingerprint
 from newsletter.ledger.waiting import DELIVERIES, SUBSCRIBERS
 from newsletter.models import CourseState, Delivery
 from newsletter.project import Project
+from newsletter.starter import copy_project
 
 REPO = Path(__file__).resolve().parent.parent
 SINK_SCRIPT = REPO / "tests" / "smtp_sink.py"
@@ -115,14 +116,11 @@ class BenchProject:
 
 
 def make_project(workdir: Path, database_url: str) -> BenchProject:
-    """Copy config.toml, lessons/ and templates/ into `workdir/project`."""
+    """Copy config.toml, lessons/ and the templates into `workdir/project`."""
     root = workdir / "project"
     if root.exists():
         shutil.rmtree(root)
-    root.mkdir(parents=True)
-    shutil.copy(REPO / "config.toml", root / "config.toml")
-    shutil.copytree(REPO / "lessons", root / "lessons")
-    shutil.copytree(REPO / "templates", root / "templates")
+    copy_project(REPO / "config.toml", root)
     return BenchProject(root=root, database_url=database_url)
 
 

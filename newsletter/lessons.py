@@ -24,9 +24,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from markdown_it import MarkdownIt
-
 from newsletter.errors import LessonError
+from newsletter.markup import check_body, markdown_parser
 
 FRONT_MATTER_FENCE = "+++"
 SLUG_PATTERN = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
@@ -57,11 +56,8 @@ SERIES_KEYS: dict[str, type | tuple[type, ...]] = {
     "catch_up": str,
 }
 _FILE_NAME = re.compile(r"^(?:(\d+)[-_ ])?(.+?)$")
-
-
-def markdown_parser() -> MarkdownIt:
-    """The one Markdown dialect of lessons: CommonMark with tables, no raw HTML, XHTML output for MJML's XML parser."""
-    return MarkdownIt("commonmark", {"html": False, "xhtmlOut": True, "typographer": False}).enable("table")
+# The sections every lesson ends with, which only its author can write: `check` fails them while empty.
+EDITOR_SECTIONS = ("Key takeaways", "Try this week")
 
 
 @dataclass(frozen=True)
@@ -159,6 +155,12 @@ def _toml_error_line(error: tomllib.TOMLDecodeError) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def toml_string(value: str) -> str:
+    """A TOML basic string holding `value` exactly: quotes, backslashes and control characters escaped."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + re.sub(r"[\x00-\x1f\x7f]", lambda match: f"\\u{ord(match[0]):04x}", escaped) + '"'
+
+
 def key_line(text: str, key: str, default: int = 1) -> int:
     """The 1-based line where `key = …` is set in a TOML text, for error messages."""
     for number, line in enumerate(text.splitlines(), start=1):
@@ -201,28 +203,6 @@ def split_front_matter(path: Path, text: str) -> tuple[dict[str, Any], str, int]
     return data, "\n".join(lines[closing + 1 :]).strip("\n") + "\n", closing + 2
 
 
-def _check_body(path: Path, body: str, body_line: int) -> None:
-    """Enforce what the email needs of a body: no h1 (the title is the one h1), no skipped levels, https links."""
-    level = 1
-    for token in markdown_parser().parse(body):
-        line = body_line + token.map[0] if token.map else None
-        if token.type == "heading_open":
-            depth = int(token.tag[1])
-            if depth == 1:
-                raise LessonError(
-                    path, "use `##` headings in the body; the title is the email's only `#` heading", line
-                )
-            if depth > level + 1:
-                raise LessonError(path, f"heading level skips from h{level} to h{depth}; use h{level + 1}", line)
-            level = depth
-        for child in token.children or ():
-            href = str(child.attrs.get("href", "")) if child.type == "link_open" else ""
-            src = str(child.attrs.get("src", "")) if child.type == "image" else ""
-            for url in (href, src):
-                if url and not url.startswith(("https://", "mailto:")):
-                    raise LessonError(path, f"link {url!r} must be an absolute https:// URL", line)
-
-
 def load_lesson(path: Path, default_catch_up: CatchUp = "skip") -> Lesson:
     """Parse and validate one lesson file."""
     try:
@@ -261,7 +241,7 @@ def load_lesson(path: Path, default_catch_up: CatchUp = "skip") -> Lesson:
         raise LessonError(path, f"`preheader` must be at most {PREHEADER_MAX} characters", key_line(text, "preheader"))
     if not body.strip():
         raise LessonError(path, "has no Markdown body after the front matter", body_line)
-    _check_body(path, body, body_line)
+    check_body(path, body, body_line)
     return Lesson(
         week=data["week"],
         slug=data["slug"],
@@ -293,6 +273,25 @@ def _catch_up(path: Path, value: object, line: int | None) -> CatchUp:
     if value not in CATCH_UP_POLICIES:
         raise LessonError(path, f"`catch_up` must be one of {', '.join(CATCH_UP_POLICIES)}, got {value!r}", line)
     return value  # type: ignore[return-value]
+
+
+def empty_editor_sections(lesson: Lesson) -> list[tuple[str, int]]:
+    """(heading, file line) of each "Key takeaways" / "Try this week" section with nothing written under it."""
+    tokens = markdown_parser().parse(lesson.body)
+    empty: list[tuple[str, int]] = []
+    for index, token in enumerate(tokens):
+        if token.type != "heading_open" or not token.map:
+            continue
+        heading = tokens[index + 1].content.strip()
+        if heading not in EDITOR_SECTIONS:
+            continue
+        following = tokens[index + 3 :]
+        # Only what stands under the heading itself counts: a sub-heading with text is not the section written.
+        ends = next((i for i, later in enumerate(following) if later.type == "heading_open"), None)
+        content = following[:ends]
+        if not any(later.type == "inline" and later.content.strip() for later in content):
+            empty.append((heading, lesson.body_line + token.map[0]))
+    return empty
 
 
 def _line_in(lesson: Lesson, key: str) -> int:
@@ -332,7 +331,9 @@ def load_series(folder: Path, *, lenient: bool = False) -> Series:
             loaded.append(_placeholder(path, error))
     lessons = sorted(loaded, key=lambda lesson: lesson.week)
     if not lessons:
-        raise LessonError(folder, "has no lesson files (*.md)")
+        raise LessonError(
+            folder, "has no lesson files (*.md): `newsletter split ARTICLE --out` this folder, or write 01-<slug>.md"
+        )
     _check_order(lessons)
     source = folder / meta["source"] if meta.get("source") else None
     return Series(

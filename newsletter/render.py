@@ -11,25 +11,26 @@ from __future__ import annotations
 
 import html
 import re
-import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import jinja2
 import mjml
-from markdown_it.token import Token
-from markupsafe import Markup
 
 from newsletter.config import Settings
 from newsletter.errors import TemplateError
-from newsletter.lessons import Lesson, Series, markdown_parser
+from newsletter.lessons import Lesson, Series
+from newsletter.markup import body_blocks, markdown_to_text
 
-TEXT_WIDTH = 78
 # Plain ASCII markers: Jinja's escaping and MJML leave them alone in text and in attributes alike (MJML
 # rewrites non-ASCII code points inside attributes, so private-use characters would not survive an href).
 _OPEN, _CLOSE = "@@nl:", "@@"
 _PLACEHOLDER = re.compile(r"@@nl:([a-z_.]+)@@")
+# mjml-python writes the hidden preheader in white, which SpamAssassin (HTML_FONT_LOW_CONTRAST) takes for text
+# hidden against the light page. It is hidden by display:none and opacity:0 already, so the colour goes.
+_WHITE_PREHEADER = '<div style="display:none;font-size:1px;color:#ffffff;line-height:1px;'
+_PREHEADER = '<div style="display:none;font-size:1px;line-height:1px;'
 RECIPIENT_FIELDS = ("subscriber.greeting", "subscriber.name", "subscriber.email", "subscriber.schedule")
 LINK_FIELDS = ("links.unsubscribe", "links.preferences", "links.confirm")
 
@@ -157,7 +158,7 @@ class Renderer:
                 "subject": lesson.subject,
                 "preheader": lesson.preheader,
                 "summary": lesson.summary,
-                "body_html": Markup(markdown_parser().render(lesson.body)),
+                "blocks": body_blocks(lesson.body, lesson.path.parent, self.settings.newsletter.base_url),
                 "body_text": markdown_to_text(lesson.body),
             },
             "next_lesson": upcoming and {"week": upcoming.week, "title": upcoming.title, "summary": upcoming.summary},
@@ -192,6 +193,7 @@ class Renderer:
                 f"{self.settings.newsletter.templates / f'{kind}.mjml.j2'}{where}: the template produced invalid "
                 f"MJML: {error}"
             ) from None
+        html_part = html_part.replace(_WHITE_PREHEADER, _PREHEADER, 1)
         return _Compiled(subject=subject, preheader=preheader, html=html_part, text=_tidy_text(text))
 
     def _render_template(self, name: str, context: dict[str, Any]) -> str:
@@ -208,82 +210,3 @@ class Renderer:
 def _tidy_text(text: str) -> str:
     """Collapse runs of blank lines left by template tags; end with one newline."""
     return re.sub(r"\n{3,}", "\n\n", text).strip("\n") + "\n"
-
-
-def markdown_to_text(source: str, width: int = TEXT_WIDTH) -> str:
-    """Render lesson Markdown as readable plain text: wrapped paragraphs, bullets, links as `text (url)`."""
-    # Each block remembers which list it belongs to (None outside lists): items of one list stay together,
-    # everything else is separated by a blank line.
-    blocks: list[tuple[str, int | None]] = []
-    tokens = markdown_parser().parse(source)
-    open_lists: list[tuple[int, int | None]] = []  # (list id, next number or None for bullets)
-    for index, token in enumerate(tokens):
-        if token.type in ("bullet_list_open", "ordered_list_open"):
-            open_lists.append((index, 1 if token.type == "ordered_list_open" else None))
-        elif token.type in ("bullet_list_close", "ordered_list_close"):
-            open_lists.pop()
-        elif token.type == "inline":
-            opener = tokens[index - 1]
-            content = _inline_text(token.children or [])
-            if opener.type == "heading_open":
-                underline = "-" if opener.tag == "h2" else "·"
-                blocks.append((f"{content}\n{underline * min(len(content), width)}", None))
-            elif open_lists and _in_list_item(tokens, index):
-                list_id, counter = open_lists[-1]
-                marker = f"{counter}." if counter is not None else "•"
-                if counter is not None:
-                    open_lists[-1] = (list_id, counter + 1)
-                indent = "  " * (len(open_lists) - 1)
-                text = textwrap.fill(
-                    content,
-                    width,
-                    initial_indent=f"{indent}{marker} ",
-                    subsequent_indent=indent + " " * (len(marker) + 1),
-                    break_long_words=False,
-                    break_on_hyphens=False,
-                )
-                blocks.append((text, open_lists[0][0]))
-            else:
-                blocks.append((textwrap.fill(content, width, break_long_words=False, break_on_hyphens=False), None))
-        elif token.type in {"fence", "code_block"}:
-            blocks.append((textwrap.indent(token.content.rstrip("\n"), "    "), None))
-        elif token.type == "hr":
-            blocks.append(("* * *", None))
-    out: list[str] = []
-    for position, (block, owner) in enumerate(blocks):
-        if position:
-            same_list = owner is not None and owner == blocks[position - 1][1]
-            out.append("\n" if same_list else "\n\n")
-        out.append(block)
-    return "".join(out) + "\n"
-
-
-def _in_list_item(tokens: list[Token], index: int) -> bool:
-    depth = 0
-    for token in reversed(tokens[:index]):
-        if token.type == "list_item_close":
-            depth += 1
-        elif token.type == "list_item_open":
-            if depth == 0:
-                return True
-            depth -= 1
-        elif token.type in ("bullet_list_open", "ordered_list_open") and depth == 0:
-            return False
-    return False
-
-
-def _inline_text(children: list[Token]) -> str:
-    parts: list[str] = []
-    links: list[str] = []
-    for child in children:
-        if child.type in ("text", "code_inline"):
-            parts.append(child.content)
-        elif child.type in ("softbreak", "hardbreak"):
-            parts.append(" ")
-        elif child.type == "link_open":
-            links.append(str(child.attrs.get("href", "")))
-        elif child.type == "link_close" and links:
-            parts.append(f" ({links.pop()})")
-        elif child.type == "image":
-            parts.append(f"[{child.content}]")
-    return " ".join("".join(parts).split())

@@ -19,6 +19,7 @@ from sqlalchemy import create_engine, make_url, text
 from newsletter.config import Settings, load_settings
 from newsletter.db import Database
 from newsletter.project import Project
+from newsletter.starter import copy_project
 
 REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -92,13 +93,25 @@ def chromium() -> Iterator[Browser]:
 
 @pytest.fixture
 def project_dir(tmp_path: Path) -> Path:
-    """A copy of the bundled project (config.toml, lessons/, templates/) in a temporary folder."""
+    """A copy of the bundled project (config.toml, lessons/, its templates in templates/) in a temporary folder."""
     root = tmp_path / "project"
-    root.mkdir()
-    shutil.copy(REPO / "config.toml", root / "config.toml")
-    shutil.copytree(REPO / "lessons", root / "lessons")
-    shutil.copytree(REPO / "templates", root / "templates")
+    copy_project(REPO / "config.toml", root)
     return root
+
+
+RICH_LESSON = Path(__file__).resolve().parent / "fixtures" / "rich"
+
+
+@pytest.fixture
+def rich_project(project_dir: Path, settings: Settings) -> Iterator[Project]:
+    """The copied project with an eighth lesson holding an image (local and remote), a button and a pull quote."""
+    lessons = project_dir / "lessons"
+    shutil.copy(RICH_LESSON / "08-trails.md", lessons / "08-trails.md")
+    shutil.copytree(RICH_LESSON / "images", lessons / "images")
+    opened = Project(settings)
+    yield opened
+    if "db" in opened.__dict__:
+        opened.db.dispose()
 
 
 @pytest.fixture

@@ -171,8 +171,8 @@ def test_check_names_a_lesson_with_a_duplicate_week(run: Invoke, project_dir: Pa
 def test_check_names_the_template_and_line_of_a_syntax_error(run: Invoke, project_dir: Path) -> None:
     template = project_dir / "templates" / "lesson.mjml.j2"
     lines = template.read_text(encoding="utf-8").splitlines()
-    number = next(i for i, line in enumerate(lines, 1) if "lesson.body_html" in line)
-    lines[number - 1] = "          {{ lesson.body_html }"
+    number = next(i for i, line in enumerate(lines, 1) if "block.html" in line)
+    lines[number - 1] = "          {{ block.html }"
     template.write_text("\n".join(lines) + "\n", encoding="utf-8")
     result = run("check")
     assert result.exit_code == 1
@@ -205,3 +205,20 @@ def test_check_reports_a_config_error(run: Invoke, project_dir: Path) -> None:
     result = run("check")
     assert result.exit_code == 1
     assert "FAIL " in result.stdout and "config.toml: unknown key [daemon] colour" in result.stdout
+
+
+def test_check_fails_an_empty_key_takeaways_or_try_this_week(run: Invoke, project_dir: Path) -> None:
+    lesson = project_dir / "lessons" / "05-sleep.md"
+    text = lesson.read_text(encoding="utf-8")
+    lesson.write_text(text.split("## Key takeaways")[0] + "## Key takeaways\n\n## Try this week\n", encoding="utf-8")
+    lines = lesson.read_text(encoding="utf-8").splitlines()
+    takeaways, action = lines.index("## Key takeaways") + 1, lines.index("## Try this week") + 1
+    result = run("check")
+    assert result.exit_code == 1
+    failures = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
+    assert failures[:2] == [
+        f"FAIL lessons/05-sleep.md line {takeaways}: “Key takeaways” is empty: write the three or four points a "
+        "reader should remember (content only you can write)",
+        f"FAIL lessons/05-sleep.md line {action}: “Try this week” is empty: write the one thing the reader should "
+        "do this week (content only you can write)",
+    ]

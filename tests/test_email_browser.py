@@ -9,13 +9,17 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Browser, Page, Route
+from starlette.testclient import TestClient
 
 from newsletter.lessons import load_series
+from newsletter.markup import MEDIA_PATH
 from newsletter.models import CONFIRMATION
 from newsletter.project import Project
+from newsletter.web import create_app
 
 pytestmark = pytest.mark.browser
 
@@ -135,6 +139,70 @@ def test_text_is_readable_in_light_and_dark_mode(
 ) -> None:
     page = open_email(chromium, project, week, 600, color_scheme=scheme)
     try:
+        assert page.evaluate(LOW_CONTRAST_TEXT) == []
+    finally:
+        page.close()
+
+
+def serve_base_url(page: Page, project: Project) -> list[str]:
+    """Answer requests to base_url as `newsletter serve` would: /media/ from the app, other images a stand-in.
+
+    Returns the URLs asked for, so a test can see every image was fetched.
+    """
+    client = TestClient(create_app(project, studio=False, live_reload=False))
+    stand_in = (project.settings.newsletter.lessons / "images" / "trail.png").read_bytes()
+    asked: list[str] = []
+
+    def answer(route: Route) -> None:
+        url = route.request.url
+        asked.append(url)
+        path = urlsplit(url)
+        if path.path.startswith(MEDIA_PATH):
+            response = client.get(f"{path.path}?{path.query}")
+            route.fulfill(status=response.status_code, body=response.content, content_type="image/png")
+        else:  # the remote image of the lesson (a map on the club's own server)
+            route.fulfill(status=200, body=stand_in, content_type="image/png")
+
+    page.route(project.settings.newsletter.base_url + "/**", answer)
+    return asked
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_a_lesson_with_images_a_button_and_a_quote_fits_and_shows_them(
+    chromium: Browser, rich_project: Project, tmp_path: Path, width: int
+) -> None:
+    html = rich_project.render(rich_project.sample_subscriber(), "trails").html
+    page = chromium.new_page(viewport={"width": width, "height": 900}, java_script_enabled=False)
+    try:
+        asked = serve_base_url(page, rich_project)
+        page.set_content(html, wait_until="load")
+        page.screenshot(path=str(tmp_path / f"trails-{width}.png"), full_page=True)
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        images = page.evaluate(
+            "() => [...document.images].map(i => [i.naturalWidth, i.getBoundingClientRect().left,"
+            " i.getBoundingClientRect().right, i.getBoundingClientRect().height])"
+        )
+        assert len(images) == 2 and len(asked) == 2
+        for natural, left, right, height in images:
+            assert natural > 0, "the image loaded"
+            assert left >= 0 and right <= width, f"an image sticks out at {width} px: {left}–{right}"
+            assert height > 0
+        first = images[0]
+        assert abs((first[2] - first[1]) / first[3] - 552 / 368) < 0.02, "the image keeps its shape"
+
+        button = page.locator('a[href="https://running.example.com/trails"]')
+        assert button.is_visible()
+        box = button.bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width
+        assert box["height"] >= 40, "a button is big enough to tap"
+        cell = "a => getComputedStyle(a.closest('td')).backgroundColor"
+        assert button.evaluate(cell) == "rgb(11, 110, 79)"
+
+        quote = page.locator("blockquote p").first
+        assert quote.is_visible()
+        assert float(quote.evaluate("p => parseFloat(getComputedStyle(p).fontSize)")) >= 18
+        assert page.locator("blockquote p.quote-source").inner_text() == "— A club coach"
+        assert page.evaluate(SMALL_VISIBLE_TEXT) == []
         assert page.evaluate(LOW_CONTRAST_TEXT) == []
     finally:
         page.close()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from newsletter.errors import LessonError
-from newsletter.lessons import load_lesson, load_series
+from newsletter.lessons import empty_editor_sections, load_lesson, load_series
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE_COURSE = Path(__file__).resolve().parent / "fixtures" / "course"
@@ -185,3 +185,19 @@ def test_load_lesson_reads_one_file(course: Path) -> None:
     assert (lesson.week, lesson.slug, lesson.title) == (2, "hips", "Hips: where stiffness hides")
     assert lesson.summary.startswith("The hip flexors")
     assert lesson.body.startswith("The hip flexors shorten")
+
+
+def test_empty_editor_sections_are_found_with_their_lines(course: Path) -> None:
+    path = course / "02-hips.md"
+    text = path.read_text(encoding="utf-8")
+    head, _, _ = text.partition("## Key takeaways")
+    path.write_text(
+        head + "## Key takeaways\n\n## Try this week\n\n### Notes\n\nA sub-heading is not an action.\n",
+        encoding="utf-8",
+    )
+    lesson = load_lesson(path)
+    assert empty_editor_sections(lesson) == [
+        ("Key takeaways", line_of(path, "## Key takeaways")),
+        ("Try this week", line_of(path, "## Try this week")),
+    ]
+    assert empty_editor_sections(load_lesson(course / "01-hamstrings.md")) == []

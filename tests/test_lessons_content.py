@@ -152,6 +152,12 @@ def test_front_matter_fits_the_inbox(bundled_lessons: list[ParsedLesson]) -> Non
         assert len({meta["title"], meta["subject"], meta["preheader"], meta["summary"]}) == 4, name
 
 
+def test_no_non_breaking_space_of_the_web_page_is_left(bundled_lessons: list[ParsedLesson]) -> None:
+    assert "\u00a0" in SOURCE.read_text(encoding="utf-8")
+    for lesson in bundled_lessons:
+        assert "\u00a0" not in lesson.path.read_text(encoding="utf-8"), lesson.path.name
+
+
 def test_typography_stays_the_articles(bundled_lessons: list[ParsedLesson]) -> None:
     article = SOURCE.read_text(encoding="utf-8")
     assert "'" not in article

@@ -12,9 +12,10 @@ import pytest
 from newsletter.config import Settings
 from newsletter.errors import TemplateError
 from newsletter.lessons import load_series
+from newsletter.markup import markdown_to_text
 from newsletter.models import CONFIRMATION, Subscriber
 from newsletter.project import Project
-from newsletter.render import Recipient, Renderer, markdown_to_text
+from newsletter.render import Recipient, Renderer
 
 REPO = Path(__file__).resolve().parent.parent
 BUNDLED = load_series(REPO / "lessons")
@@ -138,7 +139,7 @@ def test_a_template_syntax_error_names_file_and_line(settings: Settings) -> None
 def test_a_template_that_makes_invalid_mjml_names_the_template_and_lesson(settings: Settings) -> None:
     template = settings.newsletter.templates / "lesson.mjml.j2"
     source = template.read_text(encoding="utf-8")
-    template.write_text(source.replace("{{ lesson.body_html }}", "{{ lesson.body_html }}<p>unclosed"), encoding="utf-8")
+    template.write_text(source.replace("{{ block.html }}", "{{ block.html }}<p>unclosed"), encoding="utf-8")
     series = load_series(settings.newsletter.lessons)
     renderer = Renderer(settings, series)
     with pytest.raises(
@@ -161,3 +162,37 @@ def test_markdown_to_text_wraps_lists_links_and_headings() -> None:
     # Two separate lists are two blocks: a blank line between them.
     assert "marker.\n\n1. one\n2. two" in text
     assert all(len(line) <= TEXT_COLUMNS for line in text.splitlines())
+
+
+def test_the_next_week_teaser_puts_title_and_summary_in_separate_paragraphs(project: Project) -> None:
+    html = project.render(reader(project), "muscle", NOW).html
+    upcoming = project.series.lesson("knees")
+    title = re.escape(f"Next week, lesson 2: {upcoming.title}".replace("'", "&#39;"))
+    summary = re.escape(upcoming.summary.replace("'", "&#39;"))
+    assert re.search(rf"<p[^>]*><strong>{title}</strong></p>\s*<p[^>]*>{summary}</p>", html)
+
+
+def test_the_footer_names_the_series_without_a_second_colon(project: Project) -> None:
+    rendered = project.render(reader(project), "brain", NOW)
+    for part in (rendered.html, " ".join(rendered.text.split())):
+        assert "Beyond: one lesson" not in part
+        assert "subscribed to Running: Muscle and Beyond. One lesson reaches you every Monday at 07:00 (UTC)." in part
+    confirmation = project.render(reader(project), CONFIRMATION, NOW)
+    assert "Beyond</strong>: " not in confirmation.html and "Beyond: 7" not in confirmation.text
+
+
+def test_the_confirmation_shows_its_link_as_text_under_the_button(project: Project) -> None:
+    html = project.render(reader(project), CONFIRMATION, NOW).html
+    confirm = project.links(5, NOW).confirm
+    assert hrefs(html).count(confirm) == 2
+    button, plain = [match.start() for match in re.finditer(re.escape(f'href="{confirm}"'), html)]
+    assert button < plain
+    assert f">{confirm}</a>" in html  # the address itself, readable and copyable
+
+
+def test_the_hidden_preheader_is_not_white_text(project: Project) -> None:
+    for week in (CONFIRMATION, "muscle"):
+        html = project.render(reader(project), week, NOW).html
+        preheader = re.search(r"<body[^>]*>(<div[^>]*>)", html)
+        assert preheader and "display:none" in preheader[1]
+        assert "color" not in preheader[1]

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from newsletter.cli import main
 from newsletter.errors import LessonError
-from newsletter.split import LessonDraft, read_article, split_article, write_drafts
+from newsletter.split import LessonDraft, lesson_drafts, parse_article, read_article, split_article, write_drafts
+from newsletter.split.weeks import balance, merge_tiny
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNNING = ROOT / "lessons" / "source" / "running-and-muscle.txt"
@@ -177,10 +178,11 @@ def test_without_topics_one_topic_is_proposed_per_section_and_lead_item(running_
         "stronger-knees-healthier-joints",
         "brain-power-boost",
         "mood-mental-health-perks",
-        "better-sleep-quality",
-        "stronger-immunity",
+        "better-sleep-quality",  # "Stronger Immunity" (110 words) joined its shorter neighbour
         "disease-prevention-longevity",
     ]
+    assert drafts[6].sources == ("Better Sleep Quality", "Stronger Immunity")
+    assert all(draft.words >= 120 for draft in drafts)
     assert drafts[1].title == "Sprinting & HIIT – Muscle Builders?"
     assert drafts[0].sources[0] == "Summary"
     assert drafts[-1].sources[-1] == "Conclusion"
@@ -216,15 +218,15 @@ def test_a_markdown_article_splits_by_its_headings_and_lead_items() -> None:
 
 def test_a_markdown_article_without_topics_gets_topics_from_sections_and_lead_items() -> None:
     drafts = split_article(read_article(HOUSEPLANTS))
-    assert [draft.slug for draft in drafts] == [
-        "light-comes-first",
-        "check-before-you-pour",
-        "water-deeply-then-wait",
-        "seasonal-rhythm",
-        "soil-repotting",
-    ]
-    # Text closing a list of lead items stays with the list, under the heading it belongs to.
-    assert drafts[3].body.index("## Watering Without Drowning") < drafts[3].body.index("A moisture meter")
+    # Each lead item (about 20 words) is too short for a week: they merge, under the heading of their list.
+    assert [draft.slug for draft in drafts] == ["light-comes-first", "watering-without-drowning"]
+    assert drafts[1].title == "Watering Without Drowning"
+    assert drafts[1].sources[:4] == (
+        "Watering Without Drowning",
+        "Check before you pour",
+        "Water deeply, then wait",
+        "Seasonal rhythm",
+    )
     assert Counter(draft_units(drafts)) == Counter(article_units(HOUSEPLANTS, HOUSEPLANT_DEBRIS))
 
 
@@ -328,7 +330,8 @@ def test_cli_writes_the_drafts_and_lists_them(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["split", str(RUNNING), "--out", str(out), "--topics", ",".join(SEVEN_TOPICS)])
     assert result.exit_code == 0, result.output
     assert sorted(path.name for path in out.iterdir()) == [
-        f"{n:02d}-{slug}.md" for n, slug in enumerate(SEVEN_TOPICS, 1)
+        *(f"{n:02d}-{slug}.md" for n, slug in enumerate(SEVEN_TOPICS, 1)),
+        "series.toml",
     ]
     assert "Wrote 7 lesson drafts" in result.output
     assert "07-longevity.md  Disease Prevention & Longevity" in result.output
@@ -392,3 +395,238 @@ def test_cli_help_explains_the_command() -> None:
     assert result.exit_code == 0
     for phrase in ("ARTICLE", "--out", "--topics", "--force", "Lead phrase:", "Key takeaways"):
         assert phrase in result.output
+
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "articles"
+GARDEN = FIXTURES / "vegetable-garden.md"
+MORNING = FIXTURES / "morning-pages.txt"
+INTERVALS = FIXTURES / "interval-plan.txt"
+# Each fixture with its page debris and (plain text only) the lines that are headings.
+SHAPES = {
+    "vegetable-garden.md": (
+        {
+            "Skip to content",
+            "We use cookies to improve your experience. By continuing to browse, you agree to our use of cookies.",
+            "Accept all cookies",
+            "8 min read",
+            "Share this",
+            "Subscribe",
+            "Leave a comment",
+            "Related posts",
+        },
+        set(),
+    ),
+    "morning-pages.txt": ({"Share", "Loading...", "Like this:"}, set()),
+    "interval-plan.txt": (
+        {"5 min read", "Leave a comment"},
+        {"Interval Training for Beginners", "Why Intervals Work", "Your First Session", "Progressing Week by Week"}
+        | {"Recovery"},
+    ),
+    "houseplants.md": (HOUSEPLANT_DEBRIS, set()),
+    "running-and-muscle.txt": (RUNNING_DEBRIS, set()),
+}
+MARKER = re.compile(r"^(?:[-*•]|\d+[.)]|>)(?:\s+|$)")
+
+
+def article_text(path: Path) -> str:
+    """The article's words in order, read without the splitter: no debris, headings, markers or lead phrases."""
+    debris, plain_headings = SHAPES[path.name]
+    words: list[str] = []
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    for line in lines:
+        if not line or line in debris or line.startswith("#") or line in plain_headings:
+            continue
+        if path.name == RUNNING.name and len(line) <= 80:
+            continue  # the bundled article's headings are its short lines
+        marker = MARKER.match(line)
+        text = line[marker.end() :] if marker else line
+        lead = LEAD_PHRASE.match(text) if marker and line[0] in "-*•" else None
+        if lead and len(text[: lead.end()].split()) <= 11:
+            text = text[lead.end() :][:1].upper() + text[lead.end() + 1 :]
+        words += text.split()
+    return " ".join(words)
+
+
+def drafts_text(drafts: list[LessonDraft]) -> str:
+    """The drafts' words in week order, without headings or markers."""
+    words: list[str] = []
+    for draft in drafts:
+        for raw in draft.body.splitlines():
+            line = raw.strip()
+            if line and not line.startswith("#"):
+                marker = MARKER.match(line)
+                words += (line[marker.end() :] if marker else line).split()
+    return " ".join(words)
+
+
+@pytest.mark.parametrize(
+    ("name", "weeks"),
+    # An article without headings is split only by --weeks.
+    [(name, weeks) for name in SHAPES for weeks in (None, 2, 3) if weeks or name != MORNING.name],
+)
+def test_every_line_lands_once_in_article_order(name: str, weeks: int | None) -> None:
+    path = FIXTURES / name if name != RUNNING.name else RUNNING
+    drafts = split_article(read_article(path), weeks=weeks)
+    assert drafts_text(drafts) == article_text(path)
+    if weeks is not None:
+        assert len(drafts) == weeks
+
+
+def test_an_article_without_headings_needs_weeks_and_is_cut_at_paragraphs() -> None:
+    text = read_article(MORNING)
+    with pytest.raises(LessonError, match="use --weeks N"):
+        split_article(text)
+    drafts = split_article(text, weeks=3)
+    assert drafts[0].title == "Every morning, before coffee and before the phone, write…"
+    assert drafts[0].slug == "every-morning-before-coffee"
+    assert len({draft.slug for draft in drafts}) == 3
+    # The pull quote is a quote, and the debris is gone.
+    assert "> “The pages are not art. They are not even writing.”" in "".join(draft.body for draft in drafts)
+    with pytest.raises(LessonError, match="has 6 paragraph"):
+        split_article(text, weeks=7)
+
+
+def test_lists_quotes_and_nested_headings_keep_their_shape() -> None:
+    (first, second) = split_article(read_article(GARDEN))
+    assert "> The best fertiliser is the gardener’s shadow.\n>\n> — Old proverb" in first.body
+    assert (
+        "- Lettuce, spinach and chard tolerate light shade.\n"
+        "  - In midsummer they even prefer it, as it slows bolting.\n"
+        "  - Shade cloth helps where there is no shade.\n"
+        "- Root crops sit in between."
+    ) in first.body
+    assert "1. Clear the weeds and loosen the top 20 cm with a fork.\n2. Spread 5 cm" in first.body
+    # The lesson's title (its h1) is its main section's heading: the sub-headings follow it at h2.
+    assert first.title == "Planning the Beds"
+    assert headings(first.body)[:3] == [(2, "Sunlight"), (2, "Soil"), (3, "Testing the soil")]
+    assert "## A Year in the Vegetable Garden" not in first.body  # the article's title names the series
+    assert "> Sow in haste, thin at leisure." in second.body
+    numbered = split_article(read_article(INTERVALS), weeks=3)[1]
+    assert "1. Warm up with ten minutes of easy jogging.\n2. Run hard" in numbered.body
+
+
+def test_a_standalone_line_before_a_heading_stays_text() -> None:
+    drafts = split_article(read_article(INTERVALS), weeks=3)
+    session = drafts[1]
+    assert session.title == "Your First Session"
+    assert session.body.splitlines()[-5] == "Go by feel"
+    assert "## Go by feel" not in "".join(draft.body for draft in drafts)
+
+
+def test_tiny_sections_merge_and_weeks_balance_lengths(running_text: str) -> None:
+    for weeks in (2, 3, 4, 5):
+        sizes = [draft.words for draft in split_article(running_text, weeks=weeks)]
+        assert len(sizes) == weeks
+        assert max(sizes) <= 1.6 * min(sizes), sizes
+    assert split_article(running_text, weeks=1)[0].words == sum(d.words for d in split_article(running_text))
+
+
+def test_weeks_and_topics_do_not_mix(running_text: str) -> None:
+    with pytest.raises(LessonError, match="not both"):
+        split_article(running_text, ["muscle"], weeks=2)
+
+
+@pytest.mark.parametrize("name", [name for name in SHAPES if name != MORNING.name])
+def test_preheader_and_summary_are_not_the_opening_sentence(name: str) -> None:
+    path = FIXTURES / name if name != RUNNING.name else RUNNING
+    for draft in split_article(read_article(path)):
+        opening = normalise(re.split(r"(?<=[.?!])\s", MARKER.sub("", draft.body.lstrip().splitlines()[0]))[0])
+        if opening.startswith("#"):
+            continue
+        assert normalise(draft.preheader) != opening, draft.slug
+        assert normalise(draft.summary) != opening, draft.slug
+        assert draft.preheader != draft.summary, draft.slug
+
+
+def test_a_summing_up_sentence_becomes_the_summary(running_text: str) -> None:
+    knees = split_article(running_text, SEVEN_TOPICS)[1]
+    assert (
+        knees.summary
+        == "Running can strengthen your joints and connective tissues, keeping you mobile and limber longer."
+    )
+
+
+def test_non_breaking_spaces_become_plain_spaces(running_text: str) -> None:
+    assert "\u00a0" in running_text
+    assert not any("\u00a0" in draft.to_markdown() for draft in split_article(running_text))
+
+
+def test_cli_reports_what_went_where_and_writes_series_toml(tmp_path: Path) -> None:
+    out = tmp_path / "lessons"
+    result = CliRunner().invoke(main, ["split", str(GARDEN), "--out", str(out), "--weeks", "2"])
+    assert result.exit_code == 0, result.output
+    assert "01-planning-beds.md  Planning the Beds  (232 words)" in result.output
+    assert "from: A Year in the Vegetable Garden; Planning the Beds; Sunlight; Soil; Testing the soil" in result.output
+    assert "“A Year in the Vegetable Garden”, names the series" in result.output
+    assert "Dropped 8 line(s) of page debris:" in result.output
+    assert "line 5: We use cookies" in result.output and "line 61: Subscribe" in result.output
+    series = tomllib.loads((out / "series.toml").read_text(encoding="utf-8"))
+    assert series["title"] == "A Year in the Vegetable Garden"
+    assert series["slug"] == "year-vegetable-garden"
+    assert series["description"] == "A vegetable garden rewards patience more than talent."
+    assert (out / series["source"]).resolve() == GARDEN
+    # Splitting another article into the same folder keeps the series but points it at the new source.
+    series_file = out / "series.toml"
+    series_file.write_text(series_file.read_text(encoding="utf-8").replace("A Year in", "My Year in"), "utf-8")
+    again = CliRunner().invoke(main, ["split", str(HOUSEPLANTS), "--out", str(out), "--force"])
+    assert again.exit_code == 0, again.output
+    assert f"Pointed `source` at the article in {series_file}" in again.output
+    updated = tomllib.loads(series_file.read_text(encoding="utf-8"))
+    assert updated["title"] == "My Year in the Vegetable Garden"
+    assert (out / updated["source"]).resolve() == HOUSEPLANTS
+    assert "also holds 01-planning-beds.md, 02-sowing-planting.md" in again.output  # not replaced: named
+
+
+def test_cli_refuses_weeks_with_topics() -> None:
+    result = CliRunner().invoke(main, ["split", str(RUNNING), "--out", "x", "--weeks", "2", "--topics", "muscle"])
+    assert result.exit_code == 2
+    assert "not both" in result.output
+
+
+def test_merge_tiny_and_balance_group_consecutive_units() -> None:
+    assert merge_tiny([300, 40, 200, 30, 250]) == [[0], [1, 2, 3], [4]]
+    assert merge_tiny([50, 60]) == [[0, 1]]
+    assert merge_tiny([]) == []
+    assert balance([100, 100, 100, 100], 2) == [[0, 1], [2, 3]]
+    assert balance([400, 50, 50, 50, 50, 400], 3) == [[0], [1, 2, 3, 4], [5]]
+    with pytest.raises(ValueError):
+        balance([1, 2], 3)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=500), min_size=1, max_size=25), st.integers(1, 25))
+def test_balanced_and_merged_groups_cover_every_unit_once_in_order(words: list[int], weeks: int) -> None:
+    groupings = [merge_tiny(words)]
+    if weeks <= len(words):
+        groupings.append(balance(words, weeks))
+        assert len(groupings[-1]) == weeks
+    for groups in groupings:
+        assert [unit for group in groups for unit in group] == list(range(len(words)))
+        assert all(groups)
+    merged = groupings[0]
+    assert len(merged) == 1 or all(sum(words[unit] for unit in group) >= 120 for group in merged)
+
+
+def test_an_empty_markdown_heading_is_kept_as_a_line_of_text() -> None:
+    (draft,) = split_article("## Tools\n\nA fork and a rake.\n\n## One more thing\n\n## Last\n\nRest.\n", weeks=1)
+    assert "One more thing" in draft.body.splitlines()
+    assert "## One more thing" not in draft.body
+
+
+@pytest.mark.parametrize(
+    ("line", "dropped"),
+    [
+        ("We use cookies to personalise content and ads.", True),
+        ("This website uses cookies. Accept or manage your choices.", True),
+        ("Click to share on Facebook (Opens in new window)", True),
+        ("- Share this", True),
+        ("3 Comments", True),
+        ("Cookies and cream is the best flavour, and we use cookies in the recipe.", False),
+        ("Subscribe to a seed catalogue: it is the best winter reading there is.", False),
+        ("Share the harvest with your neighbours.", False),
+    ],
+)
+def test_page_debris_is_whole_lines_of_page_furniture_only(line: str, dropped: bool) -> None:
+    article = parse_article(f"## Notes\n\nA first paragraph.\n\n{line}\n", "notes.md")
+    assert ([d.text for d in article.debris] == [line]) is dropped
+    assert (line.lstrip("- ") in drafts_text(lesson_drafts(article, weeks=1))) is not dropped

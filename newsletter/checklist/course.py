@@ -21,12 +21,17 @@ from newsletter.checklist.wire import DnsTxtLookup
 from newsletter.config import Settings, load_settings
 from newsletter.errors import ConfigError, LessonError, NewsletterError
 from newsletter.ledger.waiting import Gate
+from newsletter.lessons import empty_editor_sections
 from newsletter.models import CONFIRMATION
 from newsletter.project import Project
 
 CALL_TO_ACTION = "Try this week"
 CHECK_NAME = 'Alex "<b>Runner</b>" & Co'
 CHECK_EMAIL = "check@example.com"
+AUTHOR_TASKS = {
+    "Key takeaways": "write the three or four points a reader should remember",
+    "Try this week": "write the one thing the reader should do this week",
+}
 
 
 @dataclass(frozen=True)
@@ -74,11 +79,16 @@ def check_course(
         )
     project = Project(settings)
     try:
-        project.series  # noqa: B018 (loaded strictly here: a broken file is a finding, not a placeholder)
+        series = project.series  # loaded strictly here: a broken file is a finding, not a placeholder
     except LessonError as error:
         where = _relative(Path(error.path), root) + (f" line {error.line}" if error.line else "")
         report.findings.append(Finding(where, error.reason))
         return report
+    for lesson in series:
+        for heading, line in empty_editor_sections(lesson):
+            where = f"{_relative(lesson.path, root)} line {line}"
+            task = AUTHOR_TASKS.get(heading, "write it")
+            report.findings.append(Finding(where, f"“{heading}” is empty: {task} (content only you can write)"))
     dns = _dkim_dns(settings, report, config_name)
     render_errors: set[str] = set()
     for _lesson, where, outcome in checked_emails(project, now or datetime.now(UTC), dns):
@@ -129,6 +139,8 @@ def lesson_gates(project: Project, now: datetime | None = None) -> dict[str, Gat
             gates[lesson.slug] = Gate("broken", _strip_root(lesson.problem, project.settings.root))
         elif lesson.draft:
             gates[lesson.slug] = Gate("draft", "draft = true in its front matter")
+        elif empty := [heading for heading, _line in empty_editor_sections(lesson)]:
+            gates[lesson.slug] = Gate("checklist", f"its {', '.join(repr(h) for h in empty)} section is empty")
     dns = _dkim_dns(project.settings, CourseReport(), "")
     for slug, _where, outcome in checked_emails(project, now or datetime.now(UTC), dns):
         if slug in gates:

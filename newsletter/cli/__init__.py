@@ -47,9 +47,9 @@ def main(ctx: click.Context, config_path: str | None) -> None:
 
 
 def _register() -> None:
-    from newsletter.cli import lessons, operations, send, split, subscribers, web
+    from newsletter.cli import init, lessons, operations, send, split, subscribers, web
 
-    for module in (lessons, split, subscribers, send, web, operations):
+    for module in (init, lessons, split, subscribers, send, web, operations):
         for command in module.commands:
             main.add_command(command)
 

@@ -1,4 +1,10 @@
-"""Lesson drafts: front matter filled in from the article, a body laid out from its sections, files written."""
+"""Lesson drafts: front matter filled in from the article, a body laid out from its sections, files written.
+
+The inbox shows the subject, then the preheader, then the first line of the email; the "Next week" teaser
+shows the summary. So the preheader is never the opening sentence, and the summary never repeats either:
+the summary is a sentence that sums up ("In short, …", "The bottom line: …") when there is one, else the
+main section's closing sentence; the preheader is the first informative statement after the opening.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +14,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from newsletter.errors import LessonError
-from newsletter.lessons import PREHEADER_MAX, SUBJECT_MAX
+from newsletter.lessons import EDITOR_SECTIONS, PREHEADER_MAX, SUBJECT_MAX, toml_string
 from newsletter.split.article import Section
 
 SUMMARY_MAX = 200
-EDITOR_SECTIONS = ("Key takeaways", "Try this week")
+TITLE_MAX = 60
+SENTENCE_MIN = 30
 _SENTENCE_END = re.compile(r"[.!?][”’\"')\]]*(?=\s+[“‘\"'(\[]?[A-Z0-9])")
+_LIST_ITEM = re.compile(r"^\s*(?:-|\d+\.) ")
+_SUMMING_UP = re.compile(
+    r"^(?:(?:in short|in summary|in sum|overall|all in all|the bottom line|in other words|essentially"
+    r"|put simply|the upshot|the takeaway)\b[:,]?|so,)\s*",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
@@ -29,6 +42,7 @@ class LessonDraft:
     body: str
     sources: tuple[str, ...]
     """The article headings (or lead phrases) whose text this draft holds, in article order."""
+    words: int = 0
 
     @property
     def filename(self) -> str:
@@ -38,33 +52,60 @@ class LessonDraft:
         """Render the lesson file: TOML front matter between `+++` lines, then the Markdown body."""
         fields = {"slug": self.slug, "title": self.title, "subject": self.subject}
         fields |= {"preheader": self.preheader, "summary": self.summary}
-        front = [f"week = {self.week}", *(f"{key} = {_toml_string(value)}" for key, value in fields.items())]
+        front = [f"week = {self.week}", *(f"{key} = {toml_string(value)}" for key, value in fields.items())]
         return "+++\n" + "\n".join(front) + "\n+++\n" + self.body
 
 
 def build_draft(week: int, slug: str, main: Section, members: list[Section]) -> LessonDraft:
     """Build one draft from its sections in article order; `main` gives the title, preheader and summary."""
-    title = _plain(main.heading)
     blocks = [block for section in members for block in section.blocks]
     opening = _sentences(_plain(blocks[0]))[0] if blocks else ""
-    main_sentences = [s for block in (main.blocks or blocks) for s in _sentences(_plain(block))] or [title]
-    # The preheader sits next to the opening line in the inbox, so it starts after it when they coincide.
-    start = next((index for index, sentence in enumerate(main_sentences) if sentence != opening), 0)
-    preheader = main_sentences[start]
-    for sentence in main_sentences[start + 1 :]:
-        if len(preheader) + 1 + len(sentence) > PREHEADER_MAX:
-            break
-        preheader = f"{preheader} {sentence}"
+    # A lesson cut from text without headings is named by its opening words until its editor names it.
+    prose = next((block for block in blocks if not block.startswith(">")), "")
+    title = _plain(main.heading) or truncate(_sentences(_plain(prose))[0].rstrip(".!?:;,"), TITLE_MAX)
+    main_blocks = [block for block in (main.blocks or blocks) if not block.startswith(">")] or blocks
+    candidates = [s for block in main_blocks for s in _sentences(_plain(block))]
+    others = [s for block in blocks for s in _sentences(_plain(block)) if s not in candidates]
+    summary = _summary(candidates, opening) or _summary(others, opening) or opening or title
+    preheader = _preheader(candidates + others, {opening, summary}) or summary
     return LessonDraft(
         week=week,
         slug=slug,
         title=title,
-        subject=_truncate(f"Lesson {week}: {title}", SUBJECT_MAX),
-        preheader=_truncate(preheader, PREHEADER_MAX),
-        summary=_truncate(main_sentences[0], SUMMARY_MAX),
+        subject=truncate(f"Lesson {week}: {title}", SUBJECT_MAX),
+        preheader=truncate(preheader, PREHEADER_MAX),
+        summary=truncate(summary, SUMMARY_MAX),
         body=_render_body(members, main),
-        sources=tuple(section.heading or "(opening text)" for section in members),
+        sources=tuple(dict.fromkeys(section.heading or "(opening text)" for section in members)),
+        words=sum(section.words for section in members),
     )
+
+
+def _summary(sentences: list[str], opening: str) -> str:
+    """A sentence that sums up, else the closing statement; never the opening sentence ("" if there is none)."""
+    for sentence in sentences:
+        cue = _SUMMING_UP.match(sentence)
+        rest = sentence[cue.end() :] if cue else ""
+        if cue and len(rest) >= SENTENCE_MIN and sentence != opening:
+            return rest[:1].upper() + rest[1:]
+    statements = [s for s in sentences if s != opening and not s.endswith("?") and len(s) >= SENTENCE_MIN]
+    return statements[-1] if statements else ""
+
+
+def _preheader(sentences: list[str], taken: set[str]) -> str:
+    """The first statement after the opening that fits the inbox, with what follows it while it fits."""
+    start = next(
+        (i for i, s in enumerate(sentences) if s not in taken and not s.endswith("?") and len(s) >= SENTENCE_MIN),
+        None,
+    )
+    if start is None:
+        return next((s for s in sentences if s not in taken), "")
+    preheader = sentences[start]
+    for sentence in sentences[start + 1 :]:
+        if sentence in taken or len(preheader) + 1 + len(sentence) > PREHEADER_MAX:
+            break
+        preheader = f"{preheader} {sentence}"
+    return preheader
 
 
 def write_drafts(drafts: Sequence[LessonDraft], out_dir: Path, force: bool = False) -> list[Path]:
@@ -88,12 +129,14 @@ def write_drafts(drafts: Sequence[LessonDraft], out_dir: Path, force: bool = Fal
 
 def _render_body(members: list[Section], main: Section) -> str:
     """Lay out the sections under `##` headings; a heading nests only under one printed in the same draft."""
-    # The email prints the title as its one h1, so a draft opening with its main section skips that heading.
-    shown: set[Section] = {main} if members[0] is main else set()
+    # The email prints the title as its one h1, so a draft opening with its main section skips that heading,
+    # as does one whose main section follows only text without a heading of its own (the article's opening).
+    before = members[: members.index(main)] if main in members else members
+    shown: set[Section] = {main} if all(s.is_title or not s.heading for s in before) else set()
     printed: set[Section] = set()
     parts: list[str] = []
     for section in members:
-        if section.heading and section not in shown and section.continues not in shown:
+        if section.heading and not section.is_title and section not in shown and section.continues not in shown:
             ancestors, parent = 0, section.parent
             while parent is not None:
                 ancestors += parent in printed
@@ -102,7 +145,7 @@ def _render_body(members: list[Section], main: Section) -> str:
             shown.add(section)
             printed.add(section)
         for block in section.blocks:
-            if block.startswith("- ") and parts and parts[-1].startswith("- "):
+            if _LIST_ITEM.match(block) and parts and _LIST_ITEM.match(parts[-1].rsplit("\n", 1)[-1]):
                 parts[-1] += f"\n{block}"
             else:
                 parts.append(block)
@@ -111,9 +154,14 @@ def _render_body(members: list[Section], main: Section) -> str:
 
 
 def _plain(markdown: str) -> str:
-    text = re.sub(r"\[([^\]]+)\]\([^)]*\)", r"\1", markdown)
-    text = re.sub(r"^\s*[-*•]\s+", "", text).replace("**", "").replace("__", "").replace("`", "")
+    text = re.sub(r"\[([^\]]+)\]\([^)]*\)", r"\1", re.sub(r"(?m)^\s*>\s?", "", markdown))
+    text = re.sub(r"^\s*(?:[-*•>]|\d+\.)\s+", "", text).replace("**", "").replace("__", "").replace("`", "")
     return " ".join(text.split())
+
+
+def plain_sentences(markdown: str) -> list[str]:
+    """The sentences of a block of Markdown, as plain text."""
+    return _sentences(_plain(markdown))
 
 
 def _sentences(text: str) -> list[str]:
@@ -125,13 +173,8 @@ def _sentences(text: str) -> list[str]:
     return [sentence for sentence in sentences if sentence] or [text]
 
 
-def _truncate(text: str, limit: int) -> str:
+def truncate(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     cut = text[: limit - 1].rsplit(" ", 1)[0].rstrip(" ,;:–—-")
     return f"{cut}…"
-
-
-def _toml_string(value: str) -> str:
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-    return '"' + re.sub(r"[\x00-\x1f\x7f]", lambda match: f"\\u{ord(match[0]):04x}", escaped) + '"'

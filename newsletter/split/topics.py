@@ -14,13 +14,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import unicodedata
 from collections.abc import Sequence
 
 from newsletter.errors import LessonError
-from newsletter.split.article import Section, parse_sections
+from newsletter.split.article import Article, Section, parse_article
 from newsletter.split.drafts import LessonDraft, build_draft
+from newsletter.split.weeks import balance, merge_tiny
 
 _FRONT_OR_BACK_MATTER = re.compile(
     r"^(?:summary|in summary|intro|introduction|overview|tl;?dr|conclusions?|in conclusion|final thoughts"
@@ -41,30 +43,55 @@ _SYNONYMS = (
 )
 
 
-def split_article(text: str, topics: Sequence[str] | None = None, *, source: str = "article") -> list[LessonDraft]:
+def split_article(
+    text: str, topics: Sequence[str] | None = None, *, weeks: int | None = None, source: str = "article"
+) -> list[LessonDraft]:
     """Split an article into one draft per topic, in topic order; without topics, propose them from headings."""
-    sections = parse_sections(text, source)
+    return lesson_drafts(parse_article(text, source), topics, weeks=weeks, source=source)
+
+
+def lesson_drafts(
+    article: Article, topics: Sequence[str] | None = None, *, weeks: int | None = None, source: str = "article"
+) -> list[LessonDraft]:
+    """Draft the lessons of a parsed article: by named topics, in `weeks` lessons of similar length, or by section."""
+    sections = article.sections
     if topics:
+        if weeks is not None:
+            raise LessonError(source, "name topics or a number of weeks, not both: the topics decide the weeks")
         slugs = _checked_topics(topics, source)
         owners = _match_topics(sections, slugs, source)
         titles: dict[int, Section] = {}
         for section, owner in zip(sections, owners, strict=True):
             if owner is not None:
                 titles.setdefault(owner, section)
-    else:
-        majors = [s for s in sections if _is_major(s)]
-        if not majors:
-            raise LessonError(source, "has no section headings or 'Lead phrase:' list items to split on")
-        slugs = _unique_slugs([_slug_from_heading(s.heading) for s in majors])
-        owners = [majors.index(s) if s in majors else None for s in sections]
-        titles = dict(enumerate(majors))
-    owners = _follow_parents(sections, owners)
-    assigned = _fill_gaps(sections, owners)
-    drafts = []
-    for index, slug in enumerate(slugs):
-        members = [s for s, owner in zip(sections, assigned, strict=True) if owner == index]
-        drafts.append(build_draft(index + 1, slug, titles[index], members))
-    return drafts
+        assigned = _fill_gaps(sections, _follow_parents(sections, owners))
+        members = [[s for s, owner in zip(sections, assigned, strict=True) if owner == i] for i in range(len(slugs))]
+        return [
+            build_draft(i + 1, slug, titles[i], group)
+            for i, (slug, group) in enumerate(zip(slugs, members, strict=True))
+        ]
+    majors = [s for s in sections if _is_major(s)]
+    if not majors and weeks is None:
+        raise LessonError(
+            source,
+            "has no section headings or 'Lead phrase:' list items to split on; "
+            "use --weeks N to cut it into N lessons of similar length",
+        )
+    owners = [majors.index(s) if s in majors else None for s in sections]
+    assigned = _fill_gaps(sections, _follow_parents(sections, owners)) if majors else [0] * len(sections)
+    units = [[s for s, owner in zip(sections, assigned, strict=True) if owner == i] for i in range(len(majors) or 1)]
+    if weeks is not None and weeks > len(units):
+        units = [[section] for section in sections]  # finer cuts: any section may start a lesson
+    if weeks is not None and weeks > len(units):
+        units = [[piece] for section in sections for piece in _pieces(section)]  # finest: any paragraph
+        if weeks > len(units):
+            raise LessonError(source, f"has {len(units)} paragraph(s), so it makes at most {len(units)} lessons")
+    sizes = [sum(section.words for section in unit) for unit in units]
+    grouping = balance(sizes, weeks) if weeks is not None else merge_tiny(sizes)
+    groups = [[section for index in group for section in units[index]] for group in grouping]
+    drafts = [build_draft(week, "", _main_section(group, majors), group) for week, group in enumerate(groups, 1)]
+    slugs = _unique_slugs([slug_from_heading(draft.title) for draft in drafts])
+    return [dataclasses.replace(draft, slug=slug) for draft, slug in zip(drafts, slugs, strict=True)]
 
 
 def _checked_topics(topics: Sequence[str], source: str) -> list[str]:
@@ -142,6 +169,24 @@ def _fill_gaps(sections: list[Section], owners: list[int | None]) -> list[int]:
     return [owner if owner is not None else 0 for owner in filled]
 
 
+def _pieces(section: Section) -> list[Section]:
+    """Cut a section at its paragraphs: the section keeps its first, each other goes on under its heading."""
+    rest = section.blocks[1:]
+    del section.blocks[1:]
+    return [section] + [
+        Section(section.heading, section.depth, section.parent, continues=section, blocks=[block]) for block in rest
+    ]
+
+
+def _main_section(group: list[Section], majors: list[Section]) -> Section:
+    """The section that names a lesson: its first topic, or the heading of a list of topics it holds whole."""
+    for section in group:
+        items = [child for child in section.children if child.is_lead_item]
+        if section in majors or (items and section.continues is None and all(item in group for item in items)):
+            return section
+    return next((s for s in group if s.heading and not s.is_title), group[0])
+
+
 def _is_major(section: Section) -> bool:
     return (
         bool(section.heading)
@@ -179,7 +224,7 @@ def _topic_keywords(slug: str) -> set[str]:
     return stems
 
 
-def _slug_from_heading(heading: str) -> str:
+def slug_from_heading(heading: str) -> str:
     main = re.split(r"\s[–—-]\s|:\s", heading, maxsplit=1)[0]
     main = re.sub(r"\([^)]*\)", " ", main)
     ascii_text = unicodedata.normalize("NFKD", main).encode("ascii", "ignore").decode().lower()

@@ -5,6 +5,7 @@
     /preview/<slug>    one email, as a reader sees it  /confirm/<token>        double opt-in
     /outbox            the outbox folder as an inbox   /u/<token>              RFC 8058 one-click unsubscribe
     /_studio/events    live reload (server-sent)       /preferences/<token>    pause, resume, day and time
+                                                       /media/<path>           lesson images (media.py)
 
 The studio is guarded (security.py): bound to a loopback address it answers only to loopback Host names;
 bound anywhere else it needs NEWSLETTER_WEB_ADMIN_TOKEN. Public pages never need the token.
@@ -27,7 +28,7 @@ from starlette.staticfiles import StaticFiles
 
 from newsletter.config import Settings, load_settings
 from newsletter.project import Project
-from newsletter.web import outbox, preferences, preview, public
+from newsletter.web import media, outbox, preferences, preview, public
 from newsletter.web.livereload import ProjectHolder, events_endpoint, watch_project
 from newsletter.web.pages import ENVIRONMENT, HERE, WebContext, page, studio_only_async, web_context
 from newsletter.web.security import MAX_BODY_BYTES, BodySizeLimit, RateLimiter, SecurityHeaders, StudioGuard
@@ -90,6 +91,7 @@ def create_app(
         *extra_routes,
         *public.routes,
         *preferences.routes,
+        *media.routes,
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     if studio:
