@@ -11,17 +11,27 @@ UPDATE … WHERE id IN (due rows) RETURNING, with `FOR UPDATE SKIP LOCKED` on Po
 IMMEDIATE` on SQLite, so any number of senders split the work and never take the same row.
 """
 
-from newsletter.dispatch.queue import Clock, DueDelivery, SendSummary, clock_from, count_due, list_due, worker_name
+from newsletter.dispatch.queue import (
+    Clock,
+    DryRun,
+    DueDelivery,
+    SendSummary,
+    clock_from,
+    count_due,
+    dry_run,
+    worker_name,
+)
 from newsletter.dispatch.sender import Dispatcher, send_due, send_test
 
 __all__ = [
     "Clock",
     "Dispatcher",
+    "DryRun",
     "DueDelivery",
     "SendSummary",
     "clock_from",
     "count_due",
-    "list_due",
+    "dry_run",
     "send_due",
     "send_test",
     "worker_name",

@@ -55,7 +55,7 @@ def _too_large_page() -> str:
 
 
 def create_app(
-    project_or_settings: Project | Settings,
+    project_or_settings: Project | Settings | ProjectHolder,
     *,
     host: str | None = None,
     studio: bool = True,
@@ -72,12 +72,16 @@ def create_app(
     same config file). `clock` gives "now" (tests and `--now` pin it). `extra_routes` come first
     (the daemon's /healthz and /metrics).
     """
-    project = project_or_settings if isinstance(project_or_settings, Project) else Project(project_or_settings)
+    if isinstance(project_or_settings, ProjectHolder):
+        holder = project_or_settings  # the daemon's: it reloads the course itself
+        project = holder.project
+    else:
+        project = project_or_settings if isinstance(project_or_settings, Project) else Project(project_or_settings)
+        if reload_settings is None and project.settings.config_path is not None:
+            config_path = project.settings.config_path
+            reload_settings = lambda: load_settings(config_path)  # noqa: E731
+        holder = ProjectHolder(project, reload_settings)
     settings = project.settings
-    if reload_settings is None and settings.config_path is not None:
-        config_path = settings.config_path
-        reload_settings = lambda: load_settings(config_path)  # noqa: E731
-    holder = ProjectHolder(project, reload_settings)
     context = WebContext(
         holder=holder,
         clock=clock or _utc_now,
