@@ -14,9 +14,9 @@ from pathlib import Path
 
 import httpx2
 import pytest
+from daemon_process import DaemonProcess, daemon_env, wait_for
 from smtp_sink import SmtpSink
 from sqlalchemy import select, update
-from test_daemon import DaemonProcess, daemon_env, daemons, wait_for  # noqa: F401 (daemons is a fixture)
 
 from newsletter import tokens
 from newsletter.config import load_settings
@@ -39,9 +39,8 @@ def add_reader(project: Project, address: str, *, last_lesson: str | None = None
         reader = SubscriberInput(address, "Reader", "UTC", "Monday", "07:00")
         subscriber = add_subscriber(session, project, reader, confirmed=True, now=datetime.now(UTC))
         if last_lesson is not None:
-            session.execute(
-                update(Subscriber).where(Subscriber.id == subscriber.id).values(last_lesson=last_lesson, position=position)
-            )
+            placed = {"last_lesson": last_lesson, "position": position}
+            session.execute(update(Subscriber).where(Subscriber.id == subscriber.id).values(**placed))
         return subscriber.id
 
 
