@@ -30,7 +30,8 @@ from newsletter.project import Project
 from newsletter.web import outbox, preferences, preview, public
 from newsletter.web.livereload import ProjectHolder, events_endpoint, watch_project
 from newsletter.web.pages import ENVIRONMENT, HERE, WebContext, page, studio_only_async, web_context
-from newsletter.web.security import MAX_BODY_BYTES, BodySizeLimit, RateLimiter, SecurityHeaders, StudioGuard
+from newsletter.web.ratelimit import RateLimiter
+from newsletter.web.security import MAX_BODY_BYTES, BodySizeLimit, SecurityHeaders, StudioGuard
 
 __all__ = ["create_app"]
 LOGIN_ATTEMPTS_PER_HOUR = 20

@@ -20,7 +20,8 @@ from starlette.responses import HTMLResponse, Response
 from newsletter.errors import LessonError, NewsletterError
 from newsletter.project import Project
 from newsletter.web.livereload import ProjectHolder
-from newsletter.web.security import CsrfCheck, RateLimiter, StudioGuard, set_csrf_cookie
+from newsletter.web.ratelimit import RateLimiter
+from newsletter.web.security import CsrfCheck, StudioGuard, set_csrf_cookie
 
 HERE = Path(__file__).parent
 _WHERE = re.compile(r"^(?P<path>[^\s:][^:]*?) line (?P<line>\d+): ")

@@ -1,4 +1,4 @@
-"""What keeps the web app safe to expose: the studio guard, CSRF tokens, rate limits, body limits, headers.
+"""What keeps the web app safe to expose: the studio guard, CSRF tokens, body limits, headers.
 
 - The studio answers on a loopback address only to loopback Host names (a page elsewhere cannot reach it by
   DNS rebinding); bound anywhere else it needs `NEWSLETTER_WEB_ADMIN_TOKEN`, as a bearer header or as a cookie
@@ -16,11 +16,8 @@ import hashlib
 import hmac
 import ipaddress
 import secrets
-import threading
-import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers, MutableHeaders
@@ -131,48 +128,6 @@ def set_csrf_cookie(response: Response, request: Request, value: str) -> None:
     response.set_cookie(
         CSRF_COOKIE, value, httponly=True, samesite="lax", secure=request.url.scheme == "https", path="/"
     )
-
-
-@dataclass
-class RateLimiter:
-    """At most `limit` events per key within a sliding window; `limit` 0 means unlimited."""
-
-    limit: int
-    window_seconds: float = 3600.0
-    clock: Callable[[], float] = time.monotonic
-    _events: dict[str, deque[float]] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def allow(self, key: str) -> bool:
-        """Record one event for `key` if it is within the limit; say whether it was."""
-        if self.limit <= 0:
-            return True
-        now = self.clock()
-        with self._lock:
-            if len(self._events) > 10_000:
-                self._forget_idle(now)
-            recent = self._events.setdefault(key, deque())
-            while recent and recent[0] <= now - self.window_seconds:
-                recent.popleft()
-            if len(recent) >= self.limit:
-                return False
-            recent.append(now)
-            return True
-
-    def retry_after(self, key: str) -> int:
-        """Seconds until `key` may try again."""
-        with self._lock:
-            recent = self._events.get(key)
-            if not recent or len(recent) < self.limit:
-                return 0
-            return max(1, int(recent[0] + self.window_seconds - self.clock()) + 1)
-
-    def _forget_idle(self, now: float) -> None:
-        # Many one-off clients must not grow the table forever.
-        for key in [
-            key for key, recent in self._events.items() if not recent or recent[-1] <= now - self.window_seconds
-        ]:
-            del self._events[key]
 
 
 class BodyTooLarge(Exception):
