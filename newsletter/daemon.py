@@ -277,6 +277,7 @@ class Daemon:
             log_config=None,
             access_log=False,  # load balancers probe /healthz every few seconds
             timeout_graceful_shutdown=WEB_SHUTDOWN_SECONDS,
+            proxy_headers=False,  # uvicorn believes X-Forwarded-For from 127.0.0.1; web/proxies.py decides instead
         )
         server = uvicorn.Server(config)
         web = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, name="web", daemon=True)

@@ -170,6 +170,28 @@ def test_a_form_without_the_csrf_cookie_or_token_changes_nothing(client: TestCli
     assert subscriber(project) is None
 
 
+@pytest.mark.parametrize(
+    ("origin", "through_proxy", "accepted"),
+    [
+        ("https://running.example.com", True, True),  # [newsletter] base_url, whatever Host the proxy sends
+        ("https://Running.Example.com:443", True, True),
+        ("http://running.example.com", True, False),
+        ("http://127.0.0.1:8025", False, True),  # the direct Host, for local use
+        ("http://127.0.0.1:8025", True, False),  # not once a proxy is in between
+        ("https://evil.example", False, False),
+    ],
+)
+def test_a_form_is_accepted_from_the_public_url_or_its_direct_host_only(
+    client: TestClient, project: Project, origin: str, through_proxy: bool, accepted: bool
+) -> None:
+    csrf = csrf_of(client.get("/subscribe").text)
+    headers = {"Origin": origin, **({"X-Forwarded-For": "203.0.113.5"} if through_proxy else {})}
+    data = {"email": "ann@example.com", "weekday": "Monday", "time": "07:00", "timezone": "UTC", "csrf_token": csrf}
+    response = client.post("/subscribe", data=data, headers=headers)
+    assert response.headers["content-type"].startswith("text/html")
+    assert (response.status_code, subscriber(project) is not None) == ((200, True) if accepted else (403, False))
+
+
 def test_sign_ups_are_rate_limited_per_client_address(project: Project, settings: Settings) -> None:
     limited = Project(settings.replace("web", subscribe_rate_per_hour=2))
     app = create_app(limited, live_reload=False, clock=Clock())

@@ -6,8 +6,10 @@
     /outbox            the outbox folder as an inbox   /u/<token>              RFC 8058 one-click unsubscribe
     /_studio/events    live reload (server-sent)       /preferences/<token>    pause, resume, day and time
 
-The studio is guarded (security.py): bound to a loopback address it answers only to loopback Host names;
-bound anywhere else it needs NEWSLETTER_WEB_ADMIN_TOKEN. Public pages never need the token.
+The studio is guarded (security.py): a person at this machine (loopback peer, nothing forwarded, a loopback
+Host, the server bound to loopback) gets in; everyone else needs NEWSLETTER_WEB_ADMIN_TOKEN. Public pages never
+need the token. Behind a reverse proxy, `[web] trusted_proxies` says whose X-Forwarded-* headers to believe
+(proxies.py), so that limits count clients rather than the proxy.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from newsletter.project import Project
 from newsletter.web import outbox, preferences, preview, public
 from newsletter.web.livereload import ProjectHolder, events_endpoint, watch_project
 from newsletter.web.pages import ENVIRONMENT, HERE, WebContext, page, studio_only_async, web_context
+from newsletter.web.proxies import ForwardedClient, TrustedProxies
 from newsletter.web.ratelimit import RateLimiter
 from newsletter.web.security import MAX_BODY_BYTES, BodySizeLimit, SecurityHeaders, StudioGuard
 
@@ -66,11 +69,11 @@ def create_app(
 ) -> Starlette:
     """Build the app for a project.
 
-    `host` is the address the server binds (default: [web] host); anything but loopback puts the studio
-    behind NEWSLETTER_WEB_ADMIN_TOKEN. `studio=False` serves only the public pages. `live_reload` watches
-    lessons, templates and config.toml; `reload_settings` says how to read the settings again (default: the
-    same config file). `clock` gives "now" (tests and `--now` pin it). `extra_routes` come first
-    (the daemon's /healthz and /metrics).
+    `host` is the address the server binds (default: [web] host); anything but loopback puts the whole studio
+    behind NEWSLETTER_WEB_ADMIN_TOKEN, even for this machine. `studio=False` serves only the public pages.
+    `live_reload` watches lessons, templates and config.toml; `reload_settings` says how to read the settings
+    again (default: the same config file). `clock` gives "now" (tests and `--now` pin it). `extra_routes` come
+    first (the daemon's /healthz and /metrics).
     """
     project = project_or_settings if isinstance(project_or_settings, Project) else Project(project_or_settings)
     settings = project.settings
@@ -114,6 +117,8 @@ def create_app(
     app = Starlette(
         routes=routes,
         middleware=[
+            # First, so that every limit, log line and guard below sees the client rather than our proxy.
+            Middleware(ForwardedClient, proxies=TrustedProxies.parse(settings.web.trusted_proxies)),
             Middleware(SecurityHeaders),
             Middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES, page=_too_large_page),
         ],

@@ -1,10 +1,14 @@
 """What keeps the web app safe to expose: the studio guard, CSRF tokens, body limits, headers.
 
-- The studio answers on a loopback address only to loopback Host names (a page elsewhere cannot reach it by
-  DNS rebinding); bound anywhere else it needs `NEWSLETTER_WEB_ADMIN_TOKEN`, as a bearer header or as a cookie
-  set by the login form, and without a configured token it refuses outright.
+- The studio lets in, without a token, only a person at this machine: bound to a loopback address, the
+  socket's peer a loopback address, nothing forwarded by a proxy (`proxies.py`), and a loopback Host name (a
+  page elsewhere cannot reach it by DNS rebinding). The Host header alone decides nothing: a reverse proxy on
+  this machine sends whatever Host it likes. Everyone else needs `NEWSLETTER_WEB_ADMIN_TOKEN`, as a bearer
+  header or as a cookie set by the login form; without a configured token they are refused outright.
 - State-changing public forms carry a double-submit token: a random cookie plus a form field that is an HMAC
   of that cookie and the form's name. A cross-site page can neither read the cookie nor compute the field.
+  A form's Origin must be the origin of `[newsletter] base_url` (the public URL behind a proxy) or, for a
+  request that reached us directly, the Host it was sent to.
 - RFC 8058 one-click unsubscribe is deliberately exempt: providers post without cookies, and the signed
   unsubscribe token in the URL is itself the proof.
 """
@@ -24,6 +28,8 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from newsletter.web.proxies import request_origin
 
 ADMIN_COOKIE = "newsletter_studio"
 ADMIN_HEADER = "authorization"
@@ -60,20 +66,16 @@ def _digest(key: bytes, purpose: str, value: str) -> str:
 
 @dataclass(frozen=True)
 class StudioGuard:
-    """Decide whether a request may see the studio."""
+    """Decide whether a request may see the studio: by the socket's peer and the admin token, never by Host alone."""
 
     bound_host: str
     admin_token: str
     secret_key: bytes
 
     @property
-    def token_required(self) -> bool:
+    def exposed(self) -> bool:
+        """Bound beyond this machine: everyone, local or not, needs the token."""
         return not is_loopback(self.bound_host)
-
-    @property
-    def refuses_everyone(self) -> bool:
-        """Exposed beyond this machine without a token: nobody gets in."""
-        return self.token_required and not self.admin_token
 
     def cookie_value(self) -> str:
         """What the login cookie holds: proof of the token, not the token itself."""
@@ -82,16 +84,40 @@ class StudioGuard:
     def token_matches(self, candidate: str) -> bool:
         return bool(self.admin_token) and hmac.compare_digest(candidate.encode(), self.admin_token.encode())
 
+    def from_this_machine(self, request: Request) -> bool:
+        """A person at this machine: loopback peer, nothing forwarded, and a loopback Host (no DNS rebinding)."""
+        return not self.exposed and request_origin(request).local and is_loopback(host_name(request))
+
+    def refusal_reason(self, request: Request) -> str | None:
+        """Why nobody can get in from where this request came, or None when the token would let them."""
+        if self.admin_token:
+            return None
+        if self.exposed:
+            return "no-token"
+        return "host" if request_origin(request).local else "proxied"
+
     def allows(self, request: Request) -> bool:
-        if not self.token_required:
-            return is_loopback(host_name(request))
-        if self.refuses_everyone:
-            return False
+        if self.from_this_machine(request):
+            return True
         scheme, _, credential = request.headers.get(ADMIN_HEADER, "").partition(" ")
         if scheme.lower() == "bearer" and self.token_matches(credential.strip()):
             return True
         cookie = request.cookies.get(ADMIN_COOKIE, "")
-        return bool(cookie) and hmac.compare_digest(cookie.encode(), self.cookie_value().encode())
+        return bool(self.admin_token and cookie) and hmac.compare_digest(cookie.encode(), self.cookie_value().encode())
+
+
+def url_origin(url: str) -> str:
+    """`scheme://host[:port]` of a URL, lower-cased, with the scheme's default port left out."""
+    parts = urlsplit(url.strip())
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        return ""
+    default = {"http": 80, "https": 443}.get(scheme)
+    return f"{scheme}://{host}" + (f":{port}" if port is not None and port != default else "")
 
 
 @dataclass(frozen=True)
@@ -99,6 +125,7 @@ class CsrfCheck:
     """Issue and verify double-submit tokens for one named form."""
 
     secret_key: bytes
+    public_origin: str  # the origin of [newsletter] base_url, where a reverse proxy serves us
 
     @staticmethod
     def browser_secret(request: Request) -> tuple[str, bool]:
@@ -111,10 +138,17 @@ class CsrfCheck:
     def field_value(self, browser_secret: str, form: str) -> str:
         return _digest(self.secret_key, f"csrf-{form}", browser_secret)
 
+    def same_site(self, request: Request, origin: str) -> bool:
+        """Whether a form's Origin is ours: the public URL, or (reached directly, not through a proxy) its Host."""
+        if url_origin(origin) == self.public_origin:
+            return True
+        direct = not request_origin(request).via_proxy
+        return direct and urlsplit(origin).netloc.lower() == request.headers.get("host", "").lower()
+
     def problem(self, request: Request, submitted: str, form: str) -> str | None:
         """Why this submission is not trusted, or None when it is."""
         origin = request.headers.get("origin")
-        if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host", ""):
+        if origin and origin != "null" and not self.same_site(request, origin):
             return "the form was sent from another site"
         cookie = request.cookies.get(CSRF_COOKIE, "")
         if not cookie:
