@@ -89,7 +89,13 @@ def test_a_reader_subscribes_confirms_pauses_and_unsubscribes(
     page.get_by_role("link", name="Confirm your subscription").first.click()
     expect(page.locator("h1")).to_contain_text("Confirm your subscription")
     page.locator(".links a[href^='/confirm/']").click()
+    expect(page.locator("h1")).to_have_text("Confirm your subscription")  # opening the link confirms nothing
+    page.screenshot(path=tmp_path / "confirm.png", full_page=True)
+    assert reader(project).status == "pending"
+    confirm_url = page.url
+    page.get_by_role("button", name="Confirm my subscription").click()
     expect(page.locator("h1")).to_have_text("You are in, Ann!")
+    assert page.url == confirm_url  # answered in place
     expect(page.locator(".next")).to_contain_text("(Australia/Adelaide)")
     expect(page.locator(".next")).to_contain_text("Thursday")
     page.screenshot(path=tmp_path / "confirmed.png", full_page=True)
@@ -115,6 +121,13 @@ def test_a_reader_subscribes_confirms_pauses_and_unsubscribes(
     assert page.url == unsubscribe_url  # answered in place, no redirect
     gone = reader(project)
     assert gone.status == "unsubscribed" and pending_weeks(project, gone.id) == []
+
+    page.get_by_role("button", name="Resubscribe").click()  # changed their mind: the link is proof enough
+    expect(page.locator("h1")).to_have_text("Welcome back, Ann!")
+    expect(page.locator(".next")).to_contain_text("Lesson 1")
+    page.screenshot(path=tmp_path / "resubscribed.png", full_page=True)
+    back = reader(project)
+    assert back.status == "active" and pending_weeks(project, back.id) == [1]
     context.close()
 
 

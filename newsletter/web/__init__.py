@@ -1,10 +1,11 @@
 """The web app: the preview studio for editors and the pages subscribers use, as one Starlette application.
 
-    studio (preview.py, outbox.py, livereload.py)     public (public.py, preferences.py)
+    studio (preview.py, outbox.py, livereload.py)     public (signup.py, unsubscribe.py, preferences.py)
     /                  the course at a glance          /subscribe              the sign-up form
-    /preview/<slug>    one email, as a reader sees it  /confirm/<token>        double opt-in
+    /preview/<slug>    one email, as a reader sees it  /confirm/<token>        double opt-in: GET shows, POST confirms
     /outbox            the outbox folder as an inbox   /u/<token>              RFC 8058 one-click unsubscribe
-    /_studio/events    live reload (server-sent)       /preferences/<token>    pause, resume, day and time
+    /_studio/events    live reload (server-sent)       /u/<token>/resubscribe  coming back after unsubscribing
+                                                       /preferences/<token>    pause, resume, day and time
 
 The studio is guarded (security.py): a person at this machine (loopback peer, nothing forwarded, a loopback
 Host, the server bound to loopback) gets in; everyone else needs NEWSLETTER_WEB_ADMIN_TOKEN. Public pages never
@@ -29,7 +30,7 @@ from starlette.staticfiles import StaticFiles
 
 from newsletter.config import Settings, load_settings
 from newsletter.project import Project
-from newsletter.web import outbox, preferences, preview, public
+from newsletter.web import outbox, preferences, preview, signup, unsubscribe
 from newsletter.web.livereload import ProjectHolder, events_endpoint, watch_project
 from newsletter.web.pages import ENVIRONMENT, HERE, WebContext, page, studio_only_async, web_context
 from newsletter.web.proxies import ForwardedClient, TrustedProxies
@@ -92,7 +93,8 @@ def create_app(
 
     routes: list[BaseRoute] = [
         *extra_routes,
-        *public.routes,
+        *signup.routes,
+        *unsubscribe.routes,
         *preferences.routes,
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
