@@ -260,6 +260,7 @@ class Daemon:
 
         from newsletter.web import create_app
         from newsletter.web.health import health_routes
+        from newsletter.web.serving import server_config
 
         listener = listen(self.host, self.port)
         port = int(listener.getsockname()[1])
@@ -270,14 +271,14 @@ class Daemon:
             live_reload=False,
             extra_routes=health_routes(self.project, self.metrics),
         )
-        config = uvicorn.Config(
+        # The limits slow clients cannot beat (header timeout, connection cap, keep-alive): web/serving.py.
+        config = server_config(
             app,
             host=self.host,
             port=port,
             log_config=None,
             access_log=False,  # load balancers probe /healthz every few seconds
             timeout_graceful_shutdown=WEB_SHUTDOWN_SECONDS,
-            proxy_headers=False,  # uvicorn believes X-Forwarded-For from 127.0.0.1; web/proxies.py decides instead
         )
         server = uvicorn.Server(config)
         web = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, name="web", daemon=True)

@@ -24,6 +24,7 @@ from newsletter.project import Project
 from newsletter.subscribers import SubscriberInput, add_subscriber
 from newsletter.transports import OutboxTransport
 from newsletter.web import create_app
+from newsletter.web.serving import server_config
 
 pytestmark = pytest.mark.browser
 
@@ -36,7 +37,7 @@ def base_url(project: Project) -> Iterator[str]:
     listener.bind(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     app = create_app(project, host="127.0.0.1", live_reload=False)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(server_config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
 import sys
 import time as time_module
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
+import anyio
 import httpx2
 import pytest
 from conftest import reset_postgres
 from sqlalchemy import func, make_url, select
 from starlette.testclient import TestClient
+from starlette.types import Message, Receive, Scope, Send
 from tcp_relay import TcpRelay
 
 from newsletter import tokens
@@ -28,7 +32,7 @@ from newsletter.subscribers import SubscriberInput, add_subscriber, erase, unsub
 from newsletter.transports import MemoryTransport
 from newsletter.web import create_app
 from newsletter.web.public import DATABASE_WAIT_SECONDS, RETRY_AFTER_SECONDS
-from newsletter.web.security import CSRF_COOKIE, MAX_BODY_BYTES
+from newsletter.web.security import CSRF_COOKIE, MAX_BODY_BYTES, BodyLimit
 
 NOW = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)  # a Wednesday
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
@@ -240,6 +244,39 @@ def test_a_body_over_the_limit_is_refused_with_413(client: TestClient, project: 
     )
     assert streamed.status_code == 413
     assert subscriber(project, "a@example.com") is None
+
+
+def test_a_body_that_stalls_gets_408_and_one_that_arrived_is_never_timed_again() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        message = await receive()
+        while message.get("more_body"):
+            message = await receive()
+        await receive()  # then waits, as a streaming response does, for the client to go away
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"done"})
+
+    def run(chunks: list[tuple[float, Message]]) -> list[Message]:
+        sent: list[Message] = []
+
+        async def receive() -> Message:
+            delay, message = chunks.pop(0)
+            await anyio.sleep(delay)
+            return message
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/subscribe", "headers": [(b"content-length", b"20")]}
+        # In a thread of its own: the browser tests' Playwright keeps an event loop running in this one.
+        with ThreadPoolExecutor(1) as worker:
+            worker.submit(asyncio.run, BodyLimit(app, max_seconds=0.3)(scope, receive, send)).result()
+        return sent
+
+    part = {"type": "http.request", "body": b"email=a", "more_body": True}
+    stalled = run([(0, part), (5, part)])
+    assert stalled[0]["status"] == 408 and b"too long" in stalled[1]["body"]
+    arrived = run([(0, part), (0.1, {"type": "http.request", "body": b"b"}), (0.5, {"type": "http.disconnect"})])
+    assert arrived[0]["status"] == 200
 
 
 def test_other_methods_are_refused(client: TestClient) -> None:

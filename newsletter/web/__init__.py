@@ -35,7 +35,7 @@ from newsletter.web.livereload import ProjectHolder, events_endpoint, watch_proj
 from newsletter.web.pages import ENVIRONMENT, HERE, WebContext, page, studio_only_async, web_context
 from newsletter.web.proxies import ForwardedClient, TrustedProxies
 from newsletter.web.ratelimit import RateLimiter
-from newsletter.web.security import MAX_BODY_BYTES, BodySizeLimit, SecurityHeaders, StudioGuard
+from newsletter.web.security import MAX_BODY_BYTES, BodyLimit, SecurityHeaders, StudioGuard
 
 __all__ = ["create_app"]
 LOGIN_ATTEMPTS_PER_HOUR = 20
@@ -122,7 +122,7 @@ def create_app(
             # First, so that every limit, log line and guard below sees the client rather than our proxy.
             Middleware(ForwardedClient, proxies=TrustedProxies.parse(settings.web.trusted_proxies)),
             Middleware(SecurityHeaders),
-            Middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES, page=_too_large_page),
+            Middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, page=_too_large_page),
         ],
         exception_handlers={404: _not_found, 405: _http_error},
         lifespan=lifespan,

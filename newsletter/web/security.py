@@ -1,4 +1,4 @@
-"""What keeps the web app safe to expose: the studio guard, CSRF tokens, body limits, headers.
+"""What keeps the web app safe to expose: the studio guard, CSRF tokens, body limits (size and time), headers.
 
 - The studio lets in, without a token, only a person at this machine: bound to a loopback address, the
   socket's peer a loopback address, nothing forwarded by a proxy (`proxies.py`), and a loopback Host name (a
@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import anyio
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -37,6 +38,8 @@ CSRF_COOKIE = "newsletter_csrf"
 CSRF_FIELD = "csrf_token"
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 MAX_BODY_BYTES = 64 * 1024  # the largest form we take is a handful of short fields
+BODY_SECONDS = 30.0  # such a form arrives in well under a second; a client that takes longer is stalling
+TOO_SLOW_PAGE = "<!doctype html><title>Too slow</title><h1>That request took too long to arrive</h1>"
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' https: data:; style-src 'self'; script-src 'self'; "
     "frame-src 'self'; frame-ancestors 'self'; form-action 'self'; base-uri 'none'; object-src 'none'"
@@ -164,16 +167,28 @@ def set_csrf_cookie(response: Response, request: Request, value: str) -> None:
     )
 
 
-class BodyTooLarge(Exception):
-    """A request body went past the limit while it was being read."""
+class BodyRefused(Exception):
+    """A request body went past a limit while it was being read: 413 for its size, 408 for its slowness."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
 
 
-class BodySizeLimit:
-    """Answer 413 to a body over the limit, by its Content-Length or while it streams in."""
+class BodyLimit:
+    """Answer 413 to a body over `max_bytes` (declared or streamed), 408 to one not in within `max_seconds`."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES, *, page: Callable[[], str] | None = None):
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int = MAX_BODY_BYTES,
+        max_seconds: float = BODY_SECONDS,
+        *,
+        page: Callable[[], str] | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_seconds = max_seconds
         self.page = page or (lambda: "<!doctype html><title>Too large</title><h1>That request is too large</h1>")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -182,18 +197,26 @@ class BodySizeLimit:
             return
         declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(scope, receive, send)
+            await self._refuse(413, scope, receive, send)
             return
         received = 0
+        body_done = False
         started = False
+        deadline = anyio.current_time() + self.max_seconds
 
-        async def counting_receive() -> Message:
-            nonlocal received
-            message = await receive()
+        async def limited_receive() -> Message:
+            nonlocal received, body_done
+            if body_done:  # later receives only wait for the client to go away: no deadline
+                return await receive()
+            with anyio.move_on_after(deadline - anyio.current_time()) as waited:
+                message = await receive()
+            if waited.cancelled_caught:
+                raise BodyRefused(408)
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise BodyTooLarge
+                    raise BodyRefused(413)
+                body_done = not message.get("more_body", False)
             return message
 
         async def watching_send(message: Message) -> None:
@@ -202,14 +225,15 @@ class BodySizeLimit:
             await send(message)
 
         try:
-            await self.app(scope, counting_receive, watching_send)
-        except BodyTooLarge:
+            await self.app(scope, limited_receive, watching_send)
+        except BodyRefused as refused:
             if started:
                 raise
-            await self._refuse(scope, receive, send)
+            await self._refuse(refused.status, scope, receive, send)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = HTMLResponse(self.page(), status_code=413, headers={"Connection": "close"})
+    async def _refuse(self, status: int, scope: Scope, receive: Receive, send: Send) -> None:
+        body = self.page() if status == 413 else TOO_SLOW_PAGE
+        response = HTMLResponse(body, status_code=status, headers={"Connection": "close"})
         await response(scope, receive, send)
 
 
