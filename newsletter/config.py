@@ -9,6 +9,7 @@ the studio token from `NEWSLETTER_WEB_ADMIN_TOKEN`.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import secrets
@@ -95,6 +96,7 @@ class WebSection:
     port: int = 8025
     admin_token: str = field(default="", metadata={"secret": "NEWSLETTER_WEB_ADMIN_TOKEN"})
     subscribe_rate_per_hour: int = 10
+    trusted_proxies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +191,12 @@ def _coerce(value: Any, target: Any, base: Path, from_env: bool) -> Any:
         if not isinstance(value, str):
             raise ValueError("a string")
         return value
+    if typing.get_origin(target) is tuple:
+        # A TOML list of strings, or in the environment one comma-separated string.
+        items = value.split(",") if from_env and isinstance(value, str) else value
+        if not isinstance(items, list | tuple) or not all(isinstance(item, str) for item in items):
+            raise ValueError('a list of strings such as ["127.0.0.1", "10.0.0.0/8"]')
+        return tuple(item.strip() for item in items if item.strip())
     if target is bool:
         if isinstance(value, bool):
             return value
@@ -339,6 +347,14 @@ def _validate(settings: Settings, source: str) -> None:
         raise ConfigError(f"{source}: [delivery] batch_size and [smtp] connections must be at least 1")
     if settings.daemon.tick_seconds <= 0:
         raise ConfigError(f"{source}: [daemon] tick_seconds must be greater than 0")
+    for entry in settings.web.trusted_proxies:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"{source}: [web] trusted_proxies: {entry!r} is not an IP address or network; "
+                'expected entries such as "127.0.0.1", "::1" or "10.0.0.0/8"'
+            ) from None
 
 
 def _secret_key(settings: Settings, env: Mapping[str, str]) -> tuple[bytes, tuple[str, ...]]:

@@ -307,6 +307,7 @@ class Daemon:
 
         from newsletter.web import create_app
         from newsletter.web.health import health_routes
+        from newsletter.web.serving import server_config
 
         listener = listen(self.host, self.port)
         port = int(listener.getsockname()[1])
@@ -317,7 +318,8 @@ class Daemon:
             live_reload=False,
             extra_routes=health_routes(self.project, self.metrics),
         )
-        config = uvicorn.Config(
+        # The limits slow clients cannot beat (header timeout, connection cap, keep-alive): web/serving.py.
+        config = server_config(
             app,
             host=self.host,
             port=port,

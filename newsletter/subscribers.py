@@ -1,9 +1,9 @@
 """Subscribers: validate what people type, and move each subscriber through their states.
 
     pending ──confirm──▶ active ──pause──▶ paused ──resume──▶ active ──last lesson sent──▶ completed
-       ▲                   │                                     (a lesson appended later reopens it)
-       │                   └──unsubscribe / hard bounce──▶ unsubscribed | bounced ──unbounce──▶ active
-       └──────── asks again on the web form (keeps their position) ◀──┘
+                           ▲  │                                  (a lesson appended later reopens it)
+                           │  └──unsubscribe / hard bounce──▶ unsubscribed | bounced ──unbounce──▶ active
+                           └── resubscribe by their own unsubscribe link (keeps their position) ◀──┘
 
 Every change records an `Event` and keeps the next email planned as one pending delivery (`planning.py`).
 Time is never read from the clock here: every function takes `now`.
@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from typing import TYPE_CHECKING
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -34,6 +34,8 @@ NAME_MAX = 200
 # C0 and C1 controls plus the Unicode line and paragraph separators: anything that could end a header line.
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _CONFIRMED_STATUSES = ("active", "paused", "completed")
+SUPPRESSED_STATUSES = ("unsubscribed", "bounced")
+CONFIRMATION_INTERVAL = timedelta(hours=24)  # at most one confirmation email per address in this time
 
 
 def normalise_email(text: str) -> str:
@@ -220,10 +222,14 @@ def add_subscriber(
 def request_subscription(
     session: Session, project: Project, data: SubscriberInput, *, now: datetime, source: str = "web"
 ) -> Subscriber:
-    """Handle the public form without revealing whether the address was known.
+    """Handle the public form without revealing whether the address was known, and without mailing on demand.
 
-    New → pending with a confirmation; pending → a fresh confirmation; unsubscribed or bounced → pending
-    again with a confirmation, keeping their position; active, paused or completed → nothing changes.
+    New → pending with a confirmation. Pending → a fresh confirmation, unless one was queued within
+    CONFIRMATION_INTERVAL: however often the form names an address, it gets at most one email a day, and a
+    request that sends nothing changes nothing (the email already sent describes what they confirm).
+    Unsubscribed or bounced → nothing is sent and nothing changes: "never email me again" holds against
+    anyone who types the address, so the way back is the Resubscribe button behind the unsubscribe link in
+    their email (`resubscribe`), which proves the mailbox is theirs. Active, paused, completed → unchanged.
     """
     valid = validate(project.settings, data)
     subscriber = find_subscriber(session, valid.email)
@@ -235,17 +241,42 @@ def request_subscription(
             # Another request inserted the same address in between: carry on as for a known address.
             subscriber = find_subscriber(session, valid.email)
             assert subscriber is not None
-    if subscriber.status in _CONFIRMED_STATUSES:
+    if subscriber.status != "pending" or _confirmation_queued_after(session, subscriber, now - CONFIRMATION_INTERVAL):
         return subscriber
     # Nothing is ever sent before they confirm, so the newest form's name and schedule win.
     if valid.name:
         subscriber.name = valid.name
     _apply_cadence(subscriber, valid.cadence)
-    detail = "" if subscriber.status == "pending" else f"again, was {subscriber.status}"
-    subscriber.status, subscriber.unsubscribed_at, subscriber.updated_at = "pending", None, now
+    subscriber.updated_at = now
     # plan_confirmation derives a fresh Message-ID from the number of "subscribed" events, so count this one.
-    record_event(session, subscriber, "subscribed", source=source, at=now, detail=detail)
+    record_event(session, subscriber, "subscribed", source=source, at=now)
     plan_confirmation(session, project, subscriber, now)
+    return subscriber
+
+
+def _confirmation_queued_after(session: Session, subscriber: Subscriber, moment: datetime) -> bool:
+    """Whether a confirmation was queued for them after `moment`: each one comes with a "subscribed" event."""
+    last = session.scalar(
+        select(func.max(Event.at)).where(Event.subscriber_id == subscriber.id, Event.kind == "subscribed")
+    )
+    return last is not None and last > moment
+
+
+def resubscribe(
+    session: Session, project: Project, subscriber: Subscriber, *, now: datetime, source: str = "web"
+) -> Subscriber:
+    """Take back an unsubscribe or a bounce through the subscriber's own signed link; nobody else changes.
+
+    The link reached them at this address, which is all a confirmation email would prove, so none is sent:
+    they continue with the lesson after the last one they received.
+    """
+    if subscriber.status not in SUPPRESSED_STATUSES:
+        return subscriber
+    detail = f"was {subscriber.status}"
+    subscriber.unsubscribed_at, subscriber.hard_bounces, subscriber.updated_at = None, 0, now
+    subscriber.confirmed_at = subscriber.confirmed_at or now
+    record_event(session, subscriber, "resubscribed", source=source, at=now, detail=detail)
+    plan_next_lesson(session, project, subscriber, now=now, after=now)
     return subscriber
 
 
