@@ -7,6 +7,8 @@
     ├── SubscriberError             a bad address, zone, weekday or time; an unknown subscriber
     ├── TokenError                  a signed link that is forged, altered, expired or for another purpose
     ├── DatabaseError               the database cannot be reached or migrated
+    ├── MailboxError                the bounce mailbox cannot be opened, read or tidied
+    ├── WebhookError                a provider's webhook call that is refused: carries the HTTP status to answer
     └── TransportError              the mail transport as a whole cannot work (auth refused, no such host)
         └── SendError               one message could not be sent
             ├── TransientSendError  try again later: 4xx, timeout, dropped connection
@@ -51,6 +53,18 @@ class TokenError(NewsletterError):
 
 class DatabaseError(NewsletterError):
     """The database is unreachable or cannot be brought up to date."""
+
+
+class MailboxError(NewsletterError):
+    """The bounce mailbox cannot be reached, logged in to, read or tidied."""
+
+
+class WebhookError(NewsletterError):
+    """A webhook call we refuse: unauthenticated, malformed, replayed, or for an endpoint not configured."""
+
+    def __init__(self, message: str, *, status: int = 400) -> None:
+        self.status = status
+        super().__init__(message)
 
 
 class TransportError(NewsletterError):

@@ -138,7 +138,9 @@ class Project:
             date=now,
             subject_prefix=subject_prefix,
         )
-        return wire_envelope(self.settings, data, to_email=subscriber.email, message_id=message_id)
+        return wire_envelope(
+            self.settings, data, to_email=subscriber.email, message_id=message_id, delivery_id=delivery_id
+        )
 
     def message(self, subscriber: Subscriber, week: int, *, now: datetime | None = None) -> EmailMessage:
         """The same email parsed, for previews and header views."""
