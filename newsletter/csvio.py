@@ -2,7 +2,8 @@
 
 Columns are named by a header row, in any order and any case: `email` (required), `name`, `timezone`,
 `weekday`, `time`, and the two that export adds so that an export re-imports as it was, `status` and
-`position`. Empty cells take the [schedule] defaults. The separator is whichever of comma, semicolon or tab
+`position`. Export also writes the consent evidence (`feedback.consent.EXPORT_COLUMNS`), which import reads
+past. Empty cells take the [schedule] defaults. The separator is whichever of comma, semicolon or tab
 the header line uses (spreadsheets in many locales write semicolons).
 
 Encoding, decided: a byte-order mark wins (UTF-8, UTF-16 LE or BE); NUL bytes without a BOM mean UTF-16;
@@ -34,6 +35,8 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from newsletter.errors import SubscriberError
+from newsletter.feedback import consent
+from newsletter.feedback.suppression import suppressed_among
 from newsletter.lessons import Series
 from newsletter.message import message_id_for
 from newsletter.models import CONFIRMATION_WEEK, SUBSCRIBER_STATUSES, Delivery, Event, Subscriber
@@ -181,6 +184,7 @@ def _store_batch(session: Session, project: Project, batch: list[ImportRow], now
     """
     emails = [row.subscriber.email for row in batch]
     known = set(session.scalars(select(Subscriber.email).where(Subscriber.email.in_(emails))))
+    known |= suppressed_among(session, project.settings, emails)  # never mailed again: counted "unchanged"
     fresh = [row for row in batch if row.subscriber.email not in known]
     if not fresh:
         return 0
@@ -280,12 +284,14 @@ def _first_delivery(
 def export_subscribers(session: Session, stream: TextIO, *, status: str | None = None) -> int:
     """Write every subscriber (or those in one status) as CSV that `import_subscribers` reads back; return the count."""
     writer = csv.writer(stream, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    query = select(Subscriber).order_by(Subscriber.id).execution_options(yield_per=BATCH_SIZE)
+    writer.writerow(COLUMNS + consent.EXPORT_COLUMNS)
+    query = (
+        select(Subscriber, *consent.export_columns()).order_by(Subscriber.id).execution_options(yield_per=BATCH_SIZE)
+    )
     if status is not None:
         query = query.where(Subscriber.status == status)
     count = 0
-    for subscriber in session.scalars(query):
+    for subscriber, *evidence in session.execute(query):
         writer.writerow(
             (
                 _escape(subscriber.email),
@@ -295,6 +301,7 @@ def export_subscribers(session: Session, stream: TextIO, *, status: str | None =
                 f"{subscriber.send_time:%H:%M}",
                 subscriber.status,
                 subscriber.position,
+                *(_escape(cell) for cell in consent.export_cells(*evidence)),
             )
         )
         count += 1
@@ -318,7 +325,8 @@ def _columns(header: list[str], line: int, source_name: str, report: ImportRepor
         key = re.sub(r"[^a-z]", "", raw.lower())
         name = _ALIASES.get(key, key)
         if name not in COLUMNS:
-            report.ignored_columns.append(raw.strip())
+            if name not in consent.EXPORT_COLUMN_KEYS:  # the export's consent columns: evidence, not imported
+                report.ignored_columns.append(raw.strip())
             continue
         if name in columns:
             raise SubscriberError(f"{source_name} line {line}: the header names the column {name!r} twice")
