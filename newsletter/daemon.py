@@ -40,6 +40,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from newsletter.dispatch import SendSummary, release_expired_leases, send_due
 from newsletter.errors import ConfigError, NewsletterError
+from newsletter.feedback.sweep import process_mailbox
 from newsletter.metrics import ProcessMetrics
 from newsletter.planning import reconcile
 from newsletter.project import Project
@@ -140,6 +141,8 @@ class Daemon:
         started = time.monotonic()
         try:
             summary = send_due(self.project, self.transport, stop=self.stop, on_outcome=self.metrics.record_outcome)
+            if self.project.settings.bounces.mailbox:  # logs its own line; a mailbox failure fails the tick
+                process_mailbox(self.project, datetime.now(UTC))
         except (NewsletterError, SQLAlchemyError) as error:
             self._tick_failed(started, _one_line(error))
             return None

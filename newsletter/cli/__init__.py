@@ -40,9 +40,9 @@ def main(ctx: click.Context, config_path: str | None) -> None:
 
 
 def _register() -> None:
-    from newsletter.cli import lessons, operations, send, split, subscribers, web
+    from newsletter.cli import bounces, lessons, operations, send, split, subscribers, suppressions, web
 
-    for module in (lessons, split, subscribers, send, web, operations):
+    for module in (lessons, split, subscribers, send, web, operations, bounces, suppressions):
         for command in module.commands:
             main.add_command(command)
 
