@@ -27,7 +27,7 @@ from starlette.staticfiles import StaticFiles
 
 from newsletter.config import Settings, load_settings
 from newsletter.project import Project
-from newsletter.web import outbox, preferences, preview, public
+from newsletter.web import outbox, preferences, preview, public, webhooks
 from newsletter.web.livereload import ProjectHolder, events_endpoint, watch_project
 from newsletter.web.pages import ENVIRONMENT, HERE, WebContext, page, studio_only_async, web_context
 from newsletter.web.security import MAX_BODY_BYTES, BodySizeLimit, RateLimiter, SecurityHeaders, StudioGuard
@@ -90,6 +90,7 @@ def create_app(
         *extra_routes,
         *public.routes,
         *preferences.routes,
+        *webhooks.routes,
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     if studio:
