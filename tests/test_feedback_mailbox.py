@@ -167,6 +167,24 @@ def test_a_bad_mailbox_url_says_what_is_expected(url: str, problem: str) -> None
         parse_mailbox_url(url)
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "problem"),
+    [
+        ("address", "bounces+x@example.com", 'one bare address without "\\+"'),
+        ("address", "bounces", "one bare address"),
+        ("mailbox", "imap://u@host/INBOX", "imaps:// or pop3s:// URL"),
+        ("soft_bounce_limit", 6, "at most soft_bounce_window"),
+    ],
+)
+def test_bounce_settings_are_checked(
+    project_dir: Path, env: dict[str, str], key: str, value: object, problem: str
+) -> None:
+    from newsletter.config import settings_from_mapping
+
+    with pytest.raises(ConfigError, match=rf"\[bounces\] {key}.*{problem}"):
+        settings_from_mapping({"bounces": {key: value}}, project_dir, env)
+
+
 def test_an_at_sign_in_the_user_name_is_written_percent_40() -> None:
     parsed = parse_mailbox_url("imaps://bounces%40running.example.com@imap.example.com/Bounces")
     assert (parsed.user, parsed.host, parsed.port, parsed.folder) == (
