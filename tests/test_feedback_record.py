@@ -169,3 +169,18 @@ def test_the_migrations_build_exactly_the_tables_the_models_describe(any_project
     ours = {"suppressions", "feedback", "webhook_nonces"}
     assert [d for d in differences if any(name in str(d) for name in (*ours, "ix_deliveries_message_id"))] == []
     assert ours <= set(inspect(any_project.db.engine).get_table_names())
+
+
+def test_erasing_a_bounced_reader_keeps_the_count_but_not_their_words(
+    any_project: Project, lesson_one: dict[str, Sent]
+) -> None:
+    from newsletter.subscribers import erase
+
+    ann = lesson_one["ann@example.com"]
+    record(any_project, bounce(any_project, "postfix-hard.eml", ann))
+    with any_project.db.session() as session:
+        erase(session, any_project, session.get(Subscriber, ann.subscriber_id), now=AFTER_FIRST)  # type: ignore[arg-type]
+    with any_project.db.session() as session:
+        row = session.scalars(select(Feedback)).one()
+        assert (row.kind, row.subscriber_id, row.delivery_id, row.diagnostic) == ("hard_bounce", None, None, "")
+        assert is_suppressed(session, any_project.settings, ann.email)
