@@ -3,7 +3,8 @@
 Precedence, lowest first: the defaults below < config.toml < `NEWSLETTER_<SECTION>_<KEY>` < command-line flags
 (the CLI applies flags with `Settings.replace`). Secrets never live in a file we commit: the SMTP password comes
 from `NEWSLETTER_SMTP_PASSWORD`, the signing key from `NEWSLETTER_SECRET_KEY` (or a generated, git-ignored file),
-the studio token from `NEWSLETTER_WEB_ADMIN_TOKEN`.
+the studio token from `NEWSLETTER_WEB_ADMIN_TOKEN`, the bounce mailbox's password from `NEWSLETTER_BOUNCES_PASSWORD`,
+the webhook credentials from `NEWSLETTER_WEBHOOKS_POSTMARK_PASSWORD` and `NEWSLETTER_WEBHOOKS_MAILGUN_SIGNING_KEY`.
 """
 
 from __future__ import annotations
@@ -104,6 +105,26 @@ class DaemonSection:
     tick_seconds: float = 30.0
 
 
+@dataclass(frozen=True, slots=True)
+class BouncesSection:
+    address: str = ""  # local@domain: the envelope sender becomes local+<signed delivery id>@domain; empty = off
+    mailbox: str = ""  # a Maildir path, or imaps://user@host[:port]/FOLDER, or pop3s://user@host[:port]
+    password: str = field(default="", metadata={"secret": "NEWSLETTER_BOUNCES_PASSWORD"})
+    processed_folder: str = "Processed"
+    soft_bounce_limit: int = 3
+    soft_bounce_window: int = 5
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class WebhooksSection:
+    ses_topic_arns: str = ""  # the SNS topics we accept, separated by commas or spaces; empty = endpoint off
+    postmark_username: str = ""
+    postmark_password: str = field(default="", metadata={"secret": "NEWSLETTER_WEBHOOKS_POSTMARK_PASSWORD"})
+    sendgrid_public_key: str = ""  # the verification key SendGrid shows (public, so it may live in the file)
+    mailgun_signing_key: str = field(default="", metadata={"secret": "NEWSLETTER_WEBHOOKS_MAILGUN_SIGNING_KEY"})
+
+
 SECTIONS: dict[str, type] = {
     "newsletter": NewsletterSection,
     "sender": SenderSection,
@@ -114,6 +135,8 @@ SECTIONS: dict[str, type] = {
     "dkim": DkimSection,
     "web": WebSection,
     "daemon": DaemonSection,
+    "bounces": BouncesSection,
+    "webhooks": WebhooksSection,
 }
 
 
@@ -131,6 +154,8 @@ class Settings:
     dkim: DkimSection
     web: WebSection
     daemon: DaemonSection
+    bounces: BouncesSection
+    webhooks: WebhooksSection
     secret_key: bytes = field(repr=False, default=b"")
     config_path: Path | None = None
     notices: tuple[str, ...] = ()
@@ -355,6 +380,29 @@ def _validate(settings: Settings, source: str) -> None:
                 f"{source}: [web] trusted_proxies: {entry!r} is not an IP address or network; "
                 'expected entries such as "127.0.0.1", "::1" or "10.0.0.0/8"'
             ) from None
+    _validate_bounces(settings.bounces, source)
+
+
+def _validate_bounces(bounces: BouncesSection, source: str) -> None:
+    local, at, domain = bounces.address.partition("@")
+    if bounces.address and (not local or not at or not domain or "+" in local or re.search(r"[\s<>@]", domain)):
+        raise ConfigError(
+            f'{source}: [bounces] address must be one bare address without "+", such as '
+            f'"bounces@mail.example.com", got {bounces.address!r}'
+        )
+    scheme = bounces.mailbox.partition("://")[0].lower() if "://" in bounces.mailbox else ""
+    if scheme and scheme not in ("imaps", "pop3s"):
+        raise ConfigError(
+            f"{source}: [bounces] mailbox must be a Maildir path or an imaps:// or pop3s:// URL "
+            f"(the password travels encrypted), got {bounces.mailbox!r}"
+        )
+    if not bounces.processed_folder.strip():
+        raise ConfigError(f'{source}: [bounces] processed_folder must name a folder, such as "Processed"')
+    if not 1 <= bounces.soft_bounce_limit <= bounces.soft_bounce_window:
+        raise ConfigError(
+            f"{source}: [bounces] soft_bounce_limit must be at least 1 and at most soft_bounce_window, "
+            f"got {bounces.soft_bounce_limit} of {bounces.soft_bounce_window}"
+        )
 
 
 def _secret_key(settings: Settings, env: Mapping[str, str]) -> tuple[bytes, tuple[str, ...]]:

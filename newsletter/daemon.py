@@ -42,6 +42,7 @@ from newsletter.config import Settings, load_settings
 from newsletter.db import describe_failure
 from newsletter.dispatch import SendSummary, send_due
 from newsletter.errors import ConfigError, NewsletterError
+from newsletter.feedback.sweep import process_mailbox
 from newsletter.ledger import wire
 from newsletter.ledger.course import reconcile
 from newsletter.metrics import ProcessMetrics
@@ -125,7 +126,7 @@ class Daemon:
         reload_settings: Callable[[], Settings] | None = None,
     ) -> None:
         # Lenient: a broken lesson file is held, not a reason to stop serving the unsubscribe pages.
-        lenient = project if project.lenient else Project(project.settings, lenient=True)
+        lenient = project.as_lenient()
         config_path = project.settings.config_path
         if reload_settings is None and config_path is not None:
             reload_settings = lambda: load_settings(config_path)  # noqa: E731
@@ -157,6 +158,8 @@ class Daemon:
         project = self.project  # one tick, one course, even if the files change meanwhile
         try:
             summary = send_due(project, self.transport, stop=self.stop, on_outcome=self.metrics.record_outcome)
+            if project.settings.bounces.mailbox:  # logs its own line; a mailbox failure fails the tick
+                process_mailbox(project, datetime.now(UTC))
         except DBAPIError as error:
             self._tick_failed(started, describe_failure(error, project.db.engine.url.render_as_string()))
             return None

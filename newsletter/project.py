@@ -56,6 +56,14 @@ class Project:
     def open(cls, config_path: str | None = None) -> Project:
         return cls(load_settings(config_path))
 
+    def as_lenient(self) -> Project:
+        """This project with broken lesson files held rather than fatal; it shares the open database."""
+        if self.lenient:
+            return self
+        copy = Project(self.settings, lenient=True)
+        copy.__dict__["db"] = self.db  # one pool: closing either project closes it
+        return copy
+
     def close(self) -> None:
         """Release the database connections, if the database was opened."""
         if "db" in self.__dict__:
@@ -166,7 +174,9 @@ class Project:
             date=now,
             subject_prefix=subject_prefix,
         )
-        return wire_envelope(self.settings, data, to_email=subscriber.email, message_id=message_id)
+        return wire_envelope(
+            self.settings, data, to_email=subscriber.email, message_id=message_id, delivery_id=delivery_id
+        )
 
     def message(self, subscriber: Subscriber, lesson: str, *, now: datetime | None = None) -> EmailMessage:
         """The same email parsed, for previews and header views."""

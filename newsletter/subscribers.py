@@ -24,6 +24,8 @@ from sqlalchemy.orm import Session
 from newsletter import events, ledger
 from newsletter.config import Settings
 from newsletter.errors import SubscriberError
+from newsletter.feedback import consent
+from newsletter.feedback.suppression import forget_subscriber, is_suppressed
 from newsletter.models import CONFIRMATION, Delivery, Event, Subscriber, SubscriberStatus
 from newsletter.schedule import WEEKDAY_NAMES, Cadence, parse_send_time, parse_timezone, parse_weekday
 
@@ -161,12 +163,19 @@ def create_subscriber(
     now: datetime,
     source: str,
     position: int = 0,
+    signup_detail: str = "",
 ) -> Subscriber:
-    """Insert a new subscriber in `status` and plan what they get first; the address must be new.
+    """Insert a new subscriber in `status` and plan what they get first; the address must be new and not suppressed.
 
     `status` is one of pending (confirmation queued), active (next lesson planned), paused, unsubscribed or
-    bounced (nothing planned; an imported suppression list stays suppressed).
+    bounced (nothing planned; an imported suppression list stays suppressed). `signup_detail` is the
+    "subscribed" event's detail (the consent evidence of a web sign-up).
     """
+    if status not in ("unsubscribed", "bounced") and is_suppressed(session, project.settings, valid.email):
+        raise SubscriberError(
+            f"{valid.email} is on the suppression list (it bounced, complained or was erased); nothing was added. "
+            "`newsletter suppressions remove` takes it off"
+        )
     series = project.series
     position = min(position, len(series))
     subscriber = Subscriber(
@@ -188,7 +197,7 @@ def create_subscriber(
         subscriber.unsubscribed_at = now
         record_event(session, subscriber, status, source=source, at=now, detail="added as suppressed")
         return subscriber
-    record_event(session, subscriber, "subscribed", source=source, at=now)
+    record_event(session, subscriber, "subscribed", source=source, at=now, detail=signup_detail)
     if status == "pending":
         plan_confirmation(session, project, subscriber, now)
         return subscriber
@@ -220,8 +229,15 @@ def add_subscriber(
 
 
 def request_subscription(
-    session: Session, project: Project, data: SubscriberInput, *, now: datetime, source: str = "web"
-) -> Subscriber:
+    session: Session,
+    project: Project,
+    data: SubscriberInput,
+    *,
+    now: datetime,
+    source: str = "web",
+    ip: str = "",
+    user_agent: str = "",
+) -> Subscriber | None:
     """Handle the public form without revealing whether the address was known, and without mailing on demand.
 
     New → pending with a confirmation. Pending → a fresh confirmation, unless one was queued within
@@ -230,13 +246,20 @@ def request_subscription(
     Unsubscribed or bounced → nothing is sent and nothing changes: "never email me again" holds against
     anyone who types the address, so the way back is the Resubscribe button behind the unsubscribe link in
     their email (`resubscribe`), which proves the mailbox is theirs. Active, paused, completed → unchanged.
+    An address on the suppression list (bounced, complained, erased) → nothing is stored or sent (None).
+    `ip` and `user_agent` are kept as consent evidence.
     """
     valid = validate(project.settings, data)
     subscriber = find_subscriber(session, valid.email)
+    if is_suppressed(session, project.settings, valid.email):
+        return subscriber
     if subscriber is None:
+        evidence = consent.signup_detail(ip=ip, user_agent=user_agent)
         try:
             with session.begin_nested():
-                return create_subscriber(session, project, valid, status="pending", now=now, source=source)
+                return create_subscriber(
+                    session, project, valid, status="pending", now=now, source=source, signup_detail=evidence
+                )
         except IntegrityError:
             # Another request inserted the same address in between: carry on as for a known address.
             subscriber = find_subscriber(session, valid.email)
@@ -249,7 +272,8 @@ def request_subscription(
     _apply_cadence(subscriber, valid.cadence)
     subscriber.updated_at = now
     # plan_confirmation derives a fresh Message-ID from the number of "subscribed" events, so count this one.
-    record_event(session, subscriber, "subscribed", source=source, at=now)
+    evidence = consent.signup_detail(ip=ip, user_agent=user_agent)
+    record_event(session, subscriber, "subscribed", source=source, at=now, detail=evidence)
     plan_confirmation(session, project, subscriber, now)
     return subscriber
 
@@ -281,15 +305,26 @@ def resubscribe(
 
 
 def confirm(
-    session: Session, project: Project, subscriber_id: int, *, now: datetime, source: str = "web"
+    session: Session,
+    project: Project,
+    subscriber_id: int,
+    *,
+    now: datetime,
+    source: str = "web",
+    ip: str = "",
+    user_agent: str = "",
 ) -> Subscriber:
-    """Activate a pending subscriber and plan their next lesson; confirming twice changes nothing."""
+    """Activate a pending subscriber and plan their next lesson; confirming twice changes nothing.
+
+    `ip` and `user_agent` (of whoever pressed Confirm) are kept as consent evidence.
+    """
     subscriber = get_subscriber_by_id(session, subscriber_id)
     if subscriber.status != "pending":
         return subscriber
     cancel_pending(session, subscriber)  # a confirmation still queued would only confuse them now
     subscriber.confirmed_at, subscriber.hard_bounces, subscriber.updated_at = now, 0, now
-    record_event(session, subscriber, "confirmed", source=source, at=now)
+    evidence = consent.confirmation_detail(ip=ip, user_agent=user_agent)
+    record_event(session, subscriber, "confirmed", source=source, at=now, detail=evidence)
     plan_next_lesson(session, project, subscriber, now=now, after=now)
     return subscriber
 
@@ -416,7 +451,11 @@ def bounced_since(session: Session, since: datetime | None = None) -> list[Subsc
 
 
 def erase(session: Session, project: Project, subscriber: Subscriber, *, now: datetime, source: str = "cli") -> None:
-    """Delete the subscriber, their deliveries and event details; one anonymous "erased" event remains."""
+    """Delete the subscriber, their deliveries and event details; one anonymous "erased" event remains.
+
+    The address stays on the suppression list (as a keyed hash), so no later import brings them back.
+    """
+    forget_subscriber(session, project.settings, subscriber, now=now)
     ledger.forget(session.connection(), subscriber.id)
     # Their earlier events stay as anonymous counts; details can hold a zone or a date, so they go too.
     session.execute(update(Event).where(Event.subscriber_id == subscriber.id).values(subscriber_id=None, detail=""))

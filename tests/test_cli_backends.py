@@ -58,7 +58,13 @@ TESTED_HERE = {
 # Servers, run here as real processes on both backends.
 SERVERS = {"serve", "preview"}
 # Tested on both backends as real processes elsewhere.
-TESTED_ELSEWHERE = {"run": "tests/test_daemon.py (database_url: mail flows, health and metrics over HTTP)"}
+TESTED_ELSEWHERE = {
+    "run": "tests/test_daemon.py (database_url: mail flows, health and metrics over HTTP)",
+    "bounces": "tests/test_feedback_mailbox.py (any_project: a Maildir pass through the CLI)",
+    "suppressions add": "tests/test_feedback_suppression.py (any_project)",
+    "suppressions list": "tests/test_feedback_suppression.py (any_project)",
+    "suppressions remove": "tests/test_feedback_suppression.py (any_project)",
+}
 # Commands that never open the configured database (demo makes a scratch SQLite file of its own).
 NO_DATABASE = {"render", "check", "split", "test-send", "demo", "init"}
 

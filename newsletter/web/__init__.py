@@ -31,7 +31,7 @@ from starlette.staticfiles import StaticFiles
 
 from newsletter.config import Settings, load_settings
 from newsletter.project import Project
-from newsletter.web import media, outbox, preferences, preview, signup, unsubscribe
+from newsletter.web import media, outbox, preferences, preview, signup, unsubscribe, webhooks
 from newsletter.web.livereload import ProjectHolder, events_endpoint, watch_project
 from newsletter.web.pages import ENVIRONMENT, HERE, WebContext, page, studio_only_async, web_context
 from newsletter.web.proxies import ForwardedClient, TrustedProxies
@@ -102,6 +102,7 @@ def create_app(
         *unsubscribe.routes,
         *preferences.routes,
         *media.routes,
+        *webhooks.routes,
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     if studio:

@@ -85,7 +85,8 @@ async def subscribe_submit(request: Request) -> Response:
         return _subscribe_form(request, fields, errors, 400)
     data = SubscriberInput(fields["email"], fields["name"], fields["timezone"], fields["weekday"], fields["time"])
     project, now = context.project, context.clock()
-    await in_session(project, lambda session: request_subscription(session, project, data, now=now, source="web"))
+    evidence = {"ip": client, "user_agent": request.headers.get("user-agent", "")}  # consent records
+    await in_session(project, lambda session: request_subscription(session, project, data, now=now, **evidence))
     # The same page whatever the address's state, and whether or not an email goes out (the per-address
     # limit, a suppressed address), so the form never tells who is subscribed.
     return page(
@@ -115,10 +116,12 @@ async def confirm_submit(request: Request) -> Response:
     subscriber_id = verify_link(request, "confirm")
     context = web_context(request)
     project, now = context.project, context.clock()
+    client, agent = client_address(request), request.headers.get("user-agent", "")
 
     def work(session: Session) -> dict[str, Any]:
         subscriber_or_gone(session, subscriber_id)
-        return subscriber_state(session, project, confirm(session, project, subscriber_id, now=now), now)
+        confirmed = confirm(session, project, subscriber_id, now=now, ip=client, user_agent=agent)
+        return subscriber_state(session, project, confirmed, now)
 
     return page(request, "public_confirmed.html", {"state": await in_session(project, work)}, headers=NO_STORE)
 
