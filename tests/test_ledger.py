@@ -128,8 +128,18 @@ def test_a_batch_of_sent_messages_moves_every_reader_on_and_plans_each_next_less
         assert reader_state(any_project, reader) == ("active", "muscle", 1)
     assert rows(any_project, readers[3])["brain"].status == "pending"  # the rule, asked again
     assert set(rows(any_project, readers[4])) == {"muscle"} and reader_state(any_project, readers[4])[0] == "paused"
-    with any_project.db.session() as session:  # a second record of the same rows: no longer ours, nothing moves
-        assert record_sent_many(session.connection(), any_project.settings, any_project.series, {}, sent, "me") == []
+    with any_project.db.session() as session:  # another sender took a row over meanwhile: only ours count
+        session.execute(update(Delivery).where(Delivery.lesson == "knees").values(status="sending", lease_owner="me"))
+        knees = dict(
+            session.execute(select(Delivery.subscriber_id, Delivery.id).where(Delivery.lesson == "knees")).all()
+        )
+        later = [
+            (Claimed(knees[r], "knees", FIRST_SLOT, None, Subscriber(id=r)), "250", FIRST_SLOT) for r in readers[:3]
+        ]
+        taken = later[1][0].delivery_id
+        session.execute(update(Delivery).where(Delivery.id == taken).values(lease_owner="them"))
+        recorded = record_sent_many(session.connection(), any_project.settings, any_project.series, {}, later, "me")
+    assert [item.subscriber.id for item in recorded] == [readers[0], readers[2]]
 
 
 def test_gates_hold_and_release_waiting_rows(any_project: Project) -> None:

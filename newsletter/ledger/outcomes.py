@@ -1,10 +1,10 @@
 """What the relay said, recorded: sent rows move their readers on and plan the next lesson, a batch at a time.
 
-`record_sent_many` is the send path's common case, in a handful of statements for the whole batch
-whatever its size: which rows are still ours, mark them sent, move each reader past the lesson, read the
-readers back, and write every next lesson with one insert-or-reset. A reader the batch path cannot plan
-(they had the next lesson already, out of order) goes through `waiting.plan_next`, which asks the rule
-again. Retries and refusals are rarer and go one at a time. Every statement is guarded by `lease_owner`.
+`record_sent_many` is the send path's common case, in three statements for the whole batch whatever its
+size: mark the rows sent (guarded by the lease), move the readers past their lesson reading them back (one
+statement per lesson in the batch), and write every next lesson with one insert-or-reset. A reader the
+batch cannot plan (they had the next lesson already, out of order) goes through `waiting.plan_next`, which
+asks the rule again. Retries and refusals are rarer and go one at a time. Every statement is guarded by `lease_owner`.
 
 A reader moves only forward (a catch-up lesson or a late resend never moves them back), and the schedule
 used is the one read back after the move, so a change of day made a moment ago counts. Someone who paused
@@ -53,18 +53,19 @@ def record_sent_many(
 ) -> list[Claimed]:
     """Record accepted messages (claimed item, relay's reply, when): return the items recorded (still ours)."""
     ids = [item.delivery_id for item, _, _ in sent]
-    ours = set(
-        connection.scalars(
-            select(DELIVERIES.c.id).where(
-                DELIVERIES.c.id.in_(ids), DELIVERIES.c.lease_owner == owner, DELIVERIES.c.status == "sending"
+    rows = [{"delivery": i.delivery_id, "owner": owner, "finished_at": at, "reply": reply} for i, reply, at in sent]
+    if connection.execute(_RECORD_SENT, rows).rowcount != len(rows):
+        # Some lease was lost (another sender took the row over): a sent row keeps the name of the sender
+        # that recorded it, so the rows this statement wrote are the ones sent under our name.
+        ours = set(
+            connection.scalars(
+                select(DELIVERIES.c.id).where(
+                    DELIVERIES.c.id.in_(ids), DELIVERIES.c.status == "sent", DELIVERIES.c.lease_owner == owner
+                )
             )
         )
-    )
-    recorded = [(item, reply, at) for item, reply, at in sent if item.delivery_id in ours]
-    if not recorded:
-        return []
-    rows = [{"delivery": i.delivery_id, "owner": owner, "finished_at": at, "reply": reply} for i, reply, at in recorded]
-    connection.execute(_RECORD_SENT, rows)
+        sent = [(item, reply, at) for item, reply, at in sent if item.delivery_id in ours]
+    recorded = sent
     passed = [Passed(item, at, delivered=True) for item, _, at in recorded if item.lesson != CONFIRMATION]
     move_on(connection, settings, series, gates, passed)
     return [item for item, _, _ in recorded]
@@ -74,11 +75,15 @@ def move_on(connection: Connection, settings: Settings, series: Series, gates: G
     """Advance each reader past their lesson and plan what comes next, for the whole batch at once."""
     if not passed:
         return
-    for delivered in (True, False):
-        rows = [_advance_values(series, p) for p in passed if p.delivered is delivered]
-        if rows:
-            connection.execute(_ADVANCE[delivered], rows)
-    readers = {row.id: row for row in connection.execute(_READ_BACK, {"ids": [p.item.subscriber.id for p in passed]})}
+    readers: dict[int, Any] = {}
+    groups: dict[tuple[str, bool], list[int]] = {}
+    for p in passed:
+        groups.setdefault((p.item.lesson, p.delivered), []).append(p.item.subscriber.id)
+    for (lesson, delivered), ids in groups.items():
+        # One statement per lesson moves the group on and reads each reader back (status, schedule).
+        index = series.index(lesson)
+        values = {"lesson": lesson, "at": -1 if index is None else index + 1, "ids": ids}
+        readers.update((row.id, row) for row in connection.execute(_ADVANCE[delivered], values))
     plans: list[tuple[Passed, Reader, NextSend]] = []
     finished: list[int] = []
     for p in passed:
@@ -121,18 +126,14 @@ def move_on(connection: Connection, settings: Settings, series: Series, gates: G
             _set_status(connection, subscriber_id, "completed")
 
 
-def _advance_values(series: Series, p: Passed) -> dict[str, Any]:
-    index = series.index(p.item.lesson)
-    return {"subscriber": p.item.subscriber.id, "lesson": p.item.lesson, "at": -1 if index is None else index + 1}
-
-
 def _put_many(
     connection: Connection, gates: Gates, plans: list[tuple[Passed, Reader, NextSend]]
 ) -> set[tuple[int, str]]:
     """Write every planned next lesson in one insert-or-reset; return the (subscriber, lesson) pairs written."""
     if not plans:
         return set()
-    rows = []
+    rows: list[dict[str, object]] = []
+    wanted: set[tuple[int, str]] = set()
     for _, reader, planned in plans:
         gate = gates.get(planned.lesson.slug)
         rows.append(
@@ -148,8 +149,17 @@ def _put_many(
                 "message_id": None,
             }
         )
-    written = connection.execute(_put_many_statement(connection.dialect.name), rows)
-    return {(row.subscriber_id, row.lesson) for row in written}
+        wanted.add((reader.id, planned.lesson.slug))
+    if connection.execute(_put_many_statement(connection.dialect.name), rows).rowcount == len(rows):
+        return wanted
+    # Some reader had that lesson already (the insert-or-reset left their row alone): find out who.
+    had = connection.execute(
+        select(DELIVERIES.c.subscriber_id, DELIVERIES.c.lesson).where(
+            DELIVERIES.c.subscriber_id.in_([subscriber for subscriber, _ in wanted]),
+            DELIVERIES.c.status.in_(("sent", "sending", "failed")),
+        )
+    )
+    return wanted - {(row.subscriber_id, row.lesson) for row in had}
 
 
 @cache
@@ -163,7 +173,7 @@ def _put_many_statement(dialect_name: str) -> Executable:
         index_elements=["subscriber_id", "lesson"],
         set_=values,
         where=and_(*(DELIVERIES.c.status != status for status in ("sent", "sending", "failed"))),
-    ).returning(DELIVERIES.c.subscriber_id, DELIVERIES.c.lesson)
+    )
     return upsert
 
 
@@ -244,29 +254,27 @@ def _advance(*, clear_hard_bounces: bool) -> Update:
     }
     if clear_hard_bounces:
         values["hard_bounces"] = 0  # delivered mail proves the mailbox works: the count starts again
-    return update(SUBSCRIBERS).where(SUBSCRIBERS.c.id == bindparam("subscriber")).values(**values)
+    return (
+        update(SUBSCRIBERS)
+        .where(SUBSCRIBERS.c.id.in_(bindparam("ids", expanding=True)))
+        .values(**values)
+        .returning(
+            SUBSCRIBERS.c.id,
+            SUBSCRIBERS.c.status,
+            SUBSCRIBERS.c.last_lesson,
+            SUBSCRIBERS.c.timezone,
+            SUBSCRIBERS.c.weekday,
+            SUBSCRIBERS.c.send_time,
+        )
+    )
 
 
 # The send path's statements, built once with bound parameters: building one costs more than running it.
 _ADVANCE = {True: _advance(clear_hard_bounces=True), False: _advance(clear_hard_bounces=False)}
-_READ_BACK = select(
-    SUBSCRIBERS.c.id,
-    SUBSCRIBERS.c.status,
-    SUBSCRIBERS.c.last_lesson,
-    SUBSCRIBERS.c.timezone,
-    SUBSCRIBERS.c.weekday,
-    SUBSCRIBERS.c.send_time,
-).where(SUBSCRIBERS.c.id.in_(bindparam("ids", expanding=True)))
 _RECORD_SENT = (
     update(DELIVERIES)
     .where(DELIVERIES.c.id == bindparam("delivery"), DELIVERIES.c.lease_owner == bindparam("owner"))
-    .values(
-        status="sent",
-        sent_at=bindparam("finished_at"),
-        smtp_reply=bindparam("reply"),
-        error=None,
-        hold=None,
-        lease_owner=None,
-        lease_until=None,
-    )
+    .where(DELIVERIES.c.status == "sending")
+    .values(status="sent", sent_at=bindparam("finished_at"), smtp_reply=bindparam("reply"), error=None, hold=None)
+    .values(lease_until=None)  # lease_owner stays: which sender sent it (and how a batch knows its own rows)
 )
