@@ -85,3 +85,15 @@ def test_render_speed_measures_each_way_and_says_why_node_is_missing(tmp_path: P
     assert ("skipped" not in node) == installed, node
     if installed:
         assert node["loop_per_second"] > 0 and node["per_email_over_a_pipe_per_second"] > 0
+
+
+@pytest.mark.parametrize("file_format", ["generic", "mailchimp"])
+def test_import_speed_imports_every_row_and_plans_every_reader_who_is_not_suppressed(
+    tmp_path: Path, file_format: str
+) -> None:
+    result = run_benchmark("import_speed", tmp_path, "--rows", "400", "--format", file_format)
+    assert result["subscribers"] == 400 and result["summary"].startswith(f"{file_format}.csv (utf-8")
+    assert result["suppressed_rows"] == (40 if file_format == "mailchimp" else 0)
+    assert result["planned_deliveries"] == 400 - result["suppressed_rows"]
+    assert result["rows_per_second"] == pytest.approx(400 / result["seconds"], rel=0.01)
+    assert 10 < result["peak_rss_mb"] < 1000 and result["file_bytes"] > 400 * 20
