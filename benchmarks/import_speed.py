@@ -196,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         "rows_per_second": rate(args.rows, seconds),
         "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
         "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
+        "cpu_system_seconds": round(usage.ru_stime, 2),
+        "rows_per_cpu_second": rate(args.rows, usage.ru_utime + usage.ru_stime),
         "subscribers": subscribers,
         "planned_deliveries": planned,
         "suppressed_rows": suppressed,

@@ -1,29 +1,31 @@
-"""Many rows into a table in multi-row INSERT statements, each value bound as SQLAlchemy would bind it.
+"""Many rows into a table in a few INSERT statements, each value bound as SQLAlchemy would bind it.
 
 SQLAlchemy's executemany converts every value of every row in Python (an aware UTC datetime goes through
 two processors on its way to SQLite text), which on a large import costs more than the insert itself, and
-the driver's own executemany pays its per-row overhead once per row. Here the row's placeholders are
-compiled once by SQLAlchemy for the connection's dialect (with PostgreSQL's casts), a column's own bind
-processor runs once per distinct value (`BulkInsert.bind`: an import stamps every row with the same `now`,
-and a file has a handful of schedules), and `ROWS_PER_STATEMENT` rows go in one statement, which SQLite
-and PostgreSQL both insert in one go and answer with RETURNING.
+a driver's own executemany pays its overhead once per row. Here the statement is compiled once by
+SQLAlchemy for the connection's dialect, a column's own bind processor runs once per distinct value
+(`BulkInsert.bind`: an import stamps every row with the same `now`, and a file has a handful of
+schedules), and the rows go in bulk: on SQLite `ROWS_PER_STATEMENT` rows to a multi-row VALUES list, on
+PostgreSQL all of them as one array per column through `unnest` (psycopg rewrites the placeholders of a
+statement it has not cached in Python, which for a long VALUES list costs more than the insert). Both
+answer with RETURNING.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from itertools import chain
 from typing import Any
 
 from sqlalchemy import Connection, Table, insert
 
 DISTINCT_VALUES_REMEMBERED = 10_000
 ROWS_PER_STATEMENT = 500
-MAX_PARAMETERS = 32_766  # SQLite's limit on the parameters of one statement (PostgreSQL's is 65,535)
+MAX_PARAMETERS = 32_766  # SQLite's limit on the parameters of one statement
 LOOKUP_CHUNK = 5000
-# How a driver writes a positional parameter: SQLite's qmark, psycopg's format.
-_PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
-_NAMED_PARAMETER = re.compile(r"%\((\w+)\)s")
+# An array casts to VARCHAR, not VARCHAR(320): the column then refuses a value too long instead of cutting it.
+_LENGTH = re.compile(r"\(\d+\)")
 
 Processor = Callable[[Any], Any]
 
@@ -35,15 +37,16 @@ class BulkInsert:
         dialect = connection.dialect
         self.columns = tuple(columns)
         compiled = insert(table).inline().compile(dialect=dialect, column_keys=list(columns)).string
-        head, _, values = compiled.partition(" VALUES ")
-        named = _NAMED_PARAMETER.findall(values)
-        if named:  # psycopg: "%(email)s::VARCHAR" becomes a positional "%s::VARCHAR"
-            values = _NAMED_PARAMETER.sub("%s", values)
-        order = named or list(columns)
-        if tuple(order) != self.columns:
-            raise ValueError(f"give the columns of {table.name} in the order {', '.join(order)}")
-        self._head, self._row = head, values.strip()
+        head, _, row = compiled.partition(" VALUES ")
+        listed = tuple(name.strip('"') for name in head[head.index("(") + 1 : head.rindex(")")].split(", "))
+        if listed != self.columns:
+            raise ValueError(f"give the columns of {table.name} in the order {', '.join(listed)}")
+        self._head, self._row = head, row.strip()
         self._rows_per_statement = min(ROWS_PER_STATEMENT, MAX_PARAMETERS // len(columns))
+        self._arrays = ""
+        if dialect.name == "postgresql":
+            types = [_LENGTH.sub("", table.c[name].type.compile(dialect=dialect)) for name in columns]
+            self._arrays = f"{head} SELECT * FROM unnest({', '.join(f'%b::{name}[]' for name in types)})"
         self._statements: dict[tuple[int, str], str] = {}
         self._binders: dict[str, Processor] = {}
         for name in columns:
@@ -59,31 +62,39 @@ class BulkInsert:
 
         With `returning` ("email, id"), the inserted rows' values of those columns, in no particular order.
         """
+        tail = f" RETURNING {returning}" if returning else ""
+        if self._arrays:
+            if not rows:
+                return []
+            arrays = tuple(list(values) for values in zip(*rows, strict=True))
+            result = connection.exec_driver_sql(self._arrays + tail, arrays)
+            return list(result.all()) if returning else []
         found: list[Any] = []
         step = self._rows_per_statement
         for start in range(0, len(rows), step):
             chunk = rows[start : start + step]
-            parameters = tuple(value for row in chunk for value in row)
-            result = connection.exec_driver_sql(self._statement(len(chunk), returning), parameters)
+            parameters = tuple(chain.from_iterable(chunk))
+            result = connection.exec_driver_sql(self._statement(len(chunk), tail), parameters)
             if returning:
                 found.extend(result.all())
         return found
 
-    def _statement(self, count: int, returning: str) -> str:
-        key = (count, returning)
+    def _statement(self, count: int, tail: str) -> str:
+        key = (count, tail)
         if key not in self._statements:
-            tail = f" RETURNING {returning}" if returning else ""
             self._statements[key] = f"{self._head} VALUES {', '.join([self._row] * count)}{tail}"
         return self._statements[key]
 
 
 def ids_by_email(connection: Connection, table: Table, emails: Sequence[str]) -> dict[str, int]:
-    """The ids of the rows of `table` with these addresses, in one query per `LOOKUP_CHUNK` of them."""
-    placeholder = _PLACEHOLDERS[connection.dialect.paramstyle]
+    """The ids of the rows of `table` with these addresses: one query (on SQLite, per `LOOKUP_CHUNK` of them)."""
+    if connection.dialect.name == "postgresql":  # one array parameter, as in BulkInsert
+        found = connection.exec_driver_sql(f"SELECT email, id FROM {table.name} WHERE email = ANY(%s)", (list(emails),))
+        return dict(found.all())
     ids: dict[str, int] = {}
     for start in range(0, len(emails), LOOKUP_CHUNK):
         chunk = tuple(emails[start : start + LOOKUP_CHUNK])
-        marks = ", ".join([placeholder] * len(chunk))
+        marks = ", ".join(["?"] * len(chunk))
         found = connection.exec_driver_sql(f"SELECT email, id FROM {table.name} WHERE email IN ({marks})", chunk)
         ids.update(found.all())
     return ids

@@ -18,8 +18,10 @@ position of their own; N = weeks + 1 means they finished the course.
 
 from __future__ import annotations
 
+import gc
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from itertools import islice
 from pathlib import Path
@@ -94,11 +96,29 @@ def import_subscribers(
             now=now,
         )
         store = BatchStore(project, report, now)
-        while batch := list(islice(rows, batch_size)):
-            decided = [(row, suppression_for(row)) for row in batch]
-            with project.db.session() as session:
-                store.add(session, decided)
-            if progress is not None:
-                progress(raw.tell(), size)
+        with _collecting_per_batch() as collect:
+            while batch := list(islice(rows, batch_size)):
+                decided = [(row, suppression_for(row)) for row in batch]
+                with project.db.session() as session:
+                    store.add(session, decided)
+                collect()
+                if progress is not None:
+                    progress(raw.tell(), size)
     report.rejected.sort(key=lambda rejected: rejected.line)  # duplicates are found after the rest of their batch
     return report
+
+
+@contextmanager
+def _collecting_per_batch() -> Iterator[Callable[[], object]]:
+    """Pause the cyclic garbage collector for the import, and collect the young objects after each batch.
+
+    A batch is thousands of tuples and strings that reference counting frees; left running, the collector
+    would also walk every object the process holds, again and again, for about a tenth of the import's time.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield lambda: gc.collect(1)
+    finally:
+        if was_enabled:
+            gc.enable()

@@ -83,6 +83,7 @@ class RowChecker:
         self._report = report
         self._confirmed = confirmed
         self._position = position  # for rows that carry no position of their own
+        self._default_status: SubscriberStatus = "active" if confirmed else "pending"  # for rows without a status
         self._now = now
         self._cadences: dict[tuple[str, str, str], tuple[Cadence | None, tuple[str, ...]]] = {}
         self._zones: dict[str, str | None] = {}
@@ -112,11 +113,17 @@ class RowChecker:
         email, name, first, last, zone, weekday, send_time, status, position, _ = self._fields(cells)
         reasons: list[str] = []
         email = self._checked(checked_address, unescape_formula(email), reasons)
-        name = self._checked(clean_name, _name_text(*map(unescape_formula, (name, first, last))), reasons)
+        name = unescape_formula(name)
+        if first or last:
+            name = _name_text(name, unescape_formula(first), unescape_formula(last))
+        name = self._checked(clean_name, name, reasons)
         cadence, problems = self._cadence(zone, weekday, send_time)
         if problems:
             reasons.extend(problems)
-        state, place = self._status_and_position(status, position, reasons)
+        if status or position:
+            state, place = self._status_and_position(status, position, reasons)
+        else:
+            state, place = self._default_status, self._position
         if reasons or cadence is None:
             return None, reasons
         return ImportRow(line, email, name, cadence, state, place), reasons
@@ -209,7 +216,7 @@ class RowChecker:
         elif word == "paused" and self._confirmed:
             status = "paused"
         else:
-            status = "active" if self._confirmed else "pending"
+            status = self._default_status
         number = raw_position.strip()
         if not number:
             return status, self._position
