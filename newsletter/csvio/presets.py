@@ -70,7 +70,6 @@ UNCONFIRMED = ToolStatus("pending")
 class Preset:
     """One tool's export: the header that identifies it and the columns (lower-cased) that hold each field."""
 
-    key: str
     title: str
     email: str
     required: frozenset[str]  # every export of the tool has all of these columns
@@ -104,7 +103,6 @@ class Preset:
 
 
 MAILCHIMP = Preset(
-    key="mailchimp",
     title="Mailchimp",
     email="email address",
     required=frozenset({"email address"}),
@@ -130,7 +128,6 @@ MAILCHIMP = Preset(
 )
 
 KIT = Preset(
-    key="kit",
     title="Kit",
     email="email_address",
     required=frozenset({"email_address", "state"}),
@@ -148,7 +145,6 @@ KIT = Preset(
 )
 
 SUBSTACK = Preset(
-    key="substack",
     title="Substack",
     email="email",
     required=frozenset({"email", "active_subscription", "email_disabled"}),
@@ -163,7 +159,6 @@ SUBSTACK = Preset(
 )
 
 LISTMONK = Preset(
-    key="listmonk",
     title="listmonk",
     email="email",
     required=frozenset({"uuid", "email", "attributes", "status"}),
@@ -181,7 +176,6 @@ LISTMONK = Preset(
 # Buttondown's types for readers in good standing, paid or not ("paused" pauses a payment, not the email).
 _BUTTONDOWN_READERS = ("regular", "premium", "trialed", "unpaid", "gifted", "churning", "past_due", "paused")
 BUTTONDOWN = Preset(
-    key="buttondown",
     title="Buttondown",
     email="email",
     required=frozenset({"email", "subscriber_type"}),
@@ -212,7 +206,8 @@ def detect_preset(columns: set[str]) -> Preset | None:
 def read_date(text: str) -> datetime | None:
     """A sign-up date as tools write it (ISO 8601, `2024-01-15 10:00:00 UTC`, Go's `… +0000 +0000`), in UTC.
 
-    A date without an offset is taken as UTC, which is what the five tools' exports use.
+    A date without an offset is taken as UTC: the five tools keep and export UTC, and the operator's own zone
+    would be a guess.
     """
     value = text.strip()
     try:

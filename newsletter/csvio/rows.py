@@ -31,7 +31,7 @@ from newsletter.models import SUBSCRIBER_STATUSES, SubscriberStatus
 from newsletter.schedule import Cadence, parse_timezone
 from newsletter.subscribers import clean_name, resolve_cadence
 
-CADENCES_REMEMBERED = 50_000
+CADENCES_REMEMBERED = 50_000  # distinct schedules (and tools' zone names) a checker keeps
 # A physical line that looks like a whole row of its own (an address, separators): swallowed by a stray quote.
 _LOOKS_LIKE_A_ROW = re.compile(r"[^\s,;\t\"]+@[^\s,;\t\"]+\s*[,;\t]")
 
@@ -176,6 +176,8 @@ class RowChecker:
         if not text.strip():
             return ""
         if text not in self._zones:
+            if len(self._zones) >= CADENCES_REMEMBERED:
+                self._zones.clear()
             try:
                 self._zones[text] = parse_timezone(text)
             except SubscriberError:
