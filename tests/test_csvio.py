@@ -1,4 +1,4 @@
-"""CSV import and export: bad rows reported by line, encodings, idempotence, round trips, the bulk path."""
+"""CSV import and export: bad rows by line, encodings, round trips, the bulk path, tool exports, --start-week."""
 
 from __future__ import annotations
 
