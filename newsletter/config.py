@@ -70,6 +70,8 @@ class DeliverySection:
     max_attempts: int = 8
     retry_base_seconds: int = 60
     hard_bounce_limit: int = 2
+    domain_pause_seconds: int = 300
+    domain_pause_max_seconds: int = 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,6 +372,11 @@ def _validate(settings: Settings, source: str) -> None:
         raise ConfigError(f'{source}: [schedule] weekday must be a day such as "Monday" or "Mon"')
     if settings.delivery.batch_size < 1 or settings.smtp.connections < 1:
         raise ConfigError(f"{source}: [delivery] batch_size and [smtp] connections must be at least 1")
+    delivery = settings.delivery
+    if not 1 <= delivery.domain_pause_seconds <= delivery.domain_pause_max_seconds:
+        raise ConfigError(
+            f"{source}: [delivery] domain_pause_seconds must be at least 1 and at most domain_pause_max_seconds"
+        )
     if settings.daemon.tick_seconds <= 0:
         raise ConfigError(f"{source}: [daemon] tick_seconds must be greater than 0")
     for entry in settings.web.trusted_proxies:

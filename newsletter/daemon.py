@@ -134,7 +134,7 @@ class Daemon:
         self.host = host
         self.port = port
         self.tick_seconds = tick_seconds or project.settings.daemon.tick_seconds
-        self.transport = transport or transport_from_settings(project.settings)
+        self.transport = transport or transport_from_settings(project.settings, project.db)
         self.metrics = metrics or ProcessMetrics(self.tick_seconds)
         self.stop = threading.Event()
         self._stop_reason = "asked to stop"

@@ -90,11 +90,12 @@ class RelayError(TransportError):
 
 
 class SendError(TransportError):
-    """One message was not accepted."""
+    """One message was not accepted; `by_recipient` when the recipient's server answered, not the connection."""
 
-    def __init__(self, message: str, *, code: int | None = None, reply: str = "") -> None:
+    def __init__(self, message: str, *, code: int | None = None, reply: str = "", by_recipient: bool = False) -> None:
         self.code = code
         self.reply = reply
+        self.by_recipient = by_recipient
         super().__init__(message)
 
 

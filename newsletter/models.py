@@ -13,6 +13,7 @@ from typing import Any, Literal, get_args
 from sqlalchemy import (
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -233,3 +234,27 @@ class WebhookNonce(Base):
     provider: Mapped[str] = mapped_column(String(16))
     nonce: Mapped[str] = mapped_column(String(255))
     seen_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+# --- pacing shared by every sender (newsletter/ledger/pacing.py) ---------------------------------------------------
+
+
+class DomainPause(Base):
+    """A recipient domain that asked us to slow down (421, 451, 4.7.x): its rows wait until `until`."""
+
+    __tablename__ = "domain_pauses"
+
+    domain: Mapped[str] = mapped_column(String(255), primary_key=True)
+    until: Mapped[datetime] = mapped_column(UTCDateTime)
+    strikes: Mapped[int] = mapped_column(Integer, default=1)  # pauses in a row; each doubles the next one
+    reply: Mapped[str] = mapped_column(Text, default="")
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class RateSlot(Base):
+    """The next free send slot of a rate limit shared by every sender on every machine (PostgreSQL)."""
+
+    __tablename__ = "rate_slots"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    next_free: Mapped[float] = mapped_column(Float)  # seconds since the epoch by the database's clock

@@ -63,16 +63,16 @@ class Fault:
     code: int = 0
     times: int | None = None  # None: every attempt
     seconds: float = 0.0
-    text: str = ""  # refuse_data: the reply after the code; "{rcpt}" becomes the recipient
+    text: str = ""  # refuse_data, temporary: the reply after the code; "{rcpt}" becomes the recipient (refuse_data)
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault {self.kind!r}; expected one of {', '.join(FAULT_KINDS)}")
 
 
-def temporary(code: int = 451, times: int | None = 1) -> Fault:
-    """Refuse RCPT TO with a 4xx reply for the first `times` attempts, then accept."""
-    return Fault("temporary", code, times)
+def temporary(code: int = 451, times: int | None = 1, text: str = "") -> Fault:
+    """Refuse RCPT TO with a 4xx reply (`code text`, if given) for the first `times` attempts, then accept."""
+    return Fault("temporary", code, times, text=text)
 
 
 def permanent(code: int = 550) -> Fault:
@@ -184,7 +184,7 @@ class _Recorder:
             if fault.code == 421 and server.transport is not None:
                 # 421 means the server is closing the session: hang up right after the reply.
                 server.loop.call_soon(server.transport.close)
-            return f"{fault.code} {fault.code // 100}.0.0 {fault.kind} failure for <{address}>"
+            return f"{fault.code} {fault.text or f'{fault.code // 100}.0.0 {fault.kind} failure for <{address}>'}"
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(options)
         return "250 2.1.5 Ok"

@@ -50,7 +50,7 @@ def send_over(project: Project, sink: SmtpSink, now: datetime) -> None:
 
 @pytest.fixture
 def course(project: Project) -> Project:
-    """Lesson 1 went out: bo@ refused for good (550), cy@ for now (451), eve@ then unsubscribed; plus one
+    """Lesson 1 went out: bo@ refused for good (550), cy@ for now (450), eve@ then unsubscribed; plus one
     reader added already suppressed and one whose confirmation has not gone out yet."""
     with project.db.session() as session:
         for name in READERS:
@@ -58,7 +58,7 @@ def course(project: Project) -> Project:
             add_subscriber(session, project, reader, confirmed=True, now=CONFIRMED_AT)
         valid = validate_subscriber(project.settings, SubscriberInput("old@example.com"))
         create_subscriber(session, project, valid, status="unsubscribed", now=CONFIRMED_AT, source="import")
-    faults = FaultPlan({"bo@example.com": permanent(550), "cy@example.com": temporary(451, times=None)})
+    faults = FaultPlan({"bo@example.com": permanent(550), "cy@example.com": temporary(450, times=None)})
     with SmtpSink(faults=faults) as sink:
         send_over(project, sink, FIRST_SLOT)
     with project.db.session() as session:
@@ -148,7 +148,7 @@ def test_the_oldest_overdue_delivery_and_the_latest_errors(course: Project) -> N
     errors = {row.email: row for row in report.recent_errors}
     assert set(errors) == {"bo@example.com", "cy@example.com"}
     assert errors["bo@example.com"].status == "failed" and "550" in (errors["bo@example.com"].smtp_reply or "")
-    assert errors["cy@example.com"].status == "pending" and "451" in (errors["cy@example.com"].smtp_reply or "")
+    assert errors["cy@example.com"].status == "pending" and "450" in (errors["cy@example.com"].smtp_reply or "")
     assert report.next_due is not None and report.next_due.due_at > LATER
 
 
@@ -232,7 +232,7 @@ def test_deliveries_and_retry_commands(course: Project) -> None:
     assert "550" in rows[0]["smtp_reply"]
 
     code, output = invoke(course, "deliveries", "--email", "cy@example.com")
-    assert code == 0 and "cy@example.com" in output and "451" in output
+    assert code == 0 and "cy@example.com" in output and "450" in output
 
     code, output = invoke(course, "deliveries", "--email", "nobody@example.com")
     assert code == 1 and "no subscriber nobody@example.com" in output
@@ -252,7 +252,7 @@ def test_status_text_names_the_late_and_the_failed(course: Project) -> None:
     code, output = invoke(course, "status", "--now", LATER.isoformat())
     assert code == 0
     assert "Oldest overdue cy@example.com, muscle," in output and "1 h 59 min late" in output
-    assert "550" in output and "451" in output
+    assert "550" in output and "450" in output
     assert "muscle" in output and "longevity" in output
 
 

@@ -84,7 +84,7 @@ def send_command(
             click.echo(held)
         click.echo(f"{len(planned.due)} due; nothing sent (dry run)")
         return
-    transport = transport_from_settings(project.settings)
+    transport = transport_from_settings(project.settings, project.db)
     transport.check()
     console = Console(stderr=True)
     try:
@@ -134,7 +134,7 @@ def test_send_command(ctx: click.Context, slug: str, to: str, name: str) -> None
     from newsletter.subscribers import clean_name, normalise_email
 
     project = open_project(ctx)
-    transport = transport_from_settings(project.settings)
+    transport = transport_from_settings(project.settings, project.db)
     transport.check()
     try:
         reply = send_test(project, transport, slug, normalise_email(to), name=clean_name(name))

@@ -22,7 +22,7 @@ from newsletter.errors import (
     TransportError,
     UncarriedSendError,
 )
-from newsletter.ledger import outcomes, wire
+from newsletter.ledger import outcomes, pacing, wire
 from newsletter.ledger.course import reconcile
 from newsletter.ledger.wire import Claimed
 from newsletter.message import lesson_message_id, message_id_for
@@ -93,6 +93,7 @@ class Dispatcher:
         self._fatal: TransportError | None = None
         self._lease = timedelta(seconds=self.settings.delivery.lease_seconds)
         self._claimed: deque[Claimed] = deque()
+        self._pauses = pacing.DomainPauses(self.settings, self.owner)
         self._remaining: int | None = None
         self._nothing_due = False
         self._work: queue.SimpleQueue[_Flight | None] = queue.SimpleQueue()
@@ -193,11 +194,13 @@ class Dispatcher:
             size = min(size, self._remaining)
             if size <= 0:
                 return []
+        now = self.clock()
         with self.project.db.engine.begin() as database:
-            ids = wire.claim_due(database, self.owner, self.clock(), self._lease, size)
+            ids = wire.claim_due(database, self.owner, now, self._lease, size)
             if self._remaining is not None:
                 self._remaining -= len(ids)
-            return wire.load_claimed(database, ids) if ids else []
+            claimed = wire.load_claimed(database, ids) if ids else []
+            return self._pauses.passing(database, claimed, now)
 
     def _prepare(self, item: Claimed, now: datetime) -> Envelope | NewsletterError:
         """Render and compose the message (no database work), or the error that stops it."""
@@ -241,10 +244,20 @@ class Dispatcher:
         sent = [(done.flight.item, done.reply, done.at) for done in landed if done.kind == "sent"]
         if sent:
             counts += ["sent"] * len(outcomes.record_sent_many(database, settings, series, gates, sent, owner))
+            self._pauses.clear_recovered(database, sent)
         for done in landed:
             item, error = done.flight.item, done.error
             if done.kind == "retry" and isinstance(error, TransientSendError):
-                counts.append(outcomes.record_retry(database, settings, series, gates, item, owner, error, done.at))
+                paused = (
+                    self._pauses.pause(database, item, error, done.at, self._claimed)
+                    if pacing.is_throttle(error)
+                    else None
+                )
+                counts.append(
+                    outcomes.record_retry(
+                        database, settings, series, gates, item, owner, error, done.at, paused_until=paused
+                    )
+                )
             elif done.kind == "failed" and isinstance(error, PermanentSendError):
                 counts.append(outcomes.record_failure(database, settings, series, gates, item, owner, error, done.at))
             elif done.kind == "held":

@@ -2,7 +2,9 @@
 
     waiting.py   the row each reader waits on: planning it (the one rule is `planning.next_send`),
                  cancelling it, holding and releasing it for lessons that may not go out (the gates)
-    wire.py      the send path: claims, leases, "on the wire", and recording what the relay said
+    wire.py      the send path: claims, leases, "on the wire", held and released rows
+    outcomes.py  recording what the relay said, in batches: sent, retried, failed, and the next lesson
+    pacing.py    recipient domains that asked us to slow down: paused for every sender, through the database
     course.py    a course that changed on disk: re-planning every waiting row, and the impact preview
     operator.py  what an operator puts back: `retry`
 

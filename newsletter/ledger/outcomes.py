@@ -190,8 +190,13 @@ def record_retry(
     owner: str,
     error: TransientSendError,
     now: datetime,
+    *,
+    paused_until: datetime | None = None,
 ) -> str | None:
-    """A temporary failure: try again after backoff, or, out of attempts, record it failed and move on."""
+    """A temporary failure: try again after backoff, or, out of attempts, record it failed and move on.
+
+    With `paused_until` (its domain asked us to slow down, `ledger.pacing`) the row waits at least that long.
+    """
     row = connection.execute(
         update(DELIVERIES)
         .where(DELIVERIES.c.id == item.delivery_id, DELIVERIES.c.lease_owner == owner)
@@ -207,6 +212,8 @@ def record_retry(
             move_on(connection, settings, series, gates, [Passed(item, now, delivered=False)])
         return "failed"
     due = now + retry_delay(settings.delivery.retry_base_seconds, row.attempts)
+    if paused_until is not None:
+        due = max(due, paused_until)
     connection.execute(update(DELIVERIES).where(delivery).values(status="pending", due_at=due))
     return "retry"
 

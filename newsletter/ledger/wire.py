@@ -171,14 +171,17 @@ def release_started(connection: Connection, delivery_id: int, owner: str) -> Non
     connection.execute(_RELEASE_STARTED, {"delivery": delivery_id, "owner": owner})
 
 
-def release_unstarted(connection: Connection, delivery_ids: list[int], owner: str) -> None:
-    """Give back claimed rows that were never put on the wire."""
+def release_unstarted(
+    connection: Connection, delivery_ids: list[int], owner: str, *, due_at: datetime | None = None
+) -> None:
+    """Give back claimed rows that were never put on the wire (to wait until `due_at`, if given)."""
     if delivery_ids:
+        waiting = {"due_at": due_at} if due_at is not None else {}
         connection.execute(
             update(DELIVERIES)
             .where(DELIVERIES.c.id.in_(delivery_ids), DELIVERIES.c.lease_owner == owner)
             .where(DELIVERIES.c.status == "sending")
-            .values(status="pending", lease_owner=None, lease_until=None)
+            .values(status="pending", lease_owner=None, lease_until=None, **waiting)
         )
 
 

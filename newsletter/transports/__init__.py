@@ -14,13 +14,16 @@ whole cannot work. Only a `PermanentSendError` ever counts against a subscriber.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from newsletter.errors import ConfigError
 from newsletter.transports.memory import MemoryTransport
 from newsletter.transports.outbox import OutboxMessage, OutboxTransport, read_outbox
 from newsletter.transports.ratelimit import RateLimiter
 from newsletter.transports.smtp import SmtpTransport
+
+if TYPE_CHECKING:
+    from newsletter.db import Database
 
 __all__ = [
     "RATE_STATE_FILENAME",
@@ -76,8 +79,12 @@ class Transport(Protocol):
         """Release connections and files; the transport may be used again afterwards."""
 
 
-def transport_from_settings(settings: Any) -> Transport:
-    """Build the transport that `[delivery] transport` names, from a loaded `Settings`."""
+def transport_from_settings(settings: Any, database: Database | None = None) -> Transport:
+    """Build the transport that `[delivery] transport` names, from a loaded `Settings`.
+
+    `[smtp] rate_per_second` is shared by every sender of the project: through `database` when it is
+    PostgreSQL (every machine), else through a state file beside config.toml (every process of this one).
+    """
     delivery = settings.delivery
     if delivery.transport == "outbox":
         return OutboxTransport(delivery.outbox)
@@ -94,5 +101,6 @@ def transport_from_settings(settings: Any) -> Transport:
             rate_per_second=rate,
             timeout=smtp.timeout,
             rate_state_path=settings.root / RATE_STATE_FILENAME if rate else None,
+            rate_engine=database.engine if rate and database is not None and database.dialect == "postgresql" else None,
         )
     raise ConfigError(f"[delivery] transport must be 'outbox' or 'smtp', got {delivery.transport!r}")

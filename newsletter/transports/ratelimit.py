@@ -7,8 +7,9 @@ reserves its slot under a lock and sleeps outside it, so threads queue up withou
 Several processes on one machine share one limit by naming the same ``state_path``: the next free slot
 then lives in that small text file, read and rewritten under an exclusive ``fcntl.flock``. The file holds
 wall-clock seconds so that every process reads the same clock; it may be deleted at any time (the next
-caller starts afresh). Processes on different machines cannot share a limit this way: give each machine
-its share of the relay's rate instead.
+caller starts afresh). Processes on several machines share one limit through a PostgreSQL database
+(``engine``): the slot is a row of `rate_slots`, advanced by one atomic UPDATE, by the database's clock —
+one clock for every machine, whatever theirs say.
 """
 
 from __future__ import annotations
@@ -19,8 +20,17 @@ import threading
 import time
 from pathlib import Path
 
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import SQLAlchemyError
+
 from newsletter.errors import TransportError
 
+# One round trip reserves a slot and says how long to wait for it, by the database's clock.
+_RESERVE = text(
+    "UPDATE rate_slots SET next_free = GREATEST(next_free, extract(epoch FROM clock_timestamp())) + :interval "
+    "WHERE name = :name RETURNING next_free - :interval - extract(epoch FROM clock_timestamp())"
+)
+_CREATE = text("INSERT INTO rate_slots (name, next_free) VALUES (:name, 0) ON CONFLICT (name) DO NOTHING")
 # How far ahead a stored slot may lie before it is treated as left over from a clock stepped backwards.
 _MIN_HORIZON_SECONDS = 60.0
 _HORIZON_SLOTS = 1000
@@ -29,11 +39,15 @@ _HORIZON_SLOTS = 1000
 class RateLimiter:
     """Space calls to `acquire` at least ``1 / rate`` seconds apart."""
 
-    def __init__(self, rate: float, state_path: Path | None = None) -> None:
+    def __init__(
+        self, rate: float, state_path: Path | None = None, *, engine: Engine | None = None, name: str = "smtp"
+    ) -> None:
         if not rate > 0:
             raise ValueError(f"rate must be a positive number of messages per second, got {rate!r}")
         self.rate = rate
         self.state_path = state_path
+        self.engine = engine
+        self.name = name
         self._interval = 1.0 / rate
         self._horizon = max(_MIN_HORIZON_SECONDS, _HORIZON_SLOTS * self._interval)
         self._next_free = 0.0
@@ -41,8 +55,7 @@ class RateLimiter:
 
     def acquire(self) -> float:
         """Wait for the next free slot; return the seconds waited."""
-        slot = self._reserve()
-        delay = slot - time.time()
+        delay = self._reserve_in_database(self.engine) if self.engine is not None else self._reserve() - time.time()
         if delay > 0:
             time.sleep(delay)
             return delay
@@ -86,3 +99,16 @@ class RateLimiter:
         finally:
             # Closing the descriptor releases the flock.
             os.close(fd)
+
+    def _reserve_in_database(self, engine: Engine) -> float:
+        """Reserve the next slot in `rate_slots`; return the seconds until it (no lock held while waiting)."""
+        values = {"name": self.name, "interval": self._interval}
+        try:
+            with engine.begin() as connection:
+                wait = connection.execute(_RESERVE, values).scalar()
+                if wait is None:  # the first sender ever: make the row, then reserve as everyone does
+                    connection.execute(_CREATE, values)
+                    wait = connection.execute(_RESERVE, values).scalar_one()
+        except SQLAlchemyError as exc:
+            raise TransportError(f"the shared send rate in the database cannot be read: {exc}") from exc
+        return float(wait)

@@ -22,6 +22,7 @@ from newsletter.errors import (
 from newsletter.transports.ratelimit import RateLimiter
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
     from typing_extensions import Buffer
 
     from newsletter.transports import Envelope
@@ -88,6 +89,7 @@ class SmtpTransport:
         ssl_context: ssl.SSLContext | None = None,
         local_hostname: str | None = None,
         rate_state_path: Path | None = None,
+        rate_engine: Engine | None = None,
     ) -> None:
         if security not in SECURITY_MODES:
             raise TransportError(f"SMTP security must be one of {', '.join(SECURITY_MODES)}, got {security!r}")
@@ -103,7 +105,11 @@ class SmtpTransport:
         self._ssl_context = ssl_context
         self._where = f"SMTP server {host}:{port}"
         self.connections = connections
-        self._limiter = RateLimiter(rate_per_second, rate_state_path) if rate_per_second else None
+        self._limiter = (
+            RateLimiter(rate_per_second, rate_state_path, engine=rate_engine, name=f"smtp {host}:{port}")
+            if rate_per_second
+            else None
+        )
         self._slots = threading.BoundedSemaphore(connections)
         self._idle: list[_Connection] = []
         self._idle_lock = threading.Lock()
@@ -321,9 +327,10 @@ def _is_about_recipient(reply: str, recipients: Sequence[str], *, at_rcpt: bool)
 
 
 def _by_code(code: int, message: str, reply: str) -> SendError:
+    """A refusal about the recipient (RCPT TO, or DATA naming them): a 4xx is retried, a 5xx bounces."""
     if 400 <= code < 500:
-        return TransientSendError(message, code=code, reply=reply)
-    return PermanentSendError(message, code=code, reply=reply)
+        return TransientSendError(message, code=code, reply=reply, by_recipient=True)
+    return PermanentSendError(message, code=code, reply=reply, by_recipient=True)
 
 
 def _worst_refusal(refusals: dict[str, tuple[int, bytes]]) -> tuple[int, str]:
