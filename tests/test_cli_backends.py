@@ -7,8 +7,10 @@ the module named beside it) on both backends, or declared not to touch the datab
 from __future__ import annotations
 
 import contextlib
+import html
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -22,12 +24,14 @@ import httpx2
 import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import func, select
+from starlette.testclient import TestClient
 
 from newsletter import tokens
 from newsletter.cli import main
 from newsletter.models import Delivery, Subscriber
 from newsletter.project import Project
 from newsletter.subscribers import SubscriberInput, add_subscriber
+from newsletter.web import create_app
 
 CONFIRMED_AT = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)  # a Monday
 FIRST_SLOT = datetime(2026, 3, 2, 7, 0, tzinfo=UTC)
@@ -164,6 +168,17 @@ def test_the_impact_of_an_edit_is_shown_before_it_lands(any_project: Project, cl
     dry = json.loads(ok(cli("send", "--now", FIRST_SLOT.isoformat(), "--dry-run", "--json")))
     assert dry["course_changes"] == json.loads(ok(cli("lessons", "--impact", "--json")))
     assert "1 of 'knees' (draft)" in dry["held"]
+    with any_project.db.reading() as session:
+        assert session.scalar(select(Delivery.status).where(Delivery.lesson == "knees")) == "pending"
+    # The studio's Changes page says the same, and changes nothing either.
+    edited = Project(any_project.settings)
+    app = create_app(edited, live_reload=False, clock=lambda: FIRST_SLOT)
+    with TestClient(app, base_url="http://127.0.0.1:8025", client=("127.0.0.1", 50000)) as studio:
+        page = studio.get("/changes")
+    edited.close()
+    assert page.status_code == 200
+    listed = [html.unescape(item) for item in re.findall(r"<li>(.*?)</li>", page.text)]
+    assert listed == json.loads(ok(cli("lessons", "--impact", "--json"))) and listed
     with any_project.db.reading() as session:
         assert session.scalar(select(Delivery.status).where(Delivery.lesson == "knees")) == "pending"
 

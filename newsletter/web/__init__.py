@@ -1,8 +1,9 @@
 """The web app: the preview studio for editors and the pages subscribers use, as one Starlette application.
 
-    studio (preview.py, outbox.py, livereload.py)     public (signup.py, unsubscribe.py, preferences.py)
+    studio (preview.py, changes.py, outbox.py, ...)   public (signup.py, unsubscribe.py, preferences.py)
     /                  the course at a glance          /subscribe              the sign-up form
     /preview/<slug>    one email, as a reader sees it  /confirm/<token>        double opt-in: GET shows, POST confirms
+    /changes           the course on disk vs. the plan
     /outbox            the outbox folder as an inbox   /u/<token>              RFC 8058 one-click unsubscribe
     /_studio/events    live reload (server-sent)       /u/<token>/resubscribe  coming back after unsubscribing
                                                        /preferences/<token>    pause, resume, day and time
@@ -31,7 +32,7 @@ from starlette.staticfiles import StaticFiles
 
 from newsletter.config import Settings, load_settings
 from newsletter.project import Project
-from newsletter.web import media, outbox, preferences, preview, signup, unsubscribe, webhooks
+from newsletter.web import changes, media, outbox, preferences, preview, signup, unsubscribe, webhooks
 from newsletter.web.livereload import ProjectHolder, events_endpoint, watch_project
 from newsletter.web.pages import ENVIRONMENT, HERE, WebContext, page, studio_only_async, web_context
 from newsletter.web.proxies import ForwardedClient, TrustedProxies
@@ -107,7 +108,7 @@ def create_app(
     ]
     if studio:
         events = studio_only_async(events_endpoint(lambda request: web_context(request).holder))
-        routes += [*preview.routes, *outbox.routes, Route("/_studio/events", events, name="events")]
+        routes += [*preview.routes, *changes.routes, *outbox.routes, Route("/_studio/events", events, name="events")]
     else:
         routes.append(Route("/", lambda request: RedirectResponse("/subscribe", status_code=307)))
 
