@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -48,8 +49,20 @@ def sender_env(database_url: str, port: int, env: dict[str, str]) -> dict[str, s
     }
 
 
+_SEEDED: list[Project] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_seeded() -> Iterator[None]:
+    """Close what `seed` opened even when a test fails: a connection left to the GC fails a later test."""
+    yield
+    while _SEEDED:
+        _SEEDED.pop().close()
+
+
 def seed(project_dir: Path, environment: dict[str, str], readers: int) -> Project:
     project = Project(load_settings(project_dir / "config.toml", env=environment))
+    _SEEDED.append(project)
     with project.db.session() as session:
         for n in range(readers):
             reader = SubscriberInput(f"reader{n}@example.com", f"Reader {n}", "UTC", "Monday", "07:00")
@@ -113,7 +126,6 @@ def test_sigkill_at_random_moments_loses_nothing(project_dir: Path, env: dict[st
     duplicates = sum(count - 1 for count in received.values())
     # ... and a kill repeats at most what the sender had marked on the wire but not yet recorded.
     assert duplicates <= kills * IN_FLIGHT_PER_CONNECTION * CONNECTIONS
-    project.db.dispose()
 
 
 def test_four_senders_at_once_send_nothing_twice(project_dir: Path, env: dict[str, str], database_url: str) -> None:
@@ -128,7 +140,6 @@ def test_four_senders_at_once_send_nothing_twice(project_dir: Path, env: dict[st
 
     assert len(received) == readers and set(received.values()) == {1}
     assert week_one_statuses(project) == Counter({"sent": readers})
-    project.db.dispose()
 
 
 def test_processes_option_sends_everything_once_and_adds_up_the_counts(
@@ -147,7 +158,6 @@ def test_processes_option_sends_everything_once_and_adds_up_the_counts(
     assert (counts["sent"], counts["retry"], counts["failed"]) == (readers, 0, 0)
     assert len(received) == readers and set(received.values()) == {1}
     assert week_one_statuses(project) == Counter({"sent": readers})
-    project.db.dispose()
 
 
 @pytest.mark.parametrize("processes", ["1", "3"])
@@ -173,4 +183,3 @@ def test_sigterm_finishes_the_message_on_the_wire_and_exits_cleanly(
     assert statuses["sending"] == 0  # nothing half-recorded
     assert statuses["sent"] == received and 0 < received < 20
     assert statuses["pending"] == 20 - received
-    project.db.dispose()
