@@ -23,9 +23,11 @@ from newsletter.cli import main
 from newsletter.daemon import Daemon
 from newsletter.errors import ConfigError, MailboxError
 from newsletter.feedback.mailbox import parse_mailbox_url
+from newsletter.feedback.mailto import unsubscribe_address
 from newsletter.feedback.sweep import FeedbackSummary, process_mailbox
-from newsletter.models import Feedback, Subscriber
+from newsletter.models import Event, Feedback, Subscriber
 from newsletter.project import Project
+from newsletter.subscribers import erase, get_subscriber
 from newsletter.transports import MemoryTransport
 
 
@@ -123,13 +125,88 @@ def test_the_command_prints_one_line_or_json(
     assert dry.exit_code == 0, dry.output
     assert dry.output.strip() == (
         "dry run, nothing changed: 5 messages: 2 recorded (1 hard, 0 soft, 1 complaints; 1 suppressed, "
-        "1 unsubscribed), 0 duplicate, 1 ignored, 2 kept as unknown"
+        "1 unsubscribed), 0 unsubscribe emails, 0 duplicate, 1 ignored, 2 kept as unknown"
     )
     done = CliRunner().invoke(main, ["--config", config, "bounces", "--json", "--now", "2026-03-03T09:00Z"])
     assert done.exit_code == 0, done.output
     assert json.loads(done.output) == {**expected_first_pass().as_dict(), "dry_run": False}
     again = CliRunner().invoke(main, ["--config", config, "bounces", "--json"])
     assert json.loads(again.output)["recorded"] == 0
+
+
+# --- the mailto: in List-Unsubscribe -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def unsubscribing(maildir_project: Project) -> Iterator[Project]:
+    """The Maildir project with [bounces] address set too, so every email offers its reader's mailto: address."""
+    project = Project(maildir_project.settings.replace("bounces", address="bounces@mail.running.example.com"))
+    yield project
+    project.db.dispose()
+
+
+def mailto_events(project: Project) -> list[tuple[str, str]]:
+    with project.db.session() as session:
+        rows = session.execute(
+            select(Subscriber.email, Event.source)
+            .join(Event, Event.subscriber_id == Subscriber.id)
+            .where(Event.kind == "unsubscribed")
+            .order_by(Event.id)
+        )
+        return [(email, source) for email, source in rows]
+
+
+def test_an_email_to_a_readers_unsubscribe_address_unsubscribes_them_once(
+    unsubscribing: Project, tmp_path: Path
+) -> None:
+    readers(unsubscribing, "ann@example.com", "bo@example.com", "cy@example.com")
+    sent_lessons = send_week(unsubscribing, 1)
+    lessons = {email: sent(unsubscribing, email) for email in ("ann@example.com", "bo@example.com", "cy@example.com")}
+    ann_address = unsubscribe_address(unsubscribing.settings, lessons["ann@example.com"].subscriber_id)
+    [to_ann] = [envelope for envelope in sent_lessons.sent if envelope.recipients == ("ann@example.com",)]
+    assert ann_address and f", <mailto:{ann_address}?subject=unsubscribe>\r\n".encode() in to_ann.data
+    folder = tmp_path / "bounces"
+    mail = {
+        "apple": bounce(unsubscribing, "apple-mail-unsubscribe.eml", lessons["ann@example.com"]),
+        "gmail": bounce(unsubscribing, "gmail-unsubscribe.eml", lessons["bo@example.com"]),
+        # A hard bounce quotes cy's lesson, its List-Unsubscribe mailto: included: a bounce, not a request.
+        "hard": bounce(unsubscribing, "postfix-hard.eml", lessons["cy@example.com"]),
+    }
+    deliver(folder, mail)
+    expected = FeedbackSummary(
+        messages=3, recorded=1, hard_bounces=1, suppressed=1, unsubscribed=2, unsubscribe_emails=2
+    )
+    assert process_mailbox(unsubscribing, AFTER_FIRST, dry_run=True) == expected
+    assert set(statuses(unsubscribing).values()) == {"active"} and len(files(folder)) == 3
+
+    assert process_mailbox(unsubscribing, AFTER_FIRST) == expected
+    assert statuses(unsubscribing) == {
+        "ann@example.com": "unsubscribed",
+        "bo@example.com": "unsubscribed",
+        "cy@example.com": "bounced",
+    }
+    assert mailto_events(unsubscribing) == [("ann@example.com", "mailto"), ("bo@example.com", "mailto")]
+    assert files(folder) == []  # all three taken out of the way
+
+    # Pressing "unsubscribe" again, and the same email delivered twice, change nothing and are taken out too.
+    deliver(folder, {"again": mail["apple"], "twice": mail["gmail"]})
+    assert process_mailbox(unsubscribing, AFTER_FIRST) == FeedbackSummary(messages=2, unsubscribe_emails=2)
+    assert mailto_events(unsubscribing) == [("ann@example.com", "mailto"), ("bo@example.com", "mailto")]
+    assert files(folder) == []
+    assert send_week(unsubscribing, 2).sent == []  # nobody left to get lesson 2
+
+
+def test_an_unsubscribe_email_for_someone_erased_is_taken_out_and_changes_nothing(
+    unsubscribing: Project, tmp_path: Path
+) -> None:
+    readers(unsubscribing, "ann@example.com")
+    send_week(unsubscribing, 1)
+    ann = sent(unsubscribing, "ann@example.com")
+    with unsubscribing.db.session() as session:
+        erase(session, unsubscribing, get_subscriber(session, ann.email), now=AFTER_FIRST)
+    deliver(tmp_path / "bounces", {"late": bounce(unsubscribing, "apple-mail-unsubscribe.eml", ann)})
+    assert process_mailbox(unsubscribing, AFTER_FIRST) == FeedbackSummary(messages=1, unsubscribe_emails=1)
+    assert files(tmp_path / "bounces") == [] and statuses(unsubscribing) == {}
 
 
 def test_a_missing_mailbox_is_one_clear_line(project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -273,6 +350,23 @@ def test_an_imap_pass_moves_what_it_recorded_to_the_processed_folder(
     ]
     assert statuses(project)["bo@example.com"] == "unsubscribed"
     assert process_mailbox(over_imap, AFTER_FIRST) == FeedbackSummary(messages=2, kept=2)
+
+
+def test_an_imap_pass_unsubscribes_by_mailto_and_moves_the_email(
+    project: Project, server: dovecot.Dovecot, imap: imaplib.IMAP4_SSL
+) -> None:
+    url = f"imaps://{dovecot.USER}@127.0.0.1:{server.imaps_port}/INBOX"
+    over_imap = Project(
+        url_project(project, url).settings.replace("bounces", address="bounces@mail.running.example.com")
+    )
+    readers(over_imap, "ann@example.com")
+    send_week(over_imap, 1)
+    imap.append("INBOX", None, None, bounce(over_imap, "gmail-unsubscribe.eml", sent(over_imap, "ann@example.com")))
+    assert process_mailbox(over_imap, AFTER_FIRST) == FeedbackSummary(messages=1, unsubscribed=1, unsubscribe_emails=1)
+    assert statuses(over_imap) == {"ann@example.com": "unsubscribed"}
+    assert folder_subjects(imap, "INBOX") == []
+    assert folder_subjects(imap, "Processed") == ["unsubscribe"]
+    over_imap.db.dispose()
 
 
 def test_without_move_imap_copies_then_deletes(
