@@ -76,3 +76,23 @@ def test_the_address_in_the_body_only_is_no_request(mailing: Settings) -> None:
     ).encode()
     classified = classify(mailing, raw)
     assert classified.unsubscribe_request is None and not classified.recognised
+
+
+def test_an_own_address_takes_the_tag_and_the_bounce_addresses_tagged_form_then_names_nobody(
+    mailing: Settings,
+) -> None:
+    own = mailing.replace("bounces", unsubscribe_address="leave@lists.running.example.com")
+    address = unsubscribe_address(own, GUS.subscriber_id)
+    assert address is not None and address.startswith("leave+unsubscribe-3-")
+    assert address.endswith("@lists.running.example.com")
+    assert classify(own, filled(own, "gmail-unsubscribe.eml", GUS)).unsubscribe_request == GUS.subscriber_id
+    # The form on the bounce address is not what these emails offer, so it asks for nothing.
+    assert not classify(own, filled(mailing, "gmail-unsubscribe.eml", GUS)).recognised
+
+
+def test_an_unsubscribe_mailbox_alone_is_a_mailbox_that_reads_them(settings: Settings, tmp_path: Path) -> None:
+    own = settings.replace(
+        "bounces", unsubscribe_address="leave@lists.running.example.com", unsubscribe_mailbox=str(tmp_path / "leave")
+    )
+    assert unsubscribe_mailto(own, 5).startswith("mailto:leave+unsubscribe-5-")
+    assert bounce_address(own, 5) is None  # no [bounces] address: the envelope sender stays the From address

@@ -18,15 +18,20 @@ from pathlib import Path
 
 import dkim
 import pytest
+from feedback_mail import FIRST_SLOT, readers
+from smtp_sink import SmtpSink
 
 from newsletter.checklist import run_checklist
 from newsletter.config import Settings
+from newsletter.dispatch import send_due
 from newsletter.errors import MessageError, SubscriberError
 from newsletter.feedback.mailto import unsubscribe_address
 from newsletter.lessons import load_series
 from newsletter.message import DELIVERY_HEADER, _header_field, lesson_message_id
 from newsletter.models import CONFIRMATION, Subscriber
 from newsletter.project import Project
+from newsletter.subscribers import SubscriberInput, add_subscriber
+from newsletter.transports import SmtpTransport
 
 REPO = Path(__file__).resolve().parent.parent
 BUNDLED = load_series(REPO / "lessons")
@@ -321,3 +326,40 @@ def test_dkim_signature_verifies_with_dkimpy(project: Project, settings: Setting
     assert dkim.verify(raw.replace(b"\r\nX-Newsletter-Delivery", b"\r\nX-Other", 1), dnsfunc=dns)
     results = run_checklist(raw, call_to_action="Try this week", dkim_dns=dns)
     assert [str(result) for result in results if not result.ok] == []
+
+
+def test_the_signature_covers_every_header_we_add_on_the_bytes_the_smtp_server_received(
+    any_project: Project, tmp_path: Path
+) -> None:
+    """A lesson and a confirmation sent over SMTP, each verified by dkimpy as a receiving provider would."""
+    key, record = generate_key(tmp_path)
+    settings = any_project.settings.replace("dkim", selector="news2026", domain="running.example.com", private_key=key)
+    settings = settings.replace("sender", reply_to="coach@running.example.com")
+    settings = settings.replace("bounces", address="bounces@mail.running.example.com", mailbox=str(tmp_path / "in"))
+    signing = Project(settings)
+    readers(signing, "ann@example.com")
+    with signing.db.session() as session:
+        add_subscriber(session, signing, SubscriberInput("bo@example.com"), confirmed=False, now=FIRST_SLOT)
+    with SmtpSink() as sink:
+        transport = SmtpTransport("127.0.0.1", sink.port)
+        try:
+            send_due(signing, transport, now=FIRST_SLOT + timedelta(minutes=1))
+        finally:
+            transport.close()
+        received = {message.recipients[0]: message.data for message in sink.messages}
+    signing.db.dispose()
+    assert set(received) == {"ann@example.com", "bo@example.com"}
+    for recipient, raw in received.items():
+        assert dkim.verify(raw, dnsfunc=lambda name, timeout=5: record), recipient
+        head = header_block(raw).decode("ascii")
+        names = {line.split(":", 1)[0].lower() for line in head.split("\r\n") if line[:1] not in (" ", "\t")}
+        tags = re.sub(r"\s+", "", str(parse(raw)["DKIM-Signature"]))
+        signed_list = re.search(r"(?:^|;)h=([^;]+)", tags)
+        assert signed_list, tags
+        signed_headers = {name.lower() for name in signed_list.group(1).split(":")}
+        assert names - {"dkim-signature", DELIVERY_HEADER.lower()} <= signed_headers, recipient
+        ours = {"reply-to", "list-id", "list-unsubscribe", "list-unsubscribe-post", "feedback-id", "auto-submitted"}
+        assert ours <= names  # really there, so the line above proves each is signed
+        assert ("precedence" in names) == (recipient == "ann@example.com")  # lessons only
+        assert "precedence" in signed_headers  # named even when absent: nobody on the way may add one
+        assert ", <mailto:bounces+unsubscribe-" in str(parse(raw)["List-Unsubscribe"])

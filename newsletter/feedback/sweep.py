@@ -1,5 +1,7 @@
 """One pass over the bounce mailbox: read each message, record what it reports, then move it out of the way.
 
+With [bounces] unsubscribe_mailbox naming another mailbox, the pass reads that one next, the same way.
+
 A message is taken out of the mailbox (moved, or deleted on POP3) only once its records are committed,
 and only when everything in it was recorded, was a duplicate, or asked for nothing (a delay warning, a
 "delivered" report, a not-spam report). An email to a reader's unsubscribe address unsubscribes them and
@@ -19,8 +21,9 @@ from typing import TypeVar
 
 from sqlalchemy.orm import Session
 
+from newsletter.errors import ConfigError
 from newsletter.feedback.classifier import Classified, classify
-from newsletter.feedback.mailbox import open_mailbox
+from newsletter.feedback.mailbox import Mailbox, configured_mailboxes, open_mailbox
 from newsletter.feedback.record import DUPLICATE, RECORDED, Recorded, record_report, record_unsubscribe_email
 from newsletter.feedback.report import COMPLAINT, HARD_BOUNCE
 from newsletter.project import Project
@@ -80,38 +83,46 @@ class FeedbackSummary:
 
 
 def process_mailbox(project: Project, now: datetime, *, dry_run: bool = False) -> FeedbackSummary:
-    """Process every message in [bounces] mailbox; with `dry_run`, change nothing and say what would happen."""
+    """Process every message in the configured mailboxes; with `dry_run`, change nothing and say what would happen."""
+    mailboxes = configured_mailboxes(project.settings)
+    if not mailboxes:
+        raise ConfigError("[bounces] mailbox is not set: name a Maildir folder or an imaps:// or pop3s:// URL")
     summary = FeedbackSummary()
-    mailbox = open_mailbox(project.settings)
-    try:
-        for stored in mailbox.messages():
-            summary.messages += 1
-            classified = classify(project.settings, stored.data)
-            if not classified.recognised:
-                summary.kept += 1
-                continue
-            requester = classified.unsubscribe_request
-            if requester is not None:
-                summary.unsubscribe_emails += 1
-                unsubscribe = partial(record_unsubscribe_email, project=project, subscriber_id=requester, now=now)
-                summary.unsubscribed += _attempt(project, dry_run, unsubscribe)
-                if not dry_run:
-                    mailbox.processed(stored.key)
-                continue
-            outcomes = _attempt(project, dry_run, partial(_record_all, project=project, classified=classified, now=now))
-            for outcome in outcomes:
-                summary.add(outcome)
-            if any(outcome.outcome not in (RECORDED, DUPLICATE) for outcome in outcomes):
-                summary.kept += 1
-                continue
-            summary.ignored += not outcomes
-            if not dry_run:
-                mailbox.processed(stored.key)
-    finally:
-        mailbox.close()
+    for which in mailboxes:
+        mailbox = open_mailbox(project.settings, which)
+        try:
+            _sweep(project, mailbox, summary, now, dry_run)
+        finally:
+            mailbox.close()
     if summary.messages and not dry_run:
         log.info("bounces: %s", summary.line(), extra={"fields": {"event": "bounces", **summary.as_dict()}})
     return summary
+
+
+def _sweep(project: Project, mailbox: Mailbox, summary: FeedbackSummary, now: datetime, dry_run: bool) -> None:
+    for stored in mailbox.messages():
+        summary.messages += 1
+        classified = classify(project.settings, stored.data)
+        if not classified.recognised:
+            summary.kept += 1
+            continue
+        requester = classified.unsubscribe_request
+        if requester is not None:
+            summary.unsubscribe_emails += 1
+            unsubscribe = partial(record_unsubscribe_email, project=project, subscriber_id=requester, now=now)
+            summary.unsubscribed += _attempt(project, dry_run, unsubscribe)
+            if not dry_run:
+                mailbox.processed(stored.key)
+            continue
+        outcomes = _attempt(project, dry_run, partial(_record_all, project=project, classified=classified, now=now))
+        for outcome in outcomes:
+            summary.add(outcome)
+        if any(outcome.outcome not in (RECORDED, DUPLICATE) for outcome in outcomes):
+            summary.kept += 1
+            continue
+        summary.ignored += not outcomes
+        if not dry_run:
+            mailbox.processed(stored.key)
 
 
 def _record_all(session: Session, *, project: Project, classified: Classified, now: datetime) -> list[Recorded]:

@@ -7,8 +7,8 @@ reader. Local parts may be lower-cased on the way (RFC 5321 says they must not b
 id is decimal and the signature lower-case base32, so case never matters.
 
 The same signed form, with a tag after the "+", names a reader in their mailto: unsubscribe address
-(`mailto.py`): every signed address shares [bounces] address's local part and domain, so one MX rule
-(Postfix: `recipient_delimiter = +`) delivers them all to the one mailbox.
+(`mailto.py`): by default it shares [bounces] address's local part and domain, so one MX rule (Postfix:
+`recipient_delimiter = +`) delivers them all to the one mailbox; [bounces] unsubscribe_address gives it its own.
 """
 
 from __future__ import annotations
@@ -30,19 +30,19 @@ def signature(settings: Settings, purpose: str, number: int) -> str:
     return base64.b32encode(digest).decode("ascii").lower()[:SIGNATURE_CHARACTERS]
 
 
-def signed_address(settings: Settings, tag: str, purpose: str, number: int) -> str | None:
-    """`<local>+<tag><number>-<signature>@<domain>` of [bounces] address, or None when it is not set."""
-    if not settings.bounces.address:
+def signed_address(settings: Settings, base: str, tag: str, purpose: str, number: int) -> str | None:
+    """`<local>+<tag><number>-<signature>@<domain>` of the `base` address, or None when `base` is empty."""
+    if not base:
         return None
-    local, _, domain = settings.bounces.address.rpartition("@")
+    local, _, domain = base.rpartition("@")
     return f"{local}+{tag}{number}-{signature(settings, purpose, number)}@{domain}"
 
 
-def signed_number_in(settings: Settings, text: str, tag: str, purpose: str) -> int | None:
-    """The number a genuine signed address with this tag anywhere in `text` names; None if none, or forged."""
-    if not settings.bounces.address:
+def signed_number_in(settings: Settings, base: str, text: str, tag: str, purpose: str) -> int | None:
+    """The number a genuine signed address of `base` with this tag in `text` names; None if none, or forged."""
+    if not base:
         return None
-    local, _, domain = settings.bounces.address.rpartition("@")
+    local, _, domain = base.rpartition("@")
     pattern = re.compile(
         rf"(?<![\w.+-]){re.escape(local)}\+{re.escape(tag)}(\d{{1,18}})-([a-z2-7]{{{SIGNATURE_CHARACTERS}}})"
         rf"@{re.escape(domain)}\b",
@@ -57,9 +57,9 @@ def signed_number_in(settings: Settings, text: str, tag: str, purpose: str) -> i
 
 def bounce_address(settings: Settings, delivery_id: int) -> str | None:
     """The envelope sender for one delivery, or None when [bounces] address is not set."""
-    return signed_address(settings, "", _VERP, delivery_id)
+    return signed_address(settings, settings.bounces.address, "", _VERP, delivery_id)
 
 
 def delivery_id_in(settings: Settings, text: str) -> int | None:
     """The delivery a signed bounce address anywhere in `text` names; None if there is none or it is forged."""
-    return signed_number_in(settings, text, "", _VERP)
+    return signed_number_in(settings, settings.bounces.address, text, "", _VERP)
