@@ -5,7 +5,7 @@ email is rendered for a sample subscriber, built and serialised exactly as for t
 The sample subscriber's name holds markup and an ampersand, so every template proves it escapes names.
 
 Settings that are allowed but will hurt real sending (no DKIM on an SMTP relay, the example postal address)
-are notes, not findings: a new project or a local outbox may rightly have them, so they never fail `check`.
+are warnings, not findings: a new project or a local outbox may rightly have them, so they never fail `check`.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ class CourseReport:
     emails_checked: int = 0
     findings: list[Finding] = field(default_factory=list)
     notices: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -71,7 +72,8 @@ def check_course(
     except ConfigError as error:
         report.findings.append(Finding("", str(error)))
         return report
-    report.notices = settings.notices + deliverability_notes(settings)
+    report.notices = settings.notices
+    report.warnings = deliverability_warnings(settings)
     root = settings.root
     config_name = _relative(settings.config_path or root / "config.toml", root)
     if not settings.newsletter.base_url.startswith("https://"):
@@ -112,22 +114,24 @@ def check_course(
     return report
 
 
-def deliverability_notes(settings: Settings) -> tuple[str, ...]:
+def deliverability_warnings(settings: Settings) -> tuple[str, ...]:
     """What will cost inbox placement or break the rules once real readers get mail, though nothing fails."""
-    notes = []
+    warnings = []
     if settings.delivery.transport == "smtp" and not settings.dkim.selector:
-        notes.append(
+        # A relay may sign for the domain itself, but only our own signature covers Feedback-ID and the
+        # List-Unsubscribe headers for certain, so the warning stands either way.
+        warnings.append(
             "[delivery] transport is smtp but [dkim] selector is empty: every email goes out unsigned, and Gmail "
             "and Yahoo require DKIM from bulk senders; set [dkim] selector, domain and private_key"
         )
     address = " ".join(settings.sender.address.split())
     problem = "is empty" if not address else f"is still the example one ({address!r})"
     if not address or any(mark in address.lower() for mark in EXAMPLE_ADDRESS_MARKS):
-        notes.append(
+        warnings.append(
             f"[sender] address {problem}: every footer prints it, and CAN-SPAM and the mailbox providers "
             "want your real postal address there"
         )
-    return tuple(notes)
+    return tuple(warnings)
 
 
 def checked_emails(
