@@ -3,8 +3,9 @@
 Precedence, lowest first: the defaults below < config.toml < `NEWSLETTER_<SECTION>_<KEY>` < command-line flags
 (the CLI applies flags with `Settings.replace`). Secrets never live in a file we commit: the SMTP password comes
 from `NEWSLETTER_SMTP_PASSWORD`, the signing key from `NEWSLETTER_SECRET_KEY` (or a generated, git-ignored file),
-the studio token from `NEWSLETTER_WEB_ADMIN_TOKEN`, the bounce mailbox's password from `NEWSLETTER_BOUNCES_PASSWORD`,
-the webhook credentials from `NEWSLETTER_WEBHOOKS_POSTMARK_PASSWORD` and `NEWSLETTER_WEBHOOKS_MAILGUN_SIGNING_KEY`.
+the studio token from `NEWSLETTER_WEB_ADMIN_TOKEN`, the bounce mailbox's password from `NEWSLETTER_BOUNCES_PASSWORD`
+(a separate unsubscribe mailbox's from `NEWSLETTER_BOUNCES_UNSUBSCRIBE_PASSWORD`), the webhook credentials from
+`NEWSLETTER_WEBHOOKS_POSTMARK_PASSWORD` and `NEWSLETTER_WEBHOOKS_MAILGUN_SIGNING_KEY`.
 """
 
 from __future__ import annotations
@@ -112,6 +113,9 @@ class BouncesSection:
     address: str = ""  # local@domain: the envelope sender becomes local+<signed delivery id>@domain; empty = off
     mailbox: str = ""  # a Maildir path, or imaps://user@host[:port]/FOLDER, or pop3s://user@host[:port]
     password: str = field(default="", metadata={"secret": "NEWSLETTER_BOUNCES_PASSWORD"})
+    unsubscribe_address: str = ""  # the mailto: unsubscribe addresses' own local@domain; empty = address
+    unsubscribe_mailbox: str = ""  # where mail to them arrives, when not in mailbox; empty = mailbox
+    unsubscribe_password: str = field(default="", metadata={"secret": "NEWSLETTER_BOUNCES_UNSUBSCRIBE_PASSWORD"})
     processed_folder: str = "Processed"
     soft_bounce_limit: int = 3
     soft_bounce_window: int = 5
@@ -391,18 +395,22 @@ def _validate(settings: Settings, source: str) -> None:
 
 
 def _validate_bounces(bounces: BouncesSection, source: str) -> None:
-    local, at, domain = bounces.address.partition("@")
-    if bounces.address and (not local or not at or not domain or "+" in local or re.search(r"[\s<>@]", domain)):
-        raise ConfigError(
-            f'{source}: [bounces] address must be one bare address without "+", such as '
-            f'"bounces@mail.example.com", got {bounces.address!r}'
-        )
-    scheme = bounces.mailbox.partition("://")[0].lower() if "://" in bounces.mailbox else ""
-    if scheme and scheme not in ("imaps", "pop3s"):
-        raise ConfigError(
-            f"{source}: [bounces] mailbox must be a Maildir path or an imaps:// or pop3s:// URL "
-            f"(the password travels encrypted), got {bounces.mailbox!r}"
-        )
+    for key in ("address", "unsubscribe_address"):
+        value = getattr(bounces, key)
+        local, at, domain = value.partition("@")
+        if value and (not local or not at or not domain or "+" in local or re.search(r"[\s<>@]", domain)):
+            raise ConfigError(
+                f'{source}: [bounces] {key} must be one bare address without "+", such as '
+                f'"bounces@mail.example.com", got {value!r}'
+            )
+    for key in ("mailbox", "unsubscribe_mailbox"):
+        value = getattr(bounces, key)
+        scheme = value.partition("://")[0].lower() if "://" in value else ""
+        if scheme and scheme not in ("imaps", "pop3s"):
+            raise ConfigError(
+                f"{source}: [bounces] {key} must be a Maildir path or an imaps:// or pop3s:// URL "
+                f"(the password travels encrypted), got {value!r}"
+            )
     if not bounces.processed_folder.strip():
         raise ConfigError(f'{source}: [bounces] processed_folder must name a folder, such as "Processed"')
     if not 1 <= bounces.soft_bounce_limit <= bounces.soft_bounce_window:

@@ -42,6 +42,7 @@ from newsletter.config import Settings, load_settings
 from newsletter.db import describe_failure
 from newsletter.dispatch import SendSummary, send_due
 from newsletter.errors import ConfigError, NewsletterError
+from newsletter.feedback.mailbox import configured_mailboxes
 from newsletter.feedback.sweep import process_mailbox
 from newsletter.ledger import wire
 from newsletter.ledger.course import reconcile
@@ -158,7 +159,7 @@ class Daemon:
         project = self.project  # one tick, one course, even if the files change meanwhile
         try:
             summary = send_due(project, self.transport, stop=self.stop, on_outcome=self.metrics.record_outcome)
-            if project.settings.bounces.mailbox:  # logs its own line; a mailbox failure fails the tick
+            if configured_mailboxes(project.settings):  # logs its own line; a mailbox failure fails the tick
                 process_mailbox(project, datetime.now(UTC))
         except DBAPIError as error:
             self._tick_failed(started, describe_failure(error, project.db.engine.url.render_as_string()))

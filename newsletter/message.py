@@ -1,10 +1,12 @@
 """A rendered email plus its recipient into the exact bytes that go on the wire.
 
 Every header of the email checklist is set here: From, To, Subject, Date, a Message-ID that is the same on
-every retry of one (subscriber, lesson), List-Unsubscribe with its one-click companion (RFC 8058), List-Id
-(RFC 2919), Feedback-ID, Auto-Submitted, and an X- header naming the delivery (some relays rewrite
-Message-ID). Lines end in CRLF and no header line exceeds 998 octets, so a long List-Unsubscribe URL is never
-folded into an RFC 2047 encoded word, which Gmail would ignore.
+every retry of one (subscriber, lesson), List-Unsubscribe (the https one-click URL, then the reader's mailto:
+address when the bounce mailbox is read) with its one-click companion (RFC 8058), List-Id (RFC 2919),
+Feedback-ID, Auto-Submitted, Precedence on lessons, and an X- header naming the delivery (some relays rewrite
+Message-ID). Lines end in CRLF and no header line exceeds 998 octets. List-Unsubscribe is written as given on
+one line or not at all: folded into RFC 2047 encoded words, as the email package does with long values,
+Gmail ignores it.
 
 `compose` writes the bytes directly, because the send path builds one message per subscriber and the email
 package needs about 2 ms for that. It writes what the email package (SMTP policy, 998-octet lines) writes:
@@ -14,7 +16,7 @@ line breaks. One deliberate difference: both parts are quoted-printable in RFC 2
 (`binascii.b2a_qp`, in C) instead of 998-column ones; they decode to the same text. A lesson rendered for
 a subscriber arrives in pieces (the template's text, the same for every subscriber, between their values):
 the template's pieces are encoded once and joined to the values' by soft line breaks, which decode to
-nothing. `wire_envelope` signs composed bytes (DKIM, when configured) and adds the SMTP envelope;
+nothing. `envelope.wire_envelope` signs composed bytes (DKIM, when configured) and adds the SMTP envelope;
 `Project.envelope` is the one way every path (send, test-send, render, check, the studio) gets them.
 """
 
@@ -35,10 +37,9 @@ from email.utils import format_datetime
 from functools import lru_cache
 
 from newsletter.config import Settings
-from newsletter.errors import ConfigError, MessageError, SubscriberError
-from newsletter.feedback.verp import bounce_address
+from newsletter.errors import MessageError, SubscriberError
 from newsletter.render import RenderedEmail
-from newsletter.transports import Envelope, needs_smtputf8
+from newsletter.transports import needs_smtputf8
 
 MAX_LINE_OCTETS = 998
 WIRE_POLICY = policy.SMTP.clone(max_line_length=MAX_LINE_OCTETS)
@@ -49,18 +50,10 @@ _TEXT_PART_HEADERS = b'Content-Type: text/plain; charset="utf-8"\r\nContent-Tran
 # The email package adds MIME-Version to a part it creates for add_alternative; kept for identical headers.
 _HTML_PART_HEADERS = _TEXT_PART_HEADERS.replace(b"text/plain", b"text/html") + b"MIME-Version: 1.0\r\n"
 DELIVERY_HEADER = "X-Newsletter-Delivery"
-SIGNED_HEADERS = (
-    b"from",
-    b"to",
-    b"subject",
-    b"date",
-    b"message-id",
-    b"list-unsubscribe",
-    b"list-unsubscribe-post",
-    b"list-id",
-    b"mime-version",
-    b"content-type",
-)
+# Google's Feedback-ID is `a:b:c:SenderId`, SenderId 5 to 15 characters and the same across the mail stream.
+# Its reports reach only the owner of the DKIM domain that signed it, so one fixed name for this engine's
+# mail serves: it sets our mail apart from any other stream the domain signs.
+FEEDBACK_SENDER_ID = "newsletter"
 _PHRASE_SPECIALS = re.compile(r'[()<>\[\]:;@\\,."]')
 # One header field as it may go on the wire: a name, then lines that only ever break as folding (CRLF + WSP).
 _ONE_FIELD = re.compile(rb"[!-9;-~]+:[^\r\n]*(?:\r\n[ \t][^\r\n]*)*\r\n")
@@ -90,11 +83,31 @@ def list_id(settings: Settings, series_title: str, series_slug: str) -> str:
     return f"{phrase} <{series_slug}.{settings.sender.list_id}>"
 
 
+def feedback_id(list_id_value: str, campaign: str, *, bulk: bool) -> str:
+    """Google's `Feedback-ID: campaign:list:mail type:SenderId`, the same for every reader of one email.
+
+    The campaign is the lesson's slug (or "confirmation"), the list the List-Id's identifier, the mail type
+    "bulk" or "transactional": Postmaster Tools then shows the spam complaints of each lesson, course and kind.
+    """
+    list_identifier = list_id_value.rsplit("<", 1)[-1].rstrip(">")
+    return f"{campaign}:{list_identifier}:{'bulk' if bulk else 'transactional'}:{FEEDBACK_SENDER_ID}"
+
+
+def list_unsubscribe(unsubscribe_url: str, unsubscribe_mailto: str = "") -> str:
+    """`<https://…>`, then `, <mailto:…>` when there is one (RFC 2369: the preferred URI first)."""
+    return f"<{unsubscribe_url}>" + (f", <{unsubscribe_mailto}>" if unsubscribe_mailto else "")
+
+
 def _address(name: str, email: str) -> Address:
     if any(char in email for char in "\r\n") or "@" not in email:
         raise SubscriberError(f"cannot send to {email!r}: not a single email address")
     local, _, domain = email.rpartition("@")
     return Address(display_name=" ".join(name.split()), username=local, domain=smtp_domain(local, domain))
+
+
+def wire_recipient(email: str) -> str:
+    """The recipient's address as it goes on the wire; a SubscriberError unless it is one address."""
+    return _address("", email).addr_spec
 
 
 def smtp_domain(local: str, domain: str) -> str:
@@ -116,11 +129,17 @@ def compose(
     message_id: str,
     unsubscribe_url: str,
     list_id_value: str,
+    campaign: str,
+    bulk: bool,
+    unsubscribe_mailto: str = "",
     delivery_id: int | None = None,
     date: datetime | None = None,
     subject_prefix: str = "",
 ) -> bytes:
-    """The multipart/alternative message (text, then HTML; both quoted-printable UTF-8) as wire bytes."""
+    """The multipart/alternative message (text, then HTML; both quoted-printable UTF-8) as wire bytes.
+
+    `campaign` (the lesson's slug) and `bulk` make Feedback-ID; `bulk` also adds `Precedence: bulk`.
+    """
     fields: list[tuple[str, str | Address]] = [
         ("From", _address(settings.from_name, settings.sender.from_)),
         ("To", _address(to_name, to_email)),
@@ -130,20 +149,23 @@ def compose(
     ]
     if settings.sender.reply_to:
         fields.append(("Reply-To", settings.sender.reply_to))
-    fields += [
-        ("List-Id", list_id_value),
-        ("List-Unsubscribe", f"<{unsubscribe_url}>"),
+    fields.append(("List-Id", list_id_value))
+    trailing: list[tuple[str, str | Address]] = [
         ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
-        ("Feedback-ID", f"{list_id_value.rsplit('<', 1)[-1].rstrip('>')}:newsletter"),
+        ("Feedback-ID", feedback_id(list_id_value, campaign, bulk=bulk)),
         ("Auto-Submitted", "auto-generated"),
     ]
+    if bulk:
+        trailing.append(("Precedence", "bulk"))
     if delivery_id is not None:
-        fields.append((DELIVERY_HEADER, str(delivery_id)))
+        trailing.append((DELIVERY_HEADER, str(delivery_id)))
     # The email package's boundary: QP never writes "==" at the start of a line, so no body can contain it.
     boundary = f"{'=' * 15}{random.randrange(sys.maxsize):019d}==".encode("ascii")
     return b"".join(
         [
             *(_header_field(name, value) for name, value in fields),
+            _one_line_field("List-Unsubscribe", list_unsubscribe(unsubscribe_url, unsubscribe_mailto)),
+            *(_header_field(name, value) for name, value in trailing),
             b"MIME-Version: 1.0\r\n",
             b'Content-Type: multipart/alternative; boundary="' + boundary + b'"\r\n',
             CRLF,
@@ -233,8 +255,7 @@ def _header_field(name: str, value: str | Address) -> bytes:
     unencoded: we encode such text ourselves, so it arrives as the literal characters that were given.
     """
     text = str(value)
-    if "\r" in text or "\n" in text:
-        raise MessageError(f"refusing to write the {name} header: its value {text[:60]!r} holds a line break")
+    _refuse_line_breaks(name, text)
     if text.isascii() and text.isprintable() and "=?" not in text and len(name) + 2 + len(text) <= MAX_LINE_OCTETS:
         field = f"{name}: {text}\r\n".encode("ascii")
     elif isinstance(value, str):
@@ -244,6 +265,28 @@ def _header_field(name: str, value: str | Address) -> bytes:
     if not _ONE_FIELD.fullmatch(field):
         raise MessageError(f"refusing to write the {name} header: its value {text[:60]!r} would break the header")
     return field
+
+
+def _one_line_field(name: str, value: str) -> bytes:
+    """A header written exactly as given, on one line of at most 998 octets: never folded, never encoded."""
+    _refuse_line_breaks(name, value)
+    if not (value.isascii() and value.isprintable()):
+        raise MessageError(
+            f"cannot write the {name} header {value[:60]!r}: it must be printable ASCII "
+            "(write an international [newsletter] base_url in punycode with %-escapes)"
+        )
+    field = f"{name}: {value}\r\n".encode("ascii")
+    if len(field) - len(CRLF) > MAX_LINE_OCTETS:
+        raise MessageError(
+            f"cannot write the {name} header on one line: it would be {len(field) - len(CRLF)} octets, over "
+            f"{MAX_LINE_OCTETS}; shorten [newsletter] base_url or [bounces] address"
+        )
+    return field
+
+
+def _refuse_line_breaks(name: str, text: str) -> None:
+    if "\r" in text or "\n" in text:
+        raise MessageError(f"refusing to write the {name} header: its value {text[:60]!r} holds a line break")
 
 
 @lru_cache(maxsize=256)
@@ -276,42 +319,3 @@ def _email_package_field(name: str, value: str | Address) -> bytes:
     """What `message[name] = value` and the SMTP generator write for this field."""
     name, header = WIRE_POLICY.header_store_parse(name, value)
     return WIRE_POLICY.fold_binary(name, header)
-
-
-def signed(settings: Settings, data: bytes) -> bytes:
-    """The wire bytes with a DKIM-Signature prepended when a key is configured."""
-    return dkim_sign(settings, data) if settings.dkim.selector else data
-
-
-def wire_envelope(
-    settings: Settings, data: bytes, *, to_email: str, message_id: str, delivery_id: int | None = None
-) -> Envelope:
-    """Composed bytes, signed, with their SMTP envelope: what the send path hands to a transport.
-
-    With [bounces] address set, a delivery's envelope sender is its own signed bounce address (VERP).
-    """
-    recipient = _address("", to_email).addr_spec
-    sender = (bounce_address(settings, delivery_id) if delivery_id is not None else None) or settings.sender.from_
-    return Envelope(sender, (recipient,), signed(settings, data), message_id)
-
-
-def dkim_sign(settings: Settings, data: bytes) -> bytes:
-    """Prepend a DKIM-Signature (relaxed/relaxed, rsa-sha256) over the headers that matter to providers."""
-    import dkim
-
-    key_path = settings.dkim.private_key
-    if key_path is None or not key_path.is_file():
-        raise ConfigError(f"[dkim] private_key must be a readable PEM file, got {str(key_path or '')!r}")
-    domain = settings.dkim.domain or settings.sender_domain
-    try:
-        signature = dkim.sign(
-            data,
-            settings.dkim.selector.encode(),
-            domain.encode(),
-            key_path.read_bytes(),
-            include_headers=list(SIGNED_HEADERS),
-            canonicalize=(b"relaxed", b"relaxed"),
-        )
-    except dkim.DKIMException as error:
-        raise ConfigError(f"[dkim] private_key {key_path}: cannot sign with it: {error}") from None
-    return bytes(signature) + data

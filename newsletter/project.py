@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING
 from newsletter import tokens
 from newsletter.config import Settings, load_settings
 from newsletter.db import Database, connect
+from newsletter.envelope import wire_envelope
+from newsletter.feedback.mailto import unsubscribe_mailto
 from newsletter.lessons import Series, load_series
-from newsletter.message import WIRE_POLICY, compose, lesson_message_id, list_id, message_id_for, wire_envelope
+from newsletter.message import WIRE_POLICY, compose, lesson_message_id, list_id, message_id_for
 from newsletter.models import CONFIRMATION, Subscriber
 from newsletter.planning import describe_cadence
 from newsletter.render import Recipient, RenderedEmail, Renderer
@@ -163,6 +165,7 @@ class Project:
             if lesson == CONFIRMATION
             else lesson_message_id(self.settings, self.series.slug, subscriber.id, lesson)
         )
+        campaign = self.series.identity(lesson) or lesson  # a replaced lesson's row counts as its successor
         data = compose(
             self.settings,
             self._render(recipient, lesson),
@@ -170,7 +173,16 @@ class Project:
             to_name=recipient.name,
             message_id=message_id,
             unsubscribe_url=recipient.unsubscribe_url,
+            unsubscribe_mailto=unsubscribe_mailto(self.settings, subscriber.id),
             list_id_value=self.list_id,
+            campaign=campaign,
+            # Precedence: bulk on lessons, the one header older auto-responders heed: vacation(1) sends no
+            # out-of-office reply to it (BSD and NetBSD manuals), and sendmail's precedence classes queue it
+            # behind personal mail and return only its headers in a bounce, which is all our bounce
+            # matching reads. Not on the confirmation: one person asked for it a moment ago and is
+            # waiting, so it must not wait behind personal mail, and Auto-Submitted already keeps RFC 3834
+            # responders from answering it.
+            bulk=lesson != CONFIRMATION,
             delivery_id=delivery_id,
             date=now,
             subject_prefix=subject_prefix,

@@ -8,7 +8,9 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from newsletter.config import Settings
 from newsletter.dispatch import send_due
+from newsletter.feedback.mailto import unsubscribe_address
 from newsletter.feedback.verp import bounce_address
 from newsletter.models import Delivery, Subscriber
 from newsletter.project import Project
@@ -61,13 +63,19 @@ def sent(project: Project, email: str, week: int = 1) -> Sent:
 
 def bounce(project: Project, name: str, about: Sent, *, recipient: str | None = None) -> bytes:
     """A fixture with its placeholders filled in for one sent lesson."""
-    to = bounce_address(project.settings, about.delivery_id) or project.settings.sender.from_
+    return filled(project.settings, name, about, recipient=recipient)
+
+
+def filled(settings: Settings, name: str, about: Sent, *, recipient: str | None = None) -> bytes:
+    """A fixture with its placeholders filled in for one sent lesson, with these settings' signed addresses."""
+    to = bounce_address(settings, about.delivery_id) or settings.sender.from_
     text = (FIXTURES / name).read_text(encoding="utf-8")
     for placeholder, value in (
         ("@@RECIPIENT@@", recipient or about.email),
         ("@@MESSAGE_ID@@", about.message_id),
         ("@@DELIVERY_ID@@", str(about.delivery_id)),
         ("@@BOUNCE_TO@@", to),
+        ("@@UNSUBSCRIBE_TO@@", unsubscribe_address(settings, about.subscriber_id) or settings.sender.from_),
     ):
         text = text.replace(placeholder, value)
     return text.encode("utf-8")

@@ -26,7 +26,8 @@ from newsletter.checklist import CHECKS, CheckResult, run_checklist
 from newsletter.checklist.dom import effective_font_px, parse_html
 from newsletter.checklist.signing import dns_serving, public_key_record
 from newsletter.config import Settings
-from newsletter.message import WIRE_POLICY, compose, signed
+from newsletter.envelope import SIGNED_HEADERS, signed
+from newsletter.message import WIRE_POLICY, compose
 from newsletter.render import RenderedEmail
 
 SUBJECT = "Lesson 1: why tight hamstrings matter"
@@ -34,6 +35,8 @@ PREHEADER = "Two minutes a day loosens the back of your legs."
 ACTION = "Try this week"
 NOW = datetime(2026, 3, 2, 7, 0, tzinfo=UTC)
 IN_CI = os.environ.get("CI", "").lower() == "true"
+MAILTO = "mailto:bounces+unsubscribe-7-abcdefghijklm@running.example.com?subject=unsubscribe"
+DELIVERY_ID = 31
 
 GOOD_HTML = """<!doctype html><html lang="en"><head><title>{subject}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -85,6 +88,7 @@ class Draft:
     preheader: str = PREHEADER
     message_id: str = "<stretching.w1.0123abcd@running.example.com>"
     unsubscribe_url: str = ""
+    unsubscribe_mailto: str = MAILTO
 
 
 def unsubscribe_url(settings: Settings) -> str:
@@ -115,7 +119,11 @@ def build(settings: Settings, draft: Draft = Draft()) -> bytes:
         to_name=draft.name,
         message_id=draft.message_id,
         unsubscribe_url=url,
+        unsubscribe_mailto=draft.unsubscribe_mailto,
         list_id_value='"Stretching, Explained" <stretching.running.example.com>',
+        campaign="stretching",
+        bulk=True,
+        delivery_id=DELIVERY_ID,
         date=NOW,
     )
     return signed(settings, data)
@@ -260,7 +268,31 @@ WIRE_CASES: list[tuple[int, set[int], str, Callable[[bytes], bytes]]] = [
     (6, NO_UNSUBSCRIBE_URL, "List-Unsubscribe without brackets", set_header("List-Unsubscribe", "https://x.org/u/a")),
     (7, set(), "List-Unsubscribe-Post misspelt", set_header("List-Unsubscribe-Post", "List-Unsubscribe=OneClick")),
     (8, set(), "List-Id without the list domain", set_header("List-Id", "Stretching, Explained")),
+    (
+        6,
+        set(),
+        "List-Unsubscribe folded onto two lines",
+        lambda raw: raw.replace(b">, <mailto:", b">,\r\n <mailto:", 1),
+    ),
+    (
+        6,
+        set(),
+        "List-Unsubscribe with two mailtos",
+        lambda raw: raw.replace(b", <mailto:", b", <mailto:a@x.org>, <mailto:"),
+    ),
+    (
+        6,
+        set(),
+        "a mailto with the plain address",
+        lambda raw: raw.replace(MAILTO.encode(), b"mailto:leave@running.example.com?body=reader@example.com"),
+    ),
+    (6, set(), "a mailto without an address", lambda raw: raw.replace(MAILTO.encode(), b"mailto:?subject=unsubscribe")),
     (9, set(), "Feedback-ID per recipient", set_header("Feedback-ID", "stretching:reader@example.com:newsletter")),
+    (9, set(), "Feedback-ID per delivery", set_header("Feedback-ID", f"stretching:{DELIVERY_ID}:bulk:newsletter")),
+    (9, set(), "Feedback-ID of five fields", set_header("Feedback-ID", "stretching:list:bulk:extra:newsletter")),
+    (9, set(), "Feedback-ID with a short SenderId", set_header("Feedback-ID", "stretching:list:bulk:nl")),
+    (9, set(), "two Feedback-IDs", insert_header("Feedback-ID: other:list:bulk:newsletter")),
+    (9, set(), "Precedence junk", set_header("Precedence", "junk")),
     (9, set(), "Auto-Submitted wrong", set_header("Auto-Submitted", "no")),
     (11, set(), "an injected Bcc", insert_header("Bcc: everyone@example.org")),
     (11, set(), "a header name with a space", insert_header("Reply To: everyone@example.org")),
@@ -333,7 +365,10 @@ def test_the_stdlib_default_folding_of_a_long_url_fails_item_6(settings: Setting
         to_name="",
         message_id="<a@running.example.com>",
         unsubscribe_url=url,
+        unsubscribe_mailto=MAILTO,
         list_id_value="Stretching <stretching.running.example.com>",
+        campaign="stretching",
+        bulk=True,
     )
     folded = email.message_from_bytes(data, policy=WIRE_POLICY).as_bytes(policy=policy.SMTP)
     results = {result.number: result for result in check(folded)}
@@ -379,7 +414,7 @@ def test_font_sizes_follow_inheritance_and_units() -> None:
     assert sizes["span"] == pytest.approx(12.0)
 
 
-# DKIM: item 10 with real keys, signed by the real signer (newsletter.message.dkim_sign via signed).
+# DKIM: item 10 with real keys, signed by the real signer (newsletter.envelope.dkim_sign via signed).
 
 
 def generate_key(folder: Path, bits: int) -> tuple[Path, bytes]:
@@ -438,6 +473,29 @@ def test_a_dkim_domain_that_does_not_align_with_from_fails(settings: Settings, t
     result = item_10(build(signing(settings, key, domain="mailer.example.net")), record)
     assert not result.ok
     assert "does not align" in result.detail
+
+
+@pytest.mark.parametrize("header", ["feedback-id", "auto-submitted", "precedence"])
+def test_a_dkim_signature_missing_a_header_we_add_fails(settings: Settings, tmp_path: Path, header: str) -> None:
+    import dkim
+
+    key, record = generate_key(tmp_path, 2048)
+    unsigned = build(settings)
+    covered = [name for name in SIGNED_HEADERS if name.decode() != header]
+    signature = dkim.sign(unsigned, b"s2026", b"running.example.com", key.read_bytes(), include_headers=covered)
+    result = item_10(signature + unsigned, record)
+    assert not result.ok
+    assert result.detail == f"the signature does not cover {header}"
+
+
+def test_a_header_we_did_not_add_need_not_be_signed(settings: Settings, tmp_path: Path) -> None:
+    import dkim
+
+    key, record = generate_key(tmp_path, 2048)
+    unsigned = re.sub(rb"\r\nPrecedence: bulk", b"", build(settings))
+    covered = [name for name in SIGNED_HEADERS if name != b"precedence"]
+    signature = dkim.sign(unsigned, b"s2026", b"running.example.com", key.read_bytes(), include_headers=covered)
+    assert item_10(signature + unsigned, record).ok
 
 
 def test_a_dkim_signature_missing_list_unsubscribe_fails(settings: Settings, tmp_path: Path) -> None:

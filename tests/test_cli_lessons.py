@@ -148,6 +148,33 @@ def test_check_passes_on_the_bundled_course(run: Invoke) -> None:
     assert "FAIL" not in result.output
 
 
+ADDRESS_WARNING = "warning: [sender] address is still the example one ("
+DKIM_WARNING = "warning: [delivery] transport is smtp but [dkim] selector is empty: every email goes out unsigned"
+
+
+def test_check_warns_of_the_example_postal_address_and_smtp_without_dkim_but_passes(
+    run: Invoke, project_dir: Path
+) -> None:
+    config = project_dir / "config.toml"
+    bundled = run("check")
+    assert bundled.exit_code == 0
+    assert [line for line in bundled.stderr.splitlines() if line.startswith("warning: ")] == [
+        ADDRESS_WARNING + "'Running: Muscle and Beyond · 1 Example Street · Springfield'): every footer prints it, "
+        "and CAN-SPAM and the mailbox providers want your real postal address there"
+    ]
+    text = config.read_text(encoding="utf-8").replace('transport = "outbox"', 'transport = "smtp"', 1)
+    config.write_text(text.replace("1 Example Street · Springfield", "12 Harbour Road · Bristol BS1 4DJ"))
+    on_smtp = run("check")
+    assert on_smtp.exit_code == 0 and "OK: 8 emails pass" in on_smtp.stdout
+    notes = [line for line in on_smtp.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(notes) == 1 and notes[0].startswith(DKIM_WARNING)
+    line = 'address = "Running: Muscle and Beyond · 1 Example Street · Springfield"'
+    config.write_text(text.replace(line, ""))
+    assert ADDRESS_WARNING + "'Example Publishing, 1 Main Street, Springfield')" in run("check").stderr  # the default
+    config.write_text(text.replace(line, 'address = ""'))
+    assert "warning: [sender] address is empty: every footer prints it" in run("check").stderr
+
+
 def test_check_names_the_file_and_line_of_a_broken_lesson(run: Invoke, project_dir: Path) -> None:
     lesson = project_dir / "lessons" / "03-brain.md"
     lines = lesson.read_text(encoding="utf-8").splitlines()

@@ -2,33 +2,27 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
-from feedback_mail import FIXTURES, Sent
+from feedback_mail import Sent
+from feedback_mail import filled as fill
 
 from newsletter.config import Settings
 from newsletter.feedback.classifier import classify
 from newsletter.feedback.report import COMPLAINT, HARD_BOUNCE, SOFT_BOUNCE, bounce_kind
-from newsletter.feedback.verp import bounce_address
 
 ABOUT = Sent("reader@example.org", 3, 41, "<running.w1.0123456789abcdef01234567@running.example.com>")
 
 
 def filled(settings: Settings, name: str, recipient: str = ABOUT.email) -> bytes:
-    text = (FIXTURES / name).read_text(encoding="utf-8")
-    to = bounce_address(settings, ABOUT.delivery_id) or settings.sender.from_
-    for placeholder, value in (
-        ("@@RECIPIENT@@", recipient),
-        ("@@MESSAGE_ID@@", ABOUT.message_id),
-        ("@@DELIVERY_ID@@", str(ABOUT.delivery_id)),
-        ("@@BOUNCE_TO@@", to),
-    ):
-        text = text.replace(placeholder, value)
-    return text.encode("utf-8")
+    return fill(settings, name, ABOUT, recipient=recipient)
 
 
 @pytest.fixture
-def verp(settings: Settings) -> Settings:
-    return settings.replace("bounces", address="bounces@running.example.com")
+def verp(settings: Settings, tmp_path: Path) -> Settings:
+    """Signed bounce addresses and, with a mailbox, the readers' unsubscribe addresses the originals quote."""
+    return settings.replace("bounces", address="bounces@running.example.com", mailbox=str(tmp_path / "bounces"))
 
 
 @pytest.mark.parametrize(
@@ -54,6 +48,7 @@ def test_each_format_gives_one_report_with_every_anchor(verp: Settings, name: st
     assert report.header_delivery_id == ABOUT.delivery_id
     assert not report.authenticated  # anyone can write to a mailbox
     assert report.external_id.startswith("mailbox:")
+    assert classified.unsubscribe_request is None  # the quoted List-Unsubscribe mailto: asks for nothing
 
 
 def test_a_dsn_keeps_the_servers_words_and_when(settings: Settings) -> None:

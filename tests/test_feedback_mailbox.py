@@ -6,6 +6,7 @@ import imaplib
 import json
 import mailbox
 import poplib
+import re
 import shutil
 import ssl
 import tempfile
@@ -23,9 +24,11 @@ from newsletter.cli import main
 from newsletter.daemon import Daemon
 from newsletter.errors import ConfigError, MailboxError
 from newsletter.feedback.mailbox import parse_mailbox_url
+from newsletter.feedback.mailto import unsubscribe_address
 from newsletter.feedback.sweep import FeedbackSummary, process_mailbox
-from newsletter.models import Feedback, Subscriber
+from newsletter.models import Event, Feedback, Subscriber
 from newsletter.project import Project
+from newsletter.subscribers import erase, get_subscriber
 from newsletter.transports import MemoryTransport
 
 
@@ -123,13 +126,148 @@ def test_the_command_prints_one_line_or_json(
     assert dry.exit_code == 0, dry.output
     assert dry.output.strip() == (
         "dry run, nothing changed: 5 messages: 2 recorded (1 hard, 0 soft, 1 complaints; 1 suppressed, "
-        "1 unsubscribed), 0 duplicate, 1 ignored, 2 kept as unknown"
+        "1 unsubscribed), 0 unsubscribe emails, 0 duplicate, 1 ignored, 2 kept as unknown"
     )
     done = CliRunner().invoke(main, ["--config", config, "bounces", "--json", "--now", "2026-03-03T09:00Z"])
     assert done.exit_code == 0, done.output
     assert json.loads(done.output) == {**expected_first_pass().as_dict(), "dry_run": False}
     again = CliRunner().invoke(main, ["--config", config, "bounces", "--json"])
     assert json.loads(again.output)["recorded"] == 0
+
+
+# --- the mailto: in List-Unsubscribe -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def unsubscribing(maildir_project: Project) -> Iterator[Project]:
+    """The Maildir project with [bounces] address set too, so every email offers its reader's mailto: address."""
+    project = Project(maildir_project.settings.replace("bounces", address="bounces@mail.running.example.com"))
+    yield project
+    project.db.dispose()
+
+
+def mailto_events(project: Project) -> list[tuple[str, str]]:
+    with project.db.session() as session:
+        rows = session.execute(
+            select(Subscriber.email, Event.source)
+            .join(Event, Event.subscriber_id == Subscriber.id)
+            .where(Event.kind == "unsubscribed")
+            .order_by(Event.id)
+        )
+        return [(email, source) for email, source in rows]
+
+
+def test_an_email_to_a_readers_unsubscribe_address_unsubscribes_them_once(
+    unsubscribing: Project, tmp_path: Path
+) -> None:
+    readers(unsubscribing, "ann@example.com", "bo@example.com", "cy@example.com")
+    sent_lessons = send_week(unsubscribing, 1)
+    lessons = {email: sent(unsubscribing, email) for email in ("ann@example.com", "bo@example.com", "cy@example.com")}
+    ann_address = unsubscribe_address(unsubscribing.settings, lessons["ann@example.com"].subscriber_id)
+    [to_ann] = [envelope for envelope in sent_lessons.sent if envelope.recipients == ("ann@example.com",)]
+    assert ann_address and f", <mailto:{ann_address}?subject=unsubscribe>\r\n".encode() in to_ann.data
+    folder = tmp_path / "bounces"
+    mail = {
+        "apple": bounce(unsubscribing, "apple-mail-unsubscribe.eml", lessons["ann@example.com"]),
+        "gmail": bounce(unsubscribing, "gmail-unsubscribe.eml", lessons["bo@example.com"]),
+        # A hard bounce quotes cy's lesson, its List-Unsubscribe mailto: included: a bounce, not a request.
+        "hard": bounce(unsubscribing, "postfix-hard.eml", lessons["cy@example.com"]),
+    }
+    deliver(folder, mail)
+    expected = FeedbackSummary(
+        messages=3, recorded=1, hard_bounces=1, suppressed=1, unsubscribed=2, unsubscribe_emails=2
+    )
+    assert process_mailbox(unsubscribing, AFTER_FIRST, dry_run=True) == expected
+    assert set(statuses(unsubscribing).values()) == {"active"} and len(files(folder)) == 3
+
+    assert process_mailbox(unsubscribing, AFTER_FIRST) == expected
+    assert statuses(unsubscribing) == {
+        "ann@example.com": "unsubscribed",
+        "bo@example.com": "unsubscribed",
+        "cy@example.com": "bounced",
+    }
+    assert mailto_events(unsubscribing) == [("ann@example.com", "mailto"), ("bo@example.com", "mailto")]
+    assert files(folder) == []  # all three taken out of the way
+
+    # Pressing "unsubscribe" again, and the same email delivered twice, change nothing and are taken out too.
+    deliver(folder, {"again": mail["apple"], "twice": mail["gmail"]})
+    assert process_mailbox(unsubscribing, AFTER_FIRST) == FeedbackSummary(messages=2, unsubscribe_emails=2)
+    assert mailto_events(unsubscribing) == [("ann@example.com", "mailto"), ("bo@example.com", "mailto")]
+    assert files(folder) == []
+    assert send_week(unsubscribing, 2).sent == []  # nobody left to get lesson 2
+
+
+def test_an_unsubscribe_email_for_someone_erased_is_taken_out_and_changes_nothing(
+    unsubscribing: Project, tmp_path: Path
+) -> None:
+    readers(unsubscribing, "ann@example.com")
+    send_week(unsubscribing, 1)
+    ann = sent(unsubscribing, "ann@example.com")
+    with unsubscribing.db.session() as session:
+        erase(session, unsubscribing, get_subscriber(session, ann.email), now=AFTER_FIRST)
+    deliver(tmp_path / "bounces", {"late": bounce(unsubscribing, "apple-mail-unsubscribe.eml", ann)})
+    assert process_mailbox(unsubscribing, AFTER_FIRST) == FeedbackSummary(messages=1, unsubscribe_emails=1)
+    assert files(tmp_path / "bounces") == [] and statuses(unsubscribing) == {}
+
+
+def sent_mailto(data: bytes) -> str:
+    """The mailto: address of List-Unsubscribe exactly as it went on the wire."""
+    [line] = [line for line in data.split(b"\r\n") if line.startswith(b"List-Unsubscribe: ")]
+    found = re.search(rb", <mailto:([^?>]+)\?subject=unsubscribe>$", line)
+    assert found, line
+    return found.group(1).decode()
+
+
+OWN = {"unsubscribe_address": "leave@lists.running.example.com"}
+
+
+def test_the_command_reads_an_unsubscribe_mailbox_of_its_own_after_the_bounce_mailbox(
+    unsubscribing: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    own = Project(unsubscribing.settings.replace("bounces", **OWN, unsubscribe_mailbox=str(tmp_path / "leave")))
+    mailbox.Maildir(tmp_path / "leave", create=True)
+    readers(own, "ann@example.com", "bo@example.com")
+    transport = send_week(own, 1)
+    ann, bo = sent(own, "ann@example.com"), sent(own, "bo@example.com")
+    [to_ann] = [envelope for envelope in transport.sent if envelope.recipients == (ann.email,)]
+    address = sent_mailto(to_ann.data)
+    assert address.startswith("leave+unsubscribe-") and address == unsubscribe_address(own.settings, ann.subscriber_id)
+    unsubscribe_email = bounce(own, "apple-mail-unsubscribe.eml", ann)
+    assert f"To: {address}\n".encode() in unsubscribe_email
+    deliver(tmp_path / "leave", {"ann": unsubscribe_email})
+    deliver(tmp_path / "bounces", {"bo": bounce(own, "postfix-hard.eml", bo)})
+    for key in ("address", "mailbox", "unsubscribe_address", "unsubscribe_mailbox"):
+        monkeypatch.setenv(f"NEWSLETTER_BOUNCES_{key.upper()}", getattr(own.settings.bounces, key))
+    monkeypatch.setenv("NEWSLETTER_DATABASE_URL", own.settings.database.url)
+    result = CliRunner().invoke(main, ["--config", str(own.settings.config_path), "bounces", "--json"])
+    assert result.exit_code == 0, result.output
+    counts = {key: value for key, value in json.loads(result.output).items() if value and key != "dry_run"}
+    assert counts == {
+        "messages": 2,
+        "recorded": 1,
+        "hard_bounces": 1,
+        "suppressed": 1,
+        "unsubscribed": 1,
+        "unsubscribe_emails": 1,
+    }
+    assert statuses(own) == {"ann@example.com": "unsubscribed", "bo@example.com": "bounced"}
+    assert files(tmp_path / "leave") == [] and files(tmp_path / "bounces") == []
+    assert len(list((tmp_path / "leave" / ".Processed" / "cur").iterdir())) == 1
+    own.db.dispose()
+
+
+def test_each_daemon_tick_reads_an_unsubscribe_mailbox_set_alone(any_project: Project, tmp_path: Path) -> None:
+    mailbox.Maildir(tmp_path / "leave", create=True)
+    own = Project(any_project.settings.replace("bounces", **OWN, unsubscribe_mailbox=str(tmp_path / "leave")))
+    readers(own, "ann@example.com")
+    transport = send_week(own, 1)
+    ann = sent(own, "ann@example.com")
+    assert sent_mailto(transport.sent[0].data) == unsubscribe_address(own.settings, ann.subscriber_id)
+    deliver(tmp_path / "leave", {"ann": bounce(own, "gmail-unsubscribe.eml", ann)})
+    daemon = Daemon(own, host="127.0.0.1", port=0, tick_seconds=1, transport=MemoryTransport())
+    assert daemon.tick() is not None
+    assert statuses(own) == {"ann@example.com": "unsubscribed"}
+    own.db.dispose()
 
 
 def test_a_missing_mailbox_is_one_clear_line(project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -173,6 +311,8 @@ def test_a_bad_mailbox_url_says_what_is_expected(url: str, problem: str) -> None
         ("address", "bounces+x@example.com", 'one bare address without "\\+"'),
         ("address", "bounces", "one bare address"),
         ("mailbox", "imap://u@host/INBOX", "imaps:// or pop3s:// URL"),
+        ("unsubscribe_address", "leave+x@example.com", 'one bare address without "\\+"'),
+        ("unsubscribe_mailbox", "pop3://u@host", "imaps:// or pop3s:// URL"),
         ("soft_bounce_limit", 6, "at most soft_bounce_window"),
     ],
 )
@@ -273,6 +413,62 @@ def test_an_imap_pass_moves_what_it_recorded_to_the_processed_folder(
     ]
     assert statuses(project)["bo@example.com"] == "unsubscribed"
     assert process_mailbox(over_imap, AFTER_FIRST) == FeedbackSummary(messages=2, kept=2)
+
+
+def test_an_imap_pass_unsubscribes_by_mailto_and_moves_the_email(
+    project: Project, server: dovecot.Dovecot, imap: imaplib.IMAP4_SSL
+) -> None:
+    url = f"imaps://{dovecot.USER}@127.0.0.1:{server.imaps_port}/INBOX"
+    over_imap = Project(
+        url_project(project, url).settings.replace("bounces", address="bounces@mail.running.example.com")
+    )
+    readers(over_imap, "ann@example.com")
+    send_week(over_imap, 1)
+    imap.append("INBOX", None, None, bounce(over_imap, "gmail-unsubscribe.eml", sent(over_imap, "ann@example.com")))
+    assert process_mailbox(over_imap, AFTER_FIRST) == FeedbackSummary(messages=1, unsubscribed=1, unsubscribe_emails=1)
+    assert statuses(over_imap) == {"ann@example.com": "unsubscribed"}
+    assert folder_subjects(imap, "INBOX") == []
+    assert folder_subjects(imap, "Processed") == ["unsubscribe"]
+    over_imap.db.dispose()
+
+
+def test_a_pop3_unsubscribe_mailbox_of_its_own_takes_its_own_password(
+    maildir_project: Project, server: dovecot.Dovecot, imap: imaplib.IMAP4_SSL
+) -> None:
+    url = f"pop3s://{dovecot.USER}@127.0.0.1:{server.pop3s_port}"
+    no_password = maildir_project.settings.replace("bounces", **OWN, unsubscribe_mailbox=url)
+    with pytest.raises(
+        ConfigError, match=r"\[bounces\] unsubscribe_mailbox pop3s://\S+: set NEWSLETTER_BOUNCES_UNSUBSCRIBE_PASSWORD"
+    ):
+        process_mailbox(Project(no_password), AFTER_FIRST)
+    over_pop3 = Project(no_password.replace("bounces", unsubscribe_password=dovecot.PASSWORD))
+    readers(over_pop3, "ann@example.com", "bo@example.com")
+    transport = send_week(over_pop3, 1)
+    ann = sent(over_pop3, "ann@example.com")
+    [to_ann] = [envelope for envelope in transport.sent if envelope.recipients == (ann.email,)]
+    assert sent_mailto(to_ann.data) == unsubscribe_address(over_pop3.settings, ann.subscriber_id)
+    imap.append("INBOX", None, None, bounce(over_pop3, "apple-mail-unsubscribe.eml", ann))
+    # A forged address (Bo's id under Ann's signature) names nobody and stays.
+    genuine = sent_mailto(to_ann.data).encode()
+    forged_address = genuine.replace(
+        f"-{ann.subscriber_id}-".encode(), f"-{sent(over_pop3, 'bo@example.com').subscriber_id}-".encode()
+    )
+    forged = bounce(over_pop3, "gmail-unsubscribe.eml", ann).replace(genuine, forged_address)
+    assert genuine not in forged
+    imap.append("INBOX", None, None, forged)
+    assert process_mailbox(over_pop3, AFTER_FIRST) == FeedbackSummary(
+        messages=2, unsubscribed=1, unsubscribe_emails=1, kept=1
+    )
+    assert statuses(over_pop3) == {"ann@example.com": "unsubscribed", "bo@example.com": "active"}
+    client = poplib.POP3_SSL(
+        "127.0.0.1", server.pop3s_port, context=ssl.create_default_context(cafile=str(server.certificate)), timeout=10
+    )
+    client.user(dovecot.USER)
+    client.pass_(dovecot.PASSWORD)
+    assert client.stat()[0] == 1  # the forged one, for a person to look at
+    client.quit()
+    assert process_mailbox(over_pop3, AFTER_FIRST) == FeedbackSummary(messages=1, kept=1)
+    over_pop3.db.dispose()
 
 
 def test_without_move_imap_copies_then_deletes(

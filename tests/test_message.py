@@ -18,14 +18,20 @@ from pathlib import Path
 
 import dkim
 import pytest
+from feedback_mail import FIRST_SLOT, readers
+from smtp_sink import SmtpSink
 
 from newsletter.checklist import run_checklist
 from newsletter.config import Settings
+from newsletter.dispatch import send_due
 from newsletter.errors import MessageError, SubscriberError
+from newsletter.feedback.mailto import unsubscribe_address
 from newsletter.lessons import load_series
-from newsletter.message import _header_field, lesson_message_id
+from newsletter.message import DELIVERY_HEADER, _header_field, lesson_message_id
 from newsletter.models import CONFIRMATION, Subscriber
 from newsletter.project import Project
+from newsletter.subscribers import SubscriberInput, add_subscriber
+from newsletter.transports import SmtpTransport
 
 REPO = Path(__file__).resolve().parent.parent
 BUNDLED = load_series(REPO / "lessons")
@@ -91,6 +97,12 @@ def test_the_wire_bytes_directly(project: Project, week: str) -> None:
     assert b"reader@example.com" not in links.unsubscribe.encode()
     assert message["List-Id"].endswith(f" <{BUNDLED.slug}.{project.settings.sender.list_id}>")
     assert BUNDLED.title in message["List-Id"]
+    # Item 9: Feedback-ID names the lesson, the list and the kind of mail; lessons alone are bulk.
+    list_identifier = f"{BUNDLED.slug}.{project.settings.sender.list_id}"
+    kind = "transactional" if week == CONFIRMATION else "bulk"
+    assert f"\r\nFeedback-ID: {week}:{list_identifier}:{kind}:newsletter\r\n".encode() in raw
+    assert b"\r\nAuto-Submitted: auto-generated\r\n" in raw
+    assert message.get_all("Precedence") == (None if week == CONFIRMATION else ["bulk"])
     # Items 15, 16, 23: the HTML document, its hidden preheader, and working links.
     html = parts[1].get_content()
     rendered = project.render(who, week, NOW)
@@ -111,6 +123,46 @@ def test_the_wire_bytes_directly(project: Project, week: str) -> None:
 def test_list_id_is_the_same_for_the_whole_series(project: Project) -> None:
     values = {parse(wire(project, week))["List-Id"] for week in WEEKS}
     assert values == {project.list_id}
+
+
+def test_feedback_id_is_the_same_for_every_reader_of_a_lesson_and_differs_between_lessons(project: Project) -> None:
+    readers = [subscriber(project, "Ann", 42), subscriber(project, "Bo", 43)]
+    readers[1].email = "bo@example.org"
+    by_lesson = {week: {parse(wire(project, week, who))["Feedback-ID"] for who in readers} for week in WEEKS}
+    assert all(len(values) == 1 for values in by_lesson.values())
+    assert len({values.pop() for values in by_lesson.values()}) == len(WEEKS)
+
+
+def with_unsubscribe_mailbox(project: Project, tmp_path: Path) -> Project:
+    """The project with [bounces] address and mailbox set: List-Unsubscribe then offers a mailto: too."""
+    bounces = {"address": "bounces@mail.running.example.com", "mailbox": str(tmp_path / "bounces")}
+    return Project(project.settings.replace("bounces", **bounces))
+
+
+@pytest.mark.parametrize("week", [CONFIRMATION, "muscle"])
+def test_list_unsubscribe_carries_the_readers_signed_mailto_on_the_same_raw_line(
+    project: Project, tmp_path: Path, week: str
+) -> None:
+    mailing = with_unsubscribe_mailbox(project, tmp_path)
+    who, other = subscriber(mailing, subscriber_id=42), subscriber(mailing, subscriber_id=43)
+    raw = wire(mailing, week, who)
+    address = unsubscribe_address(mailing.settings, who.id)
+    assert address is not None and address.startswith("bounces+unsubscribe-42-")
+    url = mailing.links(who.id, NOW).unsubscribe
+    expected = f"\r\nList-Unsubscribe: <{url}>, <mailto:{address}?subject=unsubscribe>\r\n"
+    assert expected.encode() in raw
+    assert b"reader@example.com" not in address.encode()
+    assert address not in wire(mailing, week, other).decode("ascii", "replace")  # each reader their own
+    results = run_checklist(raw, call_to_action=None if week == CONFIRMATION else "Try this week")
+    assert [str(result) for result in results if not result.ok] == []
+    assert "one https URI and one mailto, on one line" in next(r for r in results if r.number == 6).detail
+
+
+def test_without_a_mailbox_nobody_would_read_the_mailto_so_there_is_none(project: Project) -> None:
+    reading_nothing = Project(project.settings.replace("bounces", address="bounces@mail.running.example.com"))
+    raw = wire(reading_nothing, "muscle")
+    assert b"mailto:" not in header_block(raw)
+    assert unsubscribe_address(reading_nothing.settings, 42) is None
 
 
 def test_confirmation_links_confirm_with_a_working_token(project: Project) -> None:
@@ -250,7 +302,7 @@ def generate_key(folder: Path) -> tuple[Path, bytes]:
 def test_dkim_signature_verifies_with_dkimpy(project: Project, settings: Settings, tmp_path: Path) -> None:
     key, record = generate_key(tmp_path)
     signed = Project(settings.replace("dkim", selector="news2026", domain="running.example.com", private_key=key))
-    raw = wire(signed, "muscle")
+    raw = signed.envelope(subscriber(signed), "muscle", delivery_id=7, now=NOW).data  # with X-Newsletter-Delivery
     looked_up: list[bytes] = []
 
     def dns(name: bytes, timeout: float = 5) -> bytes:
@@ -264,7 +316,50 @@ def test_dkim_signature_verifies_with_dkimpy(project: Project, settings: Setting
     assert signed_list
     signed_headers = {name.lower() for name in signed_list.group(1).split(":")}
     required = {"from", "to", "subject", "date", "message-id", "list-unsubscribe", "list-unsubscribe-post", "list-id"}
-    assert required <= signed_headers
+    ours = {"feedback-id", "auto-submitted", "precedence", "reply-to"}  # reply-to signed absent: none may be added
+    assert required | ours <= signed_headers
+    assert DELIVERY_HEADER.lower() not in signed_headers  # ours alone; a relay stripping X- headers breaks nothing
     assert not dkim.verify(raw.replace(b"Subject: Lesson 1", b"Subject: Lesson 9", 1), dnsfunc=dns)
+    assert not dkim.verify(raw.replace(b"Feedback-ID: muscle:", b"Feedback-ID: knees:", 1), dnsfunc=dns)
+    assert not dkim.verify(raw.replace(b"\r\nPrecedence: bulk", b"\r\nPrecedence: list", 1), dnsfunc=dns)
+    assert not dkim.verify(raw.replace(b"\r\n\r\n", b"\r\nReply-To: thief@example.org\r\n\r\n", 1), dnsfunc=dns)
+    assert dkim.verify(raw.replace(b"\r\nX-Newsletter-Delivery", b"\r\nX-Other", 1), dnsfunc=dns)
     results = run_checklist(raw, call_to_action="Try this week", dkim_dns=dns)
     assert [str(result) for result in results if not result.ok] == []
+
+
+def test_the_signature_covers_every_header_we_add_on_the_bytes_the_smtp_server_received(
+    any_project: Project, tmp_path: Path
+) -> None:
+    """A lesson and a confirmation sent over SMTP, each verified by dkimpy as a receiving provider would."""
+    key, record = generate_key(tmp_path)
+    settings = any_project.settings.replace("dkim", selector="news2026", domain="running.example.com", private_key=key)
+    settings = settings.replace("sender", reply_to="coach@running.example.com")
+    settings = settings.replace("bounces", address="bounces@mail.running.example.com", mailbox=str(tmp_path / "in"))
+    signing = Project(settings)
+    readers(signing, "ann@example.com")
+    with signing.db.session() as session:
+        add_subscriber(session, signing, SubscriberInput("bo@example.com"), confirmed=False, now=FIRST_SLOT)
+    with SmtpSink() as sink:
+        transport = SmtpTransport("127.0.0.1", sink.port)
+        try:
+            send_due(signing, transport, now=FIRST_SLOT + timedelta(minutes=1))
+        finally:
+            transport.close()
+        received = {message.recipients[0]: message.data for message in sink.messages}
+    signing.db.dispose()
+    assert set(received) == {"ann@example.com", "bo@example.com"}
+    for recipient, raw in received.items():
+        assert dkim.verify(raw, dnsfunc=lambda name, timeout=5: record), recipient
+        head = header_block(raw).decode("ascii")
+        names = {line.split(":", 1)[0].lower() for line in head.split("\r\n") if line[:1] not in (" ", "\t")}
+        tags = re.sub(r"\s+", "", str(parse(raw)["DKIM-Signature"]))
+        signed_list = re.search(r"(?:^|;)h=([^;]+)", tags)
+        assert signed_list, tags
+        signed_headers = {name.lower() for name in signed_list.group(1).split(":")}
+        assert names - {"dkim-signature", DELIVERY_HEADER.lower()} <= signed_headers, recipient
+        ours = {"reply-to", "list-id", "list-unsubscribe", "list-unsubscribe-post", "feedback-id", "auto-submitted"}
+        assert ours <= names  # really there, so the line above proves each is signed
+        assert ("precedence" in names) == (recipient == "ann@example.com")  # lessons only
+        assert "precedence" in signed_headers  # named even when absent: nobody on the way may add one
+        assert ", <mailto:bounces+unsubscribe-" in str(parse(raw)["List-Unsubscribe"])

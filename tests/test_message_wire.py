@@ -76,10 +76,14 @@ def reference(settings: Settings, rendered: RenderedEmail, **fields: object) -> 
         message["Reply-To"] = settings.sender.reply_to
     list_id = str(fields["list_id_value"])
     message["List-Id"] = list_id
-    message["List-Unsubscribe"] = f"<{fields['unsubscribe_url']}>"
+    mailto = fields.get("unsubscribe_mailto")
+    message["List-Unsubscribe"] = f"<{fields['unsubscribe_url']}>" + (f", <{mailto}>" if mailto else "")
     message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    message["Feedback-ID"] = f"{list_id.rsplit('<', 1)[-1].rstrip('>')}:newsletter"
+    mail_type = "bulk" if fields["bulk"] else "transactional"
+    message["Feedback-ID"] = f"{fields['campaign']}:running.running.example.com:{mail_type}:newsletter"
     message["Auto-Submitted"] = "auto-generated"
+    if fields["bulk"]:
+        message["Precedence"] = "bulk"
     if fields.get("delivery_id") is not None:
         message[DELIVERY_HEADER] = str(fields["delivery_id"])
     message.set_content(rendered.text, subtype="plain", charset="utf-8", cte="quoted-printable")
@@ -99,13 +103,20 @@ def anatomy(raw: bytes) -> tuple[bytes, list[bytes], list[str]]:
     return raw.split(b"\r\n\r\n", 1)[0], [part.split(b"\r\n\r\n", 1)[0] for part in parts], decoded
 
 
+MAILTO = "mailto:bounces+unsubscribe-42-abcdefghijklm@mail.running.example.com?subject=unsubscribe"
+
+
 def fields_for(name: str, case: int) -> dict[str, object]:
     return {
         "to_email": "reader.one+tag@example.com",
         "to_name": name,
         "message_id": "<running.w1.0a1b2c3d@running.example.com>",
-        "unsubscribe_url": "https://running.example.com/u/" + "t" * (30 if case % 2 else 900),
+        # The long URL and the mailto together fill the one line List-Unsubscribe may take (998 octets).
+        "unsubscribe_url": "https://running.example.com/u/" + "t" * (30 if case % 2 else 856),
+        "unsubscribe_mailto": MAILTO if case % 4 < 2 else "",
         "list_id_value": '"Running: Muscle" <running.running.example.com>',
+        "campaign": "confirmation" if case % 3 == 1 else "muscle",
+        "bulk": case % 3 != 1,
         "delivery_id": 42 if case % 2 else None,
         "date": datetime(2026, 3, 2, 7, tzinfo=UTC if case % 3 else timezone(timedelta(hours=-5))),
         "subject_prefix": "[TEST] " if case % 5 == 0 else "",
@@ -141,6 +152,35 @@ def test_a_line_break_in_a_header_value_is_refused_as_the_email_package_refuses_
         compose(settings, rendered, **fields)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="linefeed or carriage return"):
         reference(settings, rendered, **fields)
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("https://running.example.com/u/" + "t" * 857, "over 998; shorten"),
+        ("https://läufe.example.com/u/abc", "must be printable ASCII"),
+    ],
+    ids=["one octet too long", "not ASCII"],
+)
+def test_a_list_unsubscribe_that_cannot_be_one_raw_line_is_refused(url: str, problem: str) -> None:
+    """Where the email package would fold or encode List-Unsubscribe (which Gmail ignores), compose refuses."""
+    settings = settings_with()
+    rendered = RenderedEmail(subject="Hi", preheader="", html="<p>x</p>", text="x")
+    fields = {**fields_for("Reader", 0), "unsubscribe_url": url, "unsubscribe_mailto": MAILTO}
+    with pytest.raises(MessageError, match=problem):
+        compose(settings, rendered, **fields)  # type: ignore[arg-type]
+    by_the_email_package = reference(settings, rendered, **fields).split(b"\r\n\r\n")[0]
+    field = by_the_email_package.split(b"List-Unsubscribe:")[1].split(b"\r\nList-Unsubscribe-Post")[0]
+    assert b"\r\n " in field or b"=?utf-8?" in field
+
+
+def test_list_unsubscribe_takes_its_one_line_up_to_998_octets() -> None:
+    rendered = RenderedEmail(subject="Hi", preheader="", html="<p>x</p>", text="x")
+    fields = {**fields_for("Reader", 0), "unsubscribe_mailto": MAILTO}
+    data = compose(settings_with(), rendered, **fields)  # type: ignore[arg-type]
+    [line] = [line for line in data.split(b"\r\n") if line.startswith(b"List-Unsubscribe:")]
+    assert line == f"List-Unsubscribe: <{fields['unsubscribe_url']}>, <{MAILTO}>".encode()
+    assert len(line) == 998
 
 
 def test_text_in_pieces_encodes_to_what_the_whole_text_decodes_to() -> None:

@@ -113,6 +113,7 @@ def test_init_split_check_demo_end_to_end(tmp_path: Path) -> None:
     check = newsletter("check", cwd=folder)
     assert check.returncode == 0, check.stdout + check.stderr
     assert "OK: 4 emails pass the email checklist" in check.stdout
+    assert "warning: [sender] address is still the example one ('Garden · 1 Example Street" in check.stderr  # no FAIL
 
     demo = newsletter("demo", "--weeks", "4", cwd=folder)
     assert demo.returncode == 0, demo.stderr

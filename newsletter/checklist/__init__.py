@@ -25,7 +25,7 @@ CHECKS: list[tuple[int, str, Check]] = [
     (6, "List-Unsubscribe", headers.list_unsubscribe),
     (7, "List-Unsubscribe-Post one-click", headers.one_click_post),
     (8, "List-Id", headers.list_id_header),
-    (9, "Feedback-ID and Auto-Submitted", headers.recommended_headers),
+    (9, "Feedback-ID, Auto-Submitted, Precedence", headers.recommended_headers),
     (10, "DKIM signature", signing.dkim_signature),
     (11, "no injected headers", headers.no_injected_headers),
     (15, "doctype, lang and title", html_layout.document_head),

@@ -3,6 +3,9 @@
 Config, lessons and templates are loaded the way sending loads them; then every lesson and the confirmation
 email is rendered for a sample subscriber, built and serialised exactly as for the wire, and checked.
 The sample subscriber's name holds markup and an ampersand, so every template proves it escapes names.
+
+Settings that are allowed but will hurt real sending (no DKIM on an SMTP relay, the example postal address)
+are warnings, not findings: a new project or a local outbox may rightly have them, so they never fail `check`.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from dkim.crypto import UnparsableKeyError
 from newsletter.checklist import CheckResult, run_checklist
 from newsletter.checklist.signing import dns_serving, public_key_record
 from newsletter.checklist.wire import DnsTxtLookup
-from newsletter.config import Settings, load_settings
+from newsletter.config import SenderSection, Settings, load_settings
 from newsletter.errors import ConfigError, LessonError, NewsletterError
 from newsletter.ledger.waiting import Gate
 from newsletter.lessons import empty_editor_sections
@@ -28,6 +31,8 @@ from newsletter.project import Project
 CALL_TO_ACTION = "Try this week"
 CHECK_NAME = 'Alex "<b>Runner</b>" & Co'
 CHECK_EMAIL = "check@example.com"
+# The postal addresses the bundled config, `newsletter init`'s config and the built-in default print.
+EXAMPLE_ADDRESS_MARKS = ("1 example street", SenderSection().address.lower())
 AUTHOR_TASKS = {
     "Key takeaways": "write the three or four points a reader should remember",
     "Try this week": "write the one thing the reader should do this week",
@@ -50,6 +55,7 @@ class CourseReport:
     emails_checked: int = 0
     findings: list[Finding] = field(default_factory=list)
     notices: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -67,6 +73,7 @@ def check_course(
         report.findings.append(Finding("", str(error)))
         return report
     report.notices = settings.notices
+    report.warnings = deliverability_warnings(settings)
     root = settings.root
     config_name = _relative(settings.config_path or root / "config.toml", root)
     if not settings.newsletter.base_url.startswith("https://"):
@@ -105,6 +112,26 @@ def check_course(
             if not result.ok:
                 report.findings.append(Finding(where, f"item {result.number} ({result.name}): {result.detail}"))
     return report
+
+
+def deliverability_warnings(settings: Settings) -> tuple[str, ...]:
+    """What will cost inbox placement or break the rules once real readers get mail, though nothing fails."""
+    warnings = []
+    if settings.delivery.transport == "smtp" and not settings.dkim.selector:
+        # A relay may sign for the domain itself, but only our own signature covers Feedback-ID and the
+        # List-Unsubscribe headers for certain, so the warning stands either way.
+        warnings.append(
+            "[delivery] transport is smtp but [dkim] selector is empty: every email goes out unsigned, and Gmail "
+            "and Yahoo require DKIM from bulk senders; set [dkim] selector, domain and private_key"
+        )
+    address = " ".join(settings.sender.address.split())
+    problem = "is empty" if not address else f"is still the example one ({address!r})"
+    if not address or any(mark in address.lower() for mark in EXAMPLE_ADDRESS_MARKS):
+        warnings.append(
+            f"[sender] address {problem}: every footer prints it, and CAN-SPAM and the mailbox providers "
+            "want your real postal address there"
+        )
+    return tuple(warnings)
 
 
 def checked_emails(

@@ -45,6 +45,12 @@ _MESSAGE_ID = re.compile(r"^<([^<>@\s]+)@([^<>@\s]+)>$")
 _LIST_ID = re.compile(r'^(?:"(?:[^"\\]|\\.)+"|[^"<>]+?)\s*<([a-z0-9-]+)\.([a-z0-9.-]+\.[a-z]{2,})>$', re.IGNORECASE)
 _ANGLE_URIS = re.compile(r"<([^<>]*)>")
 _NUMERIC_ZONE = re.compile(r"[+-]\d{4}\s*$")
+_ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bq]\?[^?\s]*\?=", re.IGNORECASE)
+_MAILTO = re.compile(r"^mailto:[^@?\s]+@[^@?\s]+(?:\?\S*)?$", re.IGNORECASE)
+# Google's Feedback-ID: `a:b:c:SenderId`, up to three identifiers before a SenderId of 5 to 15 characters.
+FEEDBACK_ID_FIELDS = 4
+SENDER_ID_LENGTH = range(5, 16)
+PRECEDENCE_VALUES = ("bulk", "list")
 
 
 def required_headers(wire: WireEmail) -> Verdict:
@@ -129,22 +135,30 @@ def list_unsubscribe(wire: WireEmail) -> Verdict:
     if len(values) != 1:
         return judge([f"List-Unsubscribe appears {len(values)} times, expected once"], "")
     raw = values[0]
-    if "=?" in raw:
+    if _ENCODED_WORD.search(raw):
         return judge([f"List-Unsubscribe is RFC 2047-encoded ({raw[:40]}…); Gmail ignores it"], "")
     uris = _ANGLE_URIS.findall(raw)
     https = [uri for uri in uris if uri.startswith("https://")]
-    others = [uri for uri in uris if not uri.startswith(("https://", "mailto:"))]
+    mailtos = [uri for uri in uris if uri.lower().startswith("mailto:")]
+    others = [uri for uri in uris if uri not in https and uri not in mailtos]
     problems = []
     if _ANGLE_URIS.sub("", raw).replace(",", "").strip():
         problems.append(f"List-Unsubscribe {raw!r} is not a list of <URI>s")
     if len(https) != 1:
         problems.append(f"List-Unsubscribe holds {len(https)} https URIs, expected exactly one")
+    if len(mailtos) > 1:
+        problems.append(f"List-Unsubscribe holds {len(mailtos)} mailto URIs, expected at most one")
+    malformed = [uri for uri in mailtos if not _MAILTO.match(uri)]
+    problems += [f"List-Unsubscribe's {uri!r} is not mailto:address[?subject=…]" for uri in malformed]
     if others:
         problems.append(f"List-Unsubscribe holds {others}; only https and mailto URIs are allowed")
     address = wire.recipient_address.lower()
-    if address and any(address in unquote(uri).lower() for uri in https):
-        problems.append("the List-Unsubscribe URL carries the plain address; use an opaque signed token")
-    return judge(problems, f"one https URI, not encoded: {https[0] if https else ''}")
+    if address and any(address in unquote(uri).lower() for uri in https + mailtos):
+        problems.append("List-Unsubscribe carries the plain address; use an opaque signed token")
+    if re.search(rb"^List-Unsubscribe:[^\n]*\n[ \t]", wire.head, re.IGNORECASE | re.MULTILINE):
+        problems.append("List-Unsubscribe is folded over several lines; write it on one line of at most 998 octets")
+    found = f"one https URI{' and one mailto' if mailtos else ''}, on one line, not encoded"
+    return judge(problems, f"{found}: {https[0] if https else ''}")
 
 
 def one_click_post(wire: WireEmail) -> Verdict:
@@ -168,15 +182,29 @@ def list_id_header(wire: WireEmail) -> Verdict:
 def recommended_headers(wire: WireEmail) -> Verdict:
     problems = []
     feedback = wire.raw_header("Feedback-ID")
+    if len(feedback) > 1:
+        problems.append(f"Feedback-ID appears {len(feedback)} times; Google counts only one")
     recipient = wire.recipient_address.lower()
     local_part = recipient.split("@")[0]
+    delivery = wire.raw_header("X-Newsletter-Delivery")
     for value in feedback:
-        if recipient and (recipient in value.lower() or f":{local_part}:" in f":{value.lower()}:"):
-            problems.append(f"Feedback-ID {value!r} holds the recipient; it must be constant per series")
+        fields = value.split(":")
+        if recipient and (recipient in value.lower() or local_part in (field.lower() for field in fields)):
+            problems.append(f"Feedback-ID {value!r} holds the recipient; it must be the same for every reader")
+        if delivery and delivery[0] in fields:
+            problems.append(f"Feedback-ID {value!r} holds the delivery id; it must be the same for every reader")
+        if len(fields) > FEEDBACK_ID_FIELDS:
+            problems.append(f"Feedback-ID {value!r} has {len(fields)} fields, expected at most {FEEDBACK_ID_FIELDS}")
+        if len(fields[-1]) not in SENDER_ID_LENGTH:
+            problems.append(f"Feedback-ID {value!r}: its last field (SenderId) must be 5 to 15 characters")
     auto = wire.raw_header("Auto-Submitted")
     if auto and auto != ["auto-generated"]:
         problems.append(f"Auto-Submitted is {auto}, expected auto-generated")
-    present = [name for name in ("Feedback-ID", "Auto-Submitted", "List-Help", "List-Archive") if wire.raw_header(name)]
+    precedence = wire.raw_header("Precedence")
+    if precedence and (len(precedence) > 1 or precedence[0].lower() not in PRECEDENCE_VALUES):
+        problems.append(f"Precedence is {precedence}, expected one of {', '.join(PRECEDENCE_VALUES)}")
+    names = ("Feedback-ID", "Auto-Submitted", "Precedence", "List-Help", "List-Archive")
+    present = [name for name in names if wire.raw_header(name)]
     return judge(problems, f"present: {', '.join(present) or 'none (optional)'}")
 
 

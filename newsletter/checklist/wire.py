@@ -43,9 +43,14 @@ class WireEmail:
         return parsed
 
     @cached_property
+    def head(self) -> bytes:
+        """The top-level header block as sent, folding and all."""
+        return re.split(rb"\r?\n\r?\n", self.raw, maxsplit=1)[0]
+
+    @cached_property
     def raw_headers(self) -> list[tuple[str, str]]:
         """The top-level header fields as sent: (name, value unfolded but not decoded)."""
-        head = re.split(rb"\r?\n\r?\n", self.raw, maxsplit=1)[0].decode("ascii", errors="replace")
+        head = self.head.decode("ascii", errors="replace")
         fields: list[tuple[str, str]] = []
         for line in re.split(r"\r?\n", head):
             if line[:1] in (" ", "\t") and fields:

@@ -20,8 +20,10 @@ def bounces_command(ctx: click.Context, dry_run: bool, as_json: bool, now: datet
     """Read [bounces] mailbox: record each bounce and complaint against its delivery, then move the message.
 
     A hard bounce suppresses the reader, soft bounces on 3 of their last 5 emails do too, a complaint
-    unsubscribes them. Messages that are no bounce, or name no delivery of ours, stay in the mailbox and
-    are counted. Running it twice records nothing twice.
+    unsubscribes them, and so does an email to their own unsubscribe address (the mailto: of
+    List-Unsubscribe), read from [bounces] unsubscribe_mailbox too when it is set. Messages that are no
+    bounce, or name no delivery of ours, stay in the mailbox and are counted. Running it twice records
+    nothing twice.
     """
     project = open_project(ctx)
     ctx.call_on_close(project.db.dispose)

@@ -159,11 +159,14 @@ def check_command(ctx: click.Context) -> None:
 
     Each lesson and the confirmation email is built exactly as it would be sent and checked against the
     email checklist (headers, one-click unsubscribe, HTML and text parts). Every failure is printed with
-    its file and reason; the exit code is 1 if there is any.
+    its file and reason; the exit code is 1 if there is any. Settings that will cost real sending (SMTP
+    without DKIM, the example postal address) are printed as warnings and fail nothing.
     """
     report = check_course(ctx.obj["config_path"])
     for notice in report.notices:
         click.echo(f"note: {notice}", err=True)
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
     for finding in report.findings:
         click.echo(f"FAIL {finding}")
     if report.ok:

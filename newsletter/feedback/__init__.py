@@ -9,7 +9,11 @@
                                  hard bounce → bounced + suppressed, 3 soft of the last 5 → the same,
                                  complaint → unsubscribed + suppressed (suppression)
 
-`sweep.process_mailbox` is one pass over the mailbox (the `newsletter bounces` command and each daemon tick).
+An email to a reader's own List-Unsubscribe mailto: address (mailto) is no report: the classifier names the
+reader and record.record_unsubscribe_email unsubscribes them.
+
+`sweep.process_mailbox` is one pass over the mailbox (the `newsletter bounces` command and each daemon tick),
+and over [bounces] unsubscribe_mailbox when that is another one.
 `consent` keeps the evidence of sign-up and confirmation that complaints are answered with. This module
 imports nothing, so `subscribers` can import `suppression` without a cycle.
 """

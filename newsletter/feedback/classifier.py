@@ -1,10 +1,11 @@
 """A message from the bounce mailbox → the feedback reports it holds, each with the anchors to find its delivery.
 
-In order: an RFC 3464 DSN (`dsn`), an RFC 5965 complaint (`arf`), else a free-form bounce (`heuristic`).
+First an email to a reader's own unsubscribe address (`mailto`), whatever it says; then in order: an RFC
+3464 DSN (`dsn`), an RFC 5965 complaint (`arf`), else a free-form bounce (`heuristic`).
 Anchors are looked for everywhere a bounce may keep them: our signed bounce address (VERP) in the headers
 the receiving side added (Delivered-To, X-Original-To, the original's Return-Path) or anywhere in the text;
 our Message-ID in the returned original, in In-Reply-To / References, or quoted in a text part; the
-X-Newsletter-Delivery header likewise. A message that is none of the three is not feedback at all.
+X-Newsletter-Delivery header likewise. A message that is none of these is not feedback at all.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from newsletter.config import Settings
 from newsletter.feedback.arf import abuse_report
 from newsletter.feedback.dsn import delivery_status
 from newsletter.feedback.heuristic import failed_addresses
+from newsletter.feedback.mailto import requesting_subscriber
 from newsletter.feedback.report import COMPLAINT, FeedbackReport, bounce_kind
 from newsletter.feedback.verp import delivery_id_in
 from newsletter.message import DELIVERY_HEADER
@@ -34,10 +36,14 @@ MAX_MESSAGE_IDS = 10
 
 @dataclass(frozen=True)
 class Classified:
-    """The reports in one message; `recognised` False means it is not a bounce or a complaint at all."""
+    """The reports in one message; `recognised` False means it is no bounce, complaint or unsubscribe email.
+
+    `unsubscribe_request` is the subscriber id an email to a reader's unsubscribe address names.
+    """
 
     reports: list[FeedbackReport] = field(default_factory=list)
     recognised: bool = False
+    unsubscribe_request: int | None = None
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,9 @@ class _Anchors:
 def classify(settings: Settings, raw: bytes, *, source: str = "mailbox") -> Classified:
     """Read one message; a DSN about a delay or a delivery is recognised and holds no report."""
     message = email.message_from_bytes(raw, policy=policy.default)
+    requester = requesting_subscriber(settings, message)
+    if requester is not None:
+        return Classified(recognised=True, unsubscribe_request=requester)
     anchors = _anchors(settings, message, raw)
     base = _external_base(message, raw, source)
     found: list[FeedbackReport] = []

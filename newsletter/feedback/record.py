@@ -10,6 +10,10 @@ authenticated themselves (webhooks), the recipient's latest sent delivery. A rep
 "unmatched" and changes nothing: a bounce mailbox accepts mail from anyone. Every report carries an
 external id (the provider's event id, or a hash of the bounce message); the same id a second time is
 "duplicate" and changes nothing either, which makes every source safe to redeliver.
+
+An email to a reader's own unsubscribe address (`mailto.py`) comes in by `record_unsubscribe_email`: it
+unsubscribes the reader (an "unsubscribed" event with source "mailto"), and once they are unsubscribed,
+another such email changes nothing.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from newsletter.feedback import mailto
 from newsletter.feedback.report import COMPLAINT, HARD_BOUNCE, SOFT_BOUNCE, FeedbackReport
 from newsletter.feedback.suppression import suppress
 from newsletter.models import Delivery, Feedback, Subscriber
@@ -66,6 +71,16 @@ def record_report(session: Session, project: Project, report: FeedbackReport, *,
     except IntegrityError:  # another process recorded the same report a moment ago
         return Recorded(DUPLICATE, report.kind)
     return Recorded(RECORDED, report.kind, _act(session, project, subscriber, report, now))
+
+
+def record_unsubscribe_email(session: Session, project: Project, subscriber_id: int, *, now: datetime) -> bool:
+    """Unsubscribe the reader an unsubscribe email names, in the caller's transaction; return whether it did."""
+    subscriber = session.get(Subscriber, subscriber_id)
+    # Erased, or unsubscribed already: what the email asks for holds, and nothing is recorded twice.
+    if subscriber is None or subscriber.status == "unsubscribed":
+        return False
+    unsubscribe(session, project, subscriber, now=now, source=mailto.SOURCE)
+    return True
 
 
 def _seen(session: Session, external_id: str) -> bool:

@@ -1,30 +1,44 @@
 """One pass over the bounce mailbox: read each message, record what it reports, then move it out of the way.
 
+With [bounces] unsubscribe_mailbox naming another mailbox, the pass reads that one next, the same way.
+
 A message is taken out of the mailbox (moved, or deleted on POP3) only once its records are committed,
 and only when everything in it was recorded, was a duplicate, or asked for nothing (a delay warning, a
-"delivered" report, a not-spam report). Anything else stays where it is and is counted: messages that
-are no bounce at all, and bounces that name no delivery of ours. `newsletter bounces` runs one pass; the
-daemon runs one each tick.
+"delivered" report, a not-spam report). An email to a reader's unsubscribe address unsubscribes them and
+is taken out too, as is one naming a reader who is gone (what it asked for holds). Anything else stays
+where it is and is counted: messages that are no bounce at all, and bounces that name no delivery of ours.
+`newsletter bounces` runs one pass; the daemon runs one each tick.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from functools import partial
+from typing import TypeVar
 
-from newsletter.feedback.classifier import classify
-from newsletter.feedback.mailbox import open_mailbox
-from newsletter.feedback.record import DUPLICATE, RECORDED, Recorded, record_report
+from sqlalchemy.orm import Session
+
+from newsletter.errors import ConfigError
+from newsletter.feedback.classifier import Classified, classify
+from newsletter.feedback.mailbox import Mailbox, configured_mailboxes, open_mailbox
+from newsletter.feedback.record import DUPLICATE, RECORDED, Recorded, record_report, record_unsubscribe_email
 from newsletter.feedback.report import COMPLAINT, HARD_BOUNCE
 from newsletter.project import Project
 
 log = logging.getLogger("newsletter.feedback")
+T = TypeVar("T")
 
 
 @dataclass
 class FeedbackSummary:
-    """What one pass found; `kept` counts the messages left in the mailbox for a person to look at."""
+    """What one pass found; `kept` counts the messages left in the mailbox for a person to look at.
+
+    `unsubscribe_emails` counts emails to readers' unsubscribe addresses; `unsubscribed` counts the readers
+    they and complaints unsubscribed.
+    """
 
     messages: int = 0
     recorded: int = 0
@@ -33,6 +47,7 @@ class FeedbackSummary:
     complaints: int = 0
     suppressed: int = 0
     unsubscribed: int = 0
+    unsubscribe_emails: int = 0
     duplicates: int = 0
     ignored: int = 0
     kept: int = 0
@@ -61,39 +76,66 @@ class FeedbackSummary:
         return (
             f"{self.messages} message{'s' if self.messages != 1 else ''}: {self.recorded} recorded "
             f"({self.hard_bounces} hard, {self.soft_bounces} soft, {self.complaints} complaints; "
-            f"{self.suppressed} suppressed, {self.unsubscribed} unsubscribed), {self.duplicates} duplicate, "
+            f"{self.suppressed} suppressed, {self.unsubscribed} unsubscribed), {self.unsubscribe_emails} "
+            f"unsubscribe email{'s' if self.unsubscribe_emails != 1 else ''}, {self.duplicates} duplicate, "
             f"{self.ignored} ignored, {self.kept} kept as unknown"
         )
 
 
 def process_mailbox(project: Project, now: datetime, *, dry_run: bool = False) -> FeedbackSummary:
-    """Process every message in [bounces] mailbox; with `dry_run`, change nothing and say what would happen."""
+    """Process every message in the configured mailboxes; with `dry_run`, change nothing and say what would happen."""
+    mailboxes = configured_mailboxes(project.settings)
+    if not mailboxes:
+        raise ConfigError("[bounces] mailbox is not set: name a Maildir folder or an imaps:// or pop3s:// URL")
     summary = FeedbackSummary()
-    mailbox = open_mailbox(project.settings)
-    try:
-        for stored in mailbox.messages():
-            summary.messages += 1
-            classified = classify(project.settings, stored.data)
-            if not classified.recognised:
-                summary.kept += 1
-                continue
-            with project.db.session() as session:
-                attempt = session.begin_nested()  # a dry run rolls back to here
-                outcomes = [record_report(session, project, report, now=now) for report in classified.reports]
-                if dry_run:
-                    attempt.rollback()
-                else:
-                    attempt.commit()
-            for outcome in outcomes:
-                summary.add(outcome)
-            if any(outcome.outcome not in (RECORDED, DUPLICATE) for outcome in outcomes):
-                summary.kept += 1
-                continue
-            summary.ignored += not outcomes
-            if not dry_run:
-                mailbox.processed(stored.key)
-    finally:
-        mailbox.close()
+    for which in mailboxes:
+        mailbox = open_mailbox(project.settings, which)
+        try:
+            _sweep(project, mailbox, summary, now, dry_run)
+        finally:
+            mailbox.close()
     if summary.messages and not dry_run:
         log.info("bounces: %s", summary.line(), extra={"fields": {"event": "bounces", **summary.as_dict()}})
     return summary
+
+
+def _sweep(project: Project, mailbox: Mailbox, summary: FeedbackSummary, now: datetime, dry_run: bool) -> None:
+    for stored in mailbox.messages():
+        summary.messages += 1
+        classified = classify(project.settings, stored.data)
+        if not classified.recognised:
+            summary.kept += 1
+            continue
+        requester = classified.unsubscribe_request
+        if requester is not None:
+            summary.unsubscribe_emails += 1
+            unsubscribe = partial(record_unsubscribe_email, project=project, subscriber_id=requester, now=now)
+            summary.unsubscribed += _attempt(project, dry_run, unsubscribe)
+            if not dry_run:
+                mailbox.processed(stored.key)
+            continue
+        outcomes = _attempt(project, dry_run, partial(_record_all, project=project, classified=classified, now=now))
+        for outcome in outcomes:
+            summary.add(outcome)
+        if any(outcome.outcome not in (RECORDED, DUPLICATE) for outcome in outcomes):
+            summary.kept += 1
+            continue
+        summary.ignored += not outcomes
+        if not dry_run:
+            mailbox.processed(stored.key)
+
+
+def _record_all(session: Session, *, project: Project, classified: Classified, now: datetime) -> list[Recorded]:
+    return [record_report(session, project, report, now=now) for report in classified.reports]
+
+
+def _attempt(project: Project, dry_run: bool, work: Callable[[Session], T]) -> T:
+    """Run `work` in its own commit; a dry run rolls it back."""
+    with project.db.session() as session:
+        attempt = session.begin_nested()
+        result = work(session)
+        if dry_run:
+            attempt.rollback()
+        else:
+            attempt.commit()
+    return result

@@ -1,4 +1,4 @@
-"""The bounce mailbox named by [bounces] mailbox, behind one small protocol.
+"""The mailboxes named by [bounces] mailbox and unsubscribe_mailbox, behind one small protocol.
 
     Mailbox        messages(): every message waiting, as (key, bytes); processed(key): take it out of the way
     ├── Maildir    maildir.py: files in new/ and cur/; processed ones are renamed into .<processed_folder>/cur/
@@ -7,7 +7,8 @@
 
 The sweep calls `processed` only after the message's records are committed, so a crash in between leaves
 the message where it was and the next sweep finds it again (a duplicate, which changes nothing). The
-password comes from NEWSLETTER_BOUNCES_PASSWORD; TLS certificates are checked against the system's
+password comes from NEWSLETTER_BOUNCES_PASSWORD (an unsubscribe mailbox's from
+NEWSLETTER_BOUNCES_UNSUBSCRIBE_PASSWORD, else that one); TLS certificates are checked against the system's
 authorities, or the file SSL_CERT_FILE names.
 """
 
@@ -24,6 +25,8 @@ from newsletter.config import Settings
 from newsletter.errors import ConfigError
 
 DEFAULT_PORTS = {"imaps": 993, "pop3s": 995}
+PASSWORD_VARIABLE = "NEWSLETTER_BOUNCES_PASSWORD"
+UNSUBSCRIBE_PASSWORD_VARIABLE = "NEWSLETTER_BOUNCES_UNSUBSCRIBE_PASSWORD"
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,35 @@ class MailboxUrl:
         return f"{self.scheme}://{self.user}@{self.host}:{self.port}{folder}"
 
 
-def parse_mailbox_url(text: str) -> MailboxUrl:
+@dataclass(frozen=True)
+class MailboxSetting:
+    """One configured mailbox: the key that names it, where it is, and its password with the variable it is in."""
+
+    key: str
+    location: str
+    password: str
+    password_variable: str
+
+
+def configured_mailboxes(settings: Settings) -> list[MailboxSetting]:
+    """The mailboxes a pass reads: [bounces] mailbox, then unsubscribe_mailbox when it names another one."""
+    bounces = settings.bounces
+    found = []
+    if bounces.mailbox:
+        found.append(MailboxSetting("[bounces] mailbox", bounces.mailbox, bounces.password, PASSWORD_VARIABLE))
+    if bounces.unsubscribe_mailbox and bounces.unsubscribe_mailbox != bounces.mailbox:
+        password = bounces.unsubscribe_password or bounces.password
+        found.append(
+            MailboxSetting(
+                "[bounces] unsubscribe_mailbox", bounces.unsubscribe_mailbox, password, UNSUBSCRIBE_PASSWORD_VARIABLE
+            )
+        )
+    return found
+
+
+def parse_mailbox_url(
+    text: str, key: str = "[bounces] mailbox", password_variable: str = PASSWORD_VARIABLE
+) -> MailboxUrl:
     """`imaps://user@host[:port]/FOLDER` or `pop3s://user@host[:port]`; an @ in the user name is written %40."""
     parts = urlsplit(text)
     scheme = parts.scheme.lower()
@@ -63,14 +94,12 @@ def parse_mailbox_url(text: str) -> MailboxUrl:
     except ValueError:
         port = 0
     if scheme not in DEFAULT_PORTS or not parts.username or not parts.hostname or not port:
-        raise ConfigError(
-            f"[bounces] mailbox {text!r}: expected imaps://user@host[:port]/FOLDER or pop3s://user@host[:port]"
-        )
+        raise ConfigError(f"{key} {text!r}: expected imaps://user@host[:port]/FOLDER or pop3s://user@host[:port]")
     if parts.password is not None:
-        raise ConfigError("[bounces] mailbox: the password comes only from NEWSLETTER_BOUNCES_PASSWORD, not the URL")
+        raise ConfigError(f"{key}: the password comes only from {password_variable}, not the URL")
     folder = unquote(parts.path.strip("/")) or "INBOX"
     if scheme == "pop3s" and folder != "INBOX":
-        raise ConfigError(f"[bounces] mailbox {text!r}: POP3 has only the inbox; leave the folder out")
+        raise ConfigError(f"{key} {text!r}: POP3 has only the inbox; leave the folder out")
     return MailboxUrl(scheme, unquote(parts.username), parts.hostname, port, folder)
 
 
@@ -79,21 +108,19 @@ def tls_context() -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
-def open_mailbox(settings: Settings) -> Mailbox:
-    """Connect to the configured mailbox; a MailboxError says what failed."""
+def open_mailbox(settings: Settings, which: MailboxSetting) -> Mailbox:
+    """Connect to one configured mailbox; a MailboxError says what failed."""
     from newsletter.feedback.mailbox.imap import ImapMailbox
     from newsletter.feedback.mailbox.maildir import Maildir
     from newsletter.feedback.mailbox.pop3 import Pop3Mailbox
 
     bounces = settings.bounces
-    if not bounces.mailbox:
-        raise ConfigError("[bounces] mailbox is not set: name a Maildir folder or an imaps:// or pop3s:// URL")
-    if "://" not in bounces.mailbox:
-        path = Path(bounces.mailbox).expanduser()
+    if "://" not in which.location:
+        path = Path(which.location).expanduser()
         return Maildir(path if path.is_absolute() else settings.root / path, bounces.processed_folder)
-    url = parse_mailbox_url(bounces.mailbox)
-    if not bounces.password:
-        raise ConfigError(f"[bounces] mailbox {url}: set NEWSLETTER_BOUNCES_PASSWORD to its password")
+    url = parse_mailbox_url(which.location, which.key, which.password_variable)
+    if not which.password:
+        raise ConfigError(f"{which.key} {url}: set {which.password_variable} to its password")
     if url.scheme == "imaps":
-        return ImapMailbox(url, bounces.password, bounces.processed_folder, bounces.timeout)
-    return Pop3Mailbox(url, bounces.password, bounces.timeout)
+        return ImapMailbox(url, which.password, bounces.processed_folder, bounces.timeout)
+    return Pop3Mailbox(url, which.password, bounces.timeout)
