@@ -1,14 +1,13 @@
-"""What the benchmarks share: a scratch project and database, a fast seeder, and where the figures came from.
+"""What the benchmarks share: a scratch project and database, the cases of a run, and how results are told.
 
-Seeding goes through SQLAlchemy Core `insert` (executemany) in chunks of 10,000 rows with ids assigned
-here, so a million subscribers and their pending lesson rows load in about a minute; the schema itself
-comes from the project's own migrations (`newsletter.db.connect`). The course is then marked planned, as a
-sender leaves it, so a benchmark measures what it names and not the first re-plan of a million readers.
+A run is a list of cases, one per database and N (`--db sqlite,postgresql --subscribers 10000,100000`),
+each in a folder and a database of its own; its result is one JSON file and one Markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -17,22 +16,17 @@ import shutil
 import sqlite3
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
-from datetime import time as Time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, func, insert, select, text
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from newsletter.config import load_settings
-from newsletter.ledger.course import course_fingerprint
-from newsletter.ledger.waiting import DELIVERIES, SUBSCRIBERS
-from newsletter.models import CourseState, Delivery
 from newsletter.project import Project
 from newsletter.starter import copy_project
 
@@ -40,13 +34,6 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 SECRET_KEY = "benchmark-secret-key-0123456789"
 POSTGRES_URL_VARIABLE = "NEWSLETTER_TEST_DATABASE_URL"
-# A Monday: every seeded reader has Monday 07:00 UTC as their slot, so lesson 1 is due at FIRST_SLOT.
-CONFIRMED_AT = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
-FIRST_SLOT = datetime(2026, 3, 2, 7, 0, tzinfo=UTC)
-SEND_TIME = Time(7, 0)
-SEED_CHUNK = 10_000
-WEEK = timedelta(days=7)
-REFUSED_EVERY = 1000  # one reader in this many had lesson 1 refused for good (the "latest errors" of status)
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -148,6 +135,22 @@ def publish(
     return result
 
 
+def growth(done: list[Case], figures: Mapping[str, tuple[str, str]]) -> list[str]:
+    """For each database, how each figure (label: (part, key) of a case) changes from one N to the next."""
+    lines = []
+    for database in dict.fromkeys(case["database"] for case in done):
+        sized = sorted((case for case in done if case["database"] == database), key=lambda case: case["subscribers"])
+        for label, (part, key) in figures.items():
+            steps = [
+                f"{small['subscribers']:,}→{large['subscribers']:,}: ×{large[part][key] / small[part][key]:.2f}"
+                for small, large in itertools.pairwise(sized)
+                if small[part][key] > 0
+            ]
+            if steps:
+                lines.append(f"{database} {label}: " + ", ".join(steps))
+    return lines
+
+
 @dataclass(frozen=True)
 class BenchProject:
     """A copy of the bundled project in a scratch folder, pointed at the benchmark's database."""
@@ -197,135 +200,6 @@ def scratch_folder(given: Path | None, keep: bool) -> Iterator[Path]:
             print(f"kept {folder}", file=sys.stderr)
         else:
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def seed(
-    project: Project,
-    count: int,
-    due_at: Callable[[int], datetime],
-    *,
-    lessons_had: Callable[[int], int] = lambda _: 0,
-    weekday: Callable[[int], int] = lambda _: 0,
-    chunk: int = SEED_CHUNK,
-) -> float:
-    """Insert `count` confirmed readers and their ledger rows; return the seconds it took.
-
-    Reader n (1-based) is reader{n}@example.com at 07:00 UTC on `weekday(n)`, has had the first
-    `lessons_had(n)` lessons (one a week before `due_at(n)`; one reader in REFUSED_EVERY had lesson 1
-    refused for good) and waits for the next one, due at `due_at(n)`; a reader who has had every lesson
-    has finished the course and waits for nothing.
-    """
-    lessons = list(project.series)
-    started = time.perf_counter()
-    engine = project.db.engine
-    delivery_id = 0
-    for first in range(1, count + 1, chunk):
-        readers, rows = [], []
-        for n in range(first, min(first + chunk, count + 1)):
-            had = min(lessons_had(n), len(lessons))
-            readers.append(_reader(n, had, weekday(n), lessons))
-            due = due_at(n)
-            for week, lesson in enumerate(lessons[:had], start=1):
-                delivery_id += 1
-                rows.append(_received(delivery_id, n, lesson.slug, due - (had + 1 - week) * WEEK, week))
-            if had < len(lessons):
-                delivery_id += 1
-                rows.append(_waiting(delivery_id, n, lessons[had].slug, due))
-        with engine.begin() as connection:
-            connection.execute(insert(SUBSCRIBERS), readers)
-            connection.execute(insert(DELIVERIES), rows)
-    mark_planned(project)
-    if engine.dialect.name == "postgresql":
-        # Ids were given explicitly: move the sequences past them so later inserts do not collide.
-        with engine.begin() as connection:
-            for table in ("subscribers", "deliveries"):
-                connection.execute(
-                    text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))")
-                )
-                connection.execute(text(f"ANALYZE {table}"))
-    return time.perf_counter() - started
-
-
-def _reader(n: int, had: int, weekday: int, lessons: list[Any]) -> dict[str, Any]:
-    return {
-        "id": n,
-        "email": f"reader{n}@example.com",
-        "name": f"Reader {n}",
-        "timezone": "UTC",
-        "weekday": weekday,
-        "send_time": SEND_TIME,
-        "status": "completed" if had == len(lessons) else "active",
-        "last_lesson": lessons[had - 1].slug if had else None,
-        "position": had,
-        "hard_bounces": 0,
-        "source": "benchmark",
-        "created_at": CONFIRMED_AT,
-        "confirmed_at": CONFIRMED_AT,
-        "updated_at": CONFIRMED_AT,
-    }
-
-
-def _waiting(delivery_id: int, reader: int, lesson: str, due: datetime) -> dict[str, Any]:
-    return {
-        "id": delivery_id,
-        "subscriber_id": reader,
-        "lesson": lesson,
-        "slot_at": due,
-        "due_at": due,
-        "status": "pending",
-        "attempts": 0,
-        # executemany wants the same keys in every row: the received rows' columns, empty here.
-        "message_id": None,
-        "smtp_started_at": None,
-        "sent_at": None,
-        "smtp_reply": None,
-        "error": None,
-        "created_at": CONFIRMED_AT,
-        "updated_at": CONFIRMED_AT,
-    }
-
-
-def _received(delivery_id: int, reader: int, lesson: str, slot: datetime, week: int) -> dict[str, Any]:
-    refused = week == 1 and reader % REFUSED_EVERY == 0
-    sent_at = slot + timedelta(minutes=1)
-    return {
-        **_waiting(delivery_id, reader, lesson, slot),
-        "status": "failed" if refused else "sent",
-        "attempts": 1,
-        "message_id": f"<{lesson}.{reader}@running.example.com>",
-        "smtp_started_at": sent_at,
-        "sent_at": None if refused else sent_at,
-        "smtp_reply": f"550 5.1.1 <reader{reader}@example.com>: no such user" if refused else "250 2.0.0 Ok",
-        "error": "the relay refused the recipient" if refused else None,
-        "updated_at": sent_at,
-    }
-
-
-def mark_planned(project: Project) -> None:
-    """Record the course on disk as the one the ledger is planned for, as a sender's first run would."""
-    gates = project.gates
-    order = [
-        {"slug": lesson.slug, "replaces": list(lesson.replaces), "gate": gate.reason if gate else None}
-        for lesson in project.series
-        for gate in [gates.get(lesson.slug)]
-    ]
-    with project.db.session() as session:
-        fingerprint = course_fingerprint(project.series, gates)
-        session.merge(CourseState(series=project.series.slug, fingerprint=fingerprint, lessons=json.dumps(order)))
-
-
-def all_due(_: int) -> datetime:
-    return FIRST_SLOT
-
-
-def week_one_counts(project: Project) -> dict[str, int]:
-    """How many lesson-1 rows are in each state."""
-    first = project.series.lessons[0].slug
-    with project.db.session() as session:
-        rows = session.execute(
-            select(Delivery.status, func.count()).where(Delivery.lesson == first).group_by(Delivery.status)
-        ).all()
-    return {str(status): int(number) for status, number in rows}
 
 
 def newsletter_command(config: Path, *arguments: str) -> list[str]:

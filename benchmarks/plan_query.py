@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 from common import (
-    FIRST_SLOT,
     RESULTS,
     BenchProject,
     bench_database,
@@ -39,9 +38,9 @@ from common import (
     newsletter_command,
     postgres_version,
     scratch_folder,
-    seed,
     write_result,
 )
+from seeding import FIRST_SLOT, seed
 from sqlalchemy import select, text, update
 
 from newsletter.dispatch import send_due

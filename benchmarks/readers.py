@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import itertools
 import json
 import re
 import shlex
@@ -34,12 +33,12 @@ from typing import Any
 
 import measure
 from common import (
-    SEND_TIME,
     BenchProject,
     add_case_arguments,
     add_run_arguments,
     bench_database,
     cases,
+    growth,
     load_average,
     make_project,
     markdown_table,
@@ -47,9 +46,9 @@ from common import (
     postgres_version,
     publish,
     run_each,
-    seed,
 )
 from relay import free_port
+from seeding import SEND_TIME, seed
 
 START_SECONDS = 120.0  # a daemon on a million readers checks the course and ticks before it is ready
 LISTENING = re.compile(r"http://127\.0\.0\.1:(\d+)")
@@ -232,29 +231,13 @@ def table(done: list[dict[str, Any]]) -> str:
     return markdown_table(headings, rows)
 
 
-FIGURES = {
+GROWING = {
     "plan seconds": ("plan", "seconds"),
     "plan peak RSS": ("plan", "peak_rss_mb"),
     "status seconds": ("status", "seconds"),
     "GET /metrics": ("metrics", "median_ms"),
     "GET / (studio)": ("studio_index", "median_ms"),
 }
-
-
-def growth(done: list[dict[str, Any]]) -> list[str]:
-    """For each database, how each figure changes from one N to the next: ×10 readers gives ×k."""
-    lines = []
-    for database in dict.fromkeys(case["database"] for case in done):
-        sized = sorted((case for case in done if case["database"] == database), key=lambda case: case["subscribers"])
-        for label, (part, key) in FIGURES.items():
-            steps = [
-                f"{small['subscribers']:,}→{large['subscribers']:,}: ×{large[part][key] / small[part][key]:.1f}"
-                for small, large in itertools.pairwise(sized)
-                if small[part][key] > 0
-            ]
-            if steps:
-                lines.append(f"{database} {label}: " + ", ".join(steps))
-    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -267,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     add_run_arguments(parser)
     args = parser.parse_args(arguments)
     done = run_each(cases(parser, args), args, run_case)
-    changes = growth(done)
+    changes = growth(done, GROWING)
     publish("readers", arguments, args, done, "\n".join([table(done), "", *changes]), growth=changes)
     return 0
 

@@ -37,13 +37,12 @@ from typing import Any
 
 import measure
 from common import (
-    FIRST_SLOT,
     BenchProject,
     add_case_arguments,
     add_run_arguments,
-    all_due,
     bench_database,
     cases,
+    growth,
     load_average,
     make_project,
     markdown_table,
@@ -52,8 +51,6 @@ from common import (
     publish,
     rate,
     run_each,
-    seed,
-    week_one_counts,
 )
 from relay import (
     PostfixSink,
@@ -63,10 +60,17 @@ from relay import (
     smtplib_command,
     write_source_message,
 )
+from seeding import FIRST_SLOT, all_due, seed, week_one_counts
 
 BUSY_SINK_PERCENT = 80  # above this share of its one core, the sink may have been what limited a figure
 POLL_SECONDS = 0.02
 CEILINGS = ("smtp_source", "smtplib_threads", "smtplib_processes")
+GROWING = {
+    "`newsletter send` msg/s": ("send", "per_second"),
+    "sender CPU per message": ("send", "cpu_ms_per_message"),
+    "sender peak RSS": ("send", "peak_rss_mb"),
+    "smtplib threads msg/s": ("smtplib_threads", "per_second"),
+}
 
 
 def sink_summary(share: SinkShare, busy_seconds: float) -> dict[str, Any]:
@@ -304,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     wanted = cases(parser, args)
     require_postfix()
     done = run_each(wanted, args, run_case)
-    publish("send_throughput", arguments, args, done, table(done))
+    changes = growth([{**case, **case["ceilings"]} for case in done], GROWING)
+    publish("send_throughput", arguments, args, done, "\n".join([table(done), "", *changes]), growth=changes)
     notes = [note for case in done for note in connection_notes(case) + busy_sink_notes(case)]
     failures = [f"{case['database']} {case['subscribers']:,}: {p}" for case in done for p in case["problems"]]
     for line in notes + failures:
