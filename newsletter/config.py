@@ -3,12 +3,14 @@
 Precedence, lowest first: the defaults below < config.toml < `NEWSLETTER_<SECTION>_<KEY>` < command-line flags
 (the CLI applies flags with `Settings.replace`). Secrets never live in a file we commit: the SMTP password comes
 from `NEWSLETTER_SMTP_PASSWORD`, the signing key from `NEWSLETTER_SECRET_KEY` (or a generated, git-ignored file),
-the studio token from `NEWSLETTER_WEB_ADMIN_TOKEN`.
+the studio token from `NEWSLETTER_WEB_ADMIN_TOKEN`, the bounce mailbox's password from `NEWSLETTER_BOUNCES_PASSWORD`,
+the webhook credentials from `NEWSLETTER_WEBHOOKS_POSTMARK_PASSWORD` and `NEWSLETTER_WEBHOOKS_MAILGUN_SIGNING_KEY`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import secrets
@@ -95,11 +97,32 @@ class WebSection:
     port: int = 8025
     admin_token: str = field(default="", metadata={"secret": "NEWSLETTER_WEB_ADMIN_TOKEN"})
     subscribe_rate_per_hour: int = 10
+    trusted_proxies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class DaemonSection:
     tick_seconds: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class BouncesSection:
+    address: str = ""  # local@domain: the envelope sender becomes local+<signed delivery id>@domain; empty = off
+    mailbox: str = ""  # a Maildir path, or imaps://user@host[:port]/FOLDER, or pop3s://user@host[:port]
+    password: str = field(default="", metadata={"secret": "NEWSLETTER_BOUNCES_PASSWORD"})
+    processed_folder: str = "Processed"
+    soft_bounce_limit: int = 3
+    soft_bounce_window: int = 5
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class WebhooksSection:
+    ses_topic_arns: str = ""  # the SNS topics we accept, separated by commas or spaces; empty = endpoint off
+    postmark_username: str = ""
+    postmark_password: str = field(default="", metadata={"secret": "NEWSLETTER_WEBHOOKS_POSTMARK_PASSWORD"})
+    sendgrid_public_key: str = ""  # the verification key SendGrid shows (public, so it may live in the file)
+    mailgun_signing_key: str = field(default="", metadata={"secret": "NEWSLETTER_WEBHOOKS_MAILGUN_SIGNING_KEY"})
 
 
 SECTIONS: dict[str, type] = {
@@ -112,6 +135,8 @@ SECTIONS: dict[str, type] = {
     "dkim": DkimSection,
     "web": WebSection,
     "daemon": DaemonSection,
+    "bounces": BouncesSection,
+    "webhooks": WebhooksSection,
 }
 
 
@@ -129,6 +154,8 @@ class Settings:
     dkim: DkimSection
     web: WebSection
     daemon: DaemonSection
+    bounces: BouncesSection
+    webhooks: WebhooksSection
     secret_key: bytes = field(repr=False, default=b"")
     config_path: Path | None = None
     notices: tuple[str, ...] = ()
@@ -189,6 +216,12 @@ def _coerce(value: Any, target: Any, base: Path, from_env: bool) -> Any:
         if not isinstance(value, str):
             raise ValueError("a string")
         return value
+    if typing.get_origin(target) is tuple:
+        # A TOML list of strings, or in the environment one comma-separated string.
+        items = value.split(",") if from_env and isinstance(value, str) else value
+        if not isinstance(items, list | tuple) or not all(isinstance(item, str) for item in items):
+            raise ValueError('a list of strings such as ["127.0.0.1", "10.0.0.0/8"]')
+        return tuple(item.strip() for item in items if item.strip())
     if target is bool:
         if isinstance(value, bool):
             return value
@@ -339,6 +372,37 @@ def _validate(settings: Settings, source: str) -> None:
         raise ConfigError(f"{source}: [delivery] batch_size and [smtp] connections must be at least 1")
     if settings.daemon.tick_seconds <= 0:
         raise ConfigError(f"{source}: [daemon] tick_seconds must be greater than 0")
+    for entry in settings.web.trusted_proxies:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"{source}: [web] trusted_proxies: {entry!r} is not an IP address or network; "
+                'expected entries such as "127.0.0.1", "::1" or "10.0.0.0/8"'
+            ) from None
+    _validate_bounces(settings.bounces, source)
+
+
+def _validate_bounces(bounces: BouncesSection, source: str) -> None:
+    local, at, domain = bounces.address.partition("@")
+    if bounces.address and (not local or not at or not domain or "+" in local or re.search(r"[\s<>@]", domain)):
+        raise ConfigError(
+            f'{source}: [bounces] address must be one bare address without "+", such as '
+            f'"bounces@mail.example.com", got {bounces.address!r}'
+        )
+    scheme = bounces.mailbox.partition("://")[0].lower() if "://" in bounces.mailbox else ""
+    if scheme and scheme not in ("imaps", "pop3s"):
+        raise ConfigError(
+            f"{source}: [bounces] mailbox must be a Maildir path or an imaps:// or pop3s:// URL "
+            f"(the password travels encrypted), got {bounces.mailbox!r}"
+        )
+    if not bounces.processed_folder.strip():
+        raise ConfigError(f'{source}: [bounces] processed_folder must name a folder, such as "Processed"')
+    if not 1 <= bounces.soft_bounce_limit <= bounces.soft_bounce_window:
+        raise ConfigError(
+            f"{source}: [bounces] soft_bounce_limit must be at least 1 and at most soft_bounce_window, "
+            f"got {bounces.soft_bounce_limit} of {bounces.soft_bounce_window}"
+        )
 
 
 def _secret_key(settings: Settings, env: Mapping[str, str]) -> tuple[bytes, tuple[str, ...]]:

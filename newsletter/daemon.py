@@ -38,14 +38,17 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from newsletter.config import Settings, load_settings
 from newsletter.db import describe_failure
 from newsletter.dispatch import SendSummary, send_due
 from newsletter.errors import ConfigError, NewsletterError
+from newsletter.feedback.sweep import process_mailbox
 from newsletter.ledger import wire
 from newsletter.ledger.course import reconcile
 from newsletter.metrics import ProcessMetrics
 from newsletter.project import Project
 from newsletter.transports import Transport, transport_from_settings
+from newsletter.watching import ProjectHolder, watch_in_thread
 
 log = logging.getLogger("newsletter.daemon")
 # Every tick already recovers leases and reconciles before it claims; this job is the backstop that keeps
@@ -120,8 +123,14 @@ class Daemon:
         tick_seconds: float | None = None,
         transport: Transport | None = None,
         metrics: ProcessMetrics | None = None,
+        reload_settings: Callable[[], Settings] | None = None,
     ) -> None:
-        self.project = project
+        # Lenient: a broken lesson file is held, not a reason to stop serving the unsubscribe pages.
+        lenient = project.as_lenient()
+        config_path = project.settings.config_path
+        if reload_settings is None and config_path is not None:
+            reload_settings = lambda: load_settings(config_path)  # noqa: E731
+        self.holder = ProjectHolder(lenient, reload_settings, lenient=True)
         self.host = host
         self.port = port
         self.tick_seconds = tick_seconds or project.settings.daemon.tick_seconds
@@ -129,6 +138,12 @@ class Daemon:
         self.metrics = metrics or ProcessMetrics(self.tick_seconds)
         self.stop = threading.Event()
         self._stop_reason = "asked to stop"
+        self._held_line = ""
+
+    @property
+    def project(self) -> Project:
+        """The course in use: the last good one on disk (`newsletter.watching`)."""
+        return self.holder.project
 
     def request_stop(self, reason: str = "asked to stop") -> None:
         """Finish the message on the wire, then stop ticking and serving."""
@@ -140,10 +155,13 @@ class Daemon:
         if self.stop.is_set():
             return None
         started = time.monotonic()
+        project = self.project  # one tick, one course, even if the files change meanwhile
         try:
-            summary = send_due(self.project, self.transport, stop=self.stop, on_outcome=self.metrics.record_outcome)
+            summary = send_due(project, self.transport, stop=self.stop, on_outcome=self.metrics.record_outcome)
+            if project.settings.bounces.mailbox:  # logs its own line; a mailbox failure fails the tick
+                process_mailbox(project, datetime.now(UTC))
         except DBAPIError as error:
-            self._tick_failed(started, describe_failure(error, self.project.db.engine.url.render_as_string()))
+            self._tick_failed(started, describe_failure(error, project.db.engine.url.render_as_string()))
             return None
         except (NewsletterError, SQLAlchemyError) as error:
             self._tick_failed(started, _one_line(error))
@@ -155,15 +173,37 @@ class Daemon:
             self.transport.close()  # relays drop idle connections; reconnecting per tick is cheap
         duration = time.monotonic() - started
         self.metrics.record_tick(duration)
+        self._report_course(summary)
         counts = summary.as_dict()
-        log.info(
-            "tick: %d sent, %d retry, %d failed, %d skipped in %.2f s%s",
-            *counts.values(),
-            duration,
-            " (stopping)" if self.stop.is_set() else "",
-            extra={"fields": {"event": "tick", **counts, "duration_seconds": round(duration, 3)}},
-        )
+        if summary.total:  # an idle tick says nothing
+            log.info(
+                "tick: %d sent, %d retry, %d failed, %d skipped in %.2f s%s",
+                *counts.values(),
+                duration,
+                " (stopping)" if self.stop.is_set() else "",
+                extra={"fields": {"event": "tick", **counts, "duration_seconds": round(duration, 3)}},
+            )
         return summary
+
+    def _report_course(self, summary: SendSummary) -> None:
+        """Say what a run found about the course: each re-plan, and the held lessons whenever that changes."""
+        note = summary.course
+        if note is None:
+            return
+        for change in note.changes:
+            log.info("course: %s", change, extra={"fields": {"event": "course_changed", "change": change}})
+        held = note.held_line()
+        if held != self._held_line:
+            self._held_line = held
+            log.warning(held or "held: nothing any more", extra={"fields": {"event": "held", "held": held}})
+
+    def _course_reloaded(self) -> None:
+        problems = self.holder.problems
+        self.metrics.record_course(problems)
+        for problem in problems:
+            log.warning("reload: %s", problem, extra={"fields": {"event": "reload_failed", "problem": problem}})
+        if not problems:
+            log.info("reload: the course on disk is in use", extra={"fields": {"event": "reloaded"}})
 
     def _tick_failed(self, started: float, error: str) -> None:
         duration = time.monotonic() - started
@@ -199,12 +239,17 @@ class Daemon:
         """Check the configuration, serve the web app, tick until a signal or `request_stop`, then return."""
         for notice in self.project.settings.notices:
             log.warning(notice)
-        # Fail at start, not at the first tick, on a database, lesson, template or relay that cannot work.
+        # Fail at start, not at the first tick, on a database, template or relay that cannot work (a broken
+        # lesson is held and reported instead: the pages must keep serving unsubscribes).
         self.project.db.check_writable()
         self.project.renderer  # noqa: B018
+        for problem in self.holder.problems:
+            log.warning(problem)
+        self.metrics.record_course(self.holder.problems)
         self.transport.check()
         self.transport.close()
         server, web = self._start_web()
+        watch_in_thread(self.holder, self.stop, self._course_reloaded)
         scheduler = self._scheduler()
         restore_signals = self._handle_signals()
         started = threading.Event()
@@ -265,17 +310,19 @@ class Daemon:
 
         from newsletter.web import create_app
         from newsletter.web.health import health_routes
+        from newsletter.web.serving import server_config
 
         listener = listen(self.host, self.port)
         port = int(listener.getsockname()[1])
         app = create_app(
-            self.project,
+            self.holder,
             host=self.host,
             studio=False,
             live_reload=False,
             extra_routes=health_routes(self.project, self.metrics),
         )
-        config = uvicorn.Config(
+        # The limits slow clients cannot beat (header timeout, connection cap, keep-alive): web/serving.py.
+        config = server_config(
             app,
             host=self.host,
             port=port,

@@ -8,6 +8,8 @@
     ├── TokenError                  a signed link that is forged, altered, expired or for another purpose
     ├── DatabaseError               the database cannot be reached or migrated
     ├── MessageError                an email that cannot be written safely (a header value that would break)
+    ├── MailboxError                the bounce mailbox cannot be opened, read or tidied
+    ├── WebhookError                a provider's webhook call that is refused: carries the HTTP status to answer
     └── TransportError              the mail transport as a whole cannot work (auth refused, no such host)
         ├── RelayError              the relay refused the sender, the session or the content, not a recipient:
         │                           the run stops and every subscriber keeps their state
@@ -59,6 +61,18 @@ class DatabaseError(NewsletterError):
 
 class MessageError(NewsletterError):
     """A value that cannot go into an email's headers without changing their structure."""
+
+
+class MailboxError(NewsletterError):
+    """The bounce mailbox cannot be reached, logged in to, read or tidied."""
+
+
+class WebhookError(NewsletterError):
+    """A webhook call we refuse: unauthenticated, malformed, replayed, or for an endpoint not configured."""
+
+    def __init__(self, message: str, *, status: int = 400) -> None:
+        self.status = status
+        super().__init__(message)
 
 
 class TransportError(NewsletterError):

@@ -36,6 +36,7 @@ from functools import lru_cache
 
 from newsletter.config import Settings
 from newsletter.errors import ConfigError, MessageError, SubscriberError
+from newsletter.feedback.verp import bounce_address
 from newsletter.render import RenderedEmail
 from newsletter.transports import Envelope, needs_smtputf8
 
@@ -282,10 +283,16 @@ def signed(settings: Settings, data: bytes) -> bytes:
     return dkim_sign(settings, data) if settings.dkim.selector else data
 
 
-def wire_envelope(settings: Settings, data: bytes, *, to_email: str, message_id: str) -> Envelope:
-    """Composed bytes, signed, with their SMTP envelope: what the send path hands to a transport."""
+def wire_envelope(
+    settings: Settings, data: bytes, *, to_email: str, message_id: str, delivery_id: int | None = None
+) -> Envelope:
+    """Composed bytes, signed, with their SMTP envelope: what the send path hands to a transport.
+
+    With [bounces] address set, a delivery's envelope sender is its own signed bounce address (VERP).
+    """
     recipient = _address("", to_email).addr_spec
-    return Envelope(settings.sender.from_, (recipient,), signed(settings, data), message_id)
+    sender = (bounce_address(settings, delivery_id) if delivery_id is not None else None) or settings.sender.from_
+    return Envelope(sender, (recipient,), signed(settings, data), message_id)
 
 
 def dkim_sign(settings: Settings, data: bytes) -> bytes:

@@ -43,6 +43,7 @@ class MetricsSnapshot:
     last_tick_duration: float | None = None
     last_tick_error: str | None = None
     last_progress_at: datetime | None = None
+    course_problems: tuple[str, ...] = ()  # lessons held because their file is broken, a reload that failed
 
     @property
     def last_tick_age(self) -> float | None:
@@ -55,7 +56,7 @@ class MetricsSnapshot:
         """Why the dispatch loop looks unhealthy; empty when it is fine or when this process does not tick."""
         if self.tick_seconds is None:
             return []
-        found = []
+        found = list(self.course_problems)
         if self.last_tick_error is not None:
             found.append(f"the last tick failed: {self.last_tick_error}")
         heartbeat = max(moment for moment in (self.started_at, self.last_tick_at, self.last_progress_at) if moment)
@@ -94,6 +95,11 @@ class ProcessMetrics:
                 last_tick_duration=duration,
                 last_tick_error=error,
             )
+
+    def record_course(self, problems: list[str]) -> None:
+        """Note what is wrong with the course on disk (empty: nothing)."""
+        with self._lock:
+            self._state = replace(self._state, course_problems=tuple(problems))
 
     def snapshot(self) -> MetricsSnapshot:
         with self._lock:

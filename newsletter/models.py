@@ -142,7 +142,7 @@ class Delivery(Base):
     status: Mapped[DeliveryStatus] = mapped_column(String(16), default="pending")
     hold: Mapped[HoldReason | None] = mapped_column(String(16))  # why it is held
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_owner: Mapped[str | None] = mapped_column(String(64))  # while sending; once sent, who sent it
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     message_id: Mapped[str | None] = mapped_column(String(255))  # fixed when first put on the wire
     smtp_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -177,3 +177,59 @@ class CourseState(Base):
     fingerprint: Mapped[str] = mapped_column(String(64))
     lessons: Mapped[str] = mapped_column(Text)  # JSON: the order as it was, for the impact preview
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+# --- the deliverability loop (newsletter/feedback/) ----------------------------------------------------------------
+
+FEEDBACK_KINDS = ("hard_bounce", "soft_bounce", "complaint")
+SUPPRESSION_REASONS = ("hard_bounce", "soft_bounces", "complaint", "erased", "operator")
+
+# A bounce or complaint names our Message-ID; finding its delivery must not scan the ledger.
+Index("ix_deliveries_message_id", Delivery.__table__.c.message_id)
+
+
+class Suppression(Base):
+    """An address never to be mailed again, kept only as a keyed hash so that erasing a person keeps it."""
+
+    __tablename__ = "suppressions"
+    __table_args__ = (CheckConstraint(_one_of("reason", SUPPRESSION_REASONS), name="reason"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    address_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    key_id: Mapped[str] = mapped_column(String(16))  # which secret key made the hash (a changed key cannot match it)
+    reason: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Feedback(Base):
+    """One bounce or complaint recorded against a delivery; `external_id` makes every source idempotent."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (
+        CheckConstraint(_one_of("kind", FEEDBACK_KINDS), name="kind"),
+        Index("ix_feedback_subscriber_id_kind", "subscriber_id", "kind"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    external_id: Mapped[str] = mapped_column(String(255), unique=True)
+    source: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(16))
+    delivery_id: Mapped[int | None] = mapped_column(ForeignKey("deliveries.id", ondelete="SET NULL"), index=True)
+    subscriber_id: Mapped[int | None] = mapped_column(ForeignKey("subscribers.id", ondelete="SET NULL"))
+    status: Mapped[str] = mapped_column(String(16), default="")  # the enhanced status code, such as 5.1.1
+    diagnostic: Mapped[str] = mapped_column(Text, default="")
+    reported_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WebhookNonce(Base):
+    """A signature nonce a provider used once (Mailgun signs a token, not the body): a second use is a replay."""
+
+    __tablename__ = "webhook_nonces"
+    __table_args__ = (UniqueConstraint("provider", "nonce"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    provider: Mapped[str] = mapped_column(String(16))
+    nonce: Mapped[str] = mapped_column(String(255))
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

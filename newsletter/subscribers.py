@@ -1,9 +1,9 @@
 """Subscribers: validate what people type, and move each subscriber through their states.
 
     pending ──confirm──▶ active ──pause──▶ paused ──resume──▶ active ──last lesson sent──▶ completed
-       ▲                   │                                     (a lesson appended later reopens it)
-       │                   └──unsubscribe / hard bounce──▶ unsubscribed | bounced ──unbounce──▶ active
-       └──────── asks again on the web form (keeps their position) ◀──┘
+                           ▲  │                                  (a lesson appended later reopens it)
+                           │  └──unsubscribe / hard bounce──▶ unsubscribed | bounced ──unbounce──▶ active
+                           └── resubscribe by their own unsubscribe link (keeps their position) ◀──┘
 
 Every change records an `Event` and keeps the next email planned as one pending delivery (`planning.py`).
 Time is never read from the clock here: every function takes `now`.
@@ -13,17 +13,19 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from typing import TYPE_CHECKING
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from newsletter import events, ledger
 from newsletter.config import Settings
 from newsletter.errors import SubscriberError
+from newsletter.feedback import consent
+from newsletter.feedback.suppression import forget_subscriber, is_suppressed
 from newsletter.models import CONFIRMATION, Delivery, Event, Subscriber, SubscriberStatus
 from newsletter.schedule import WEEKDAY_NAMES, Cadence, parse_send_time, parse_timezone, parse_weekday
 
@@ -34,6 +36,8 @@ NAME_MAX = 200
 # C0 and C1 controls plus the Unicode line and paragraph separators: anything that could end a header line.
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _CONFIRMED_STATUSES = ("active", "paused", "completed")
+SUPPRESSED_STATUSES = ("unsubscribed", "bounced")
+CONFIRMATION_INTERVAL = timedelta(hours=24)  # at most one confirmation email per address in this time
 
 
 def normalise_email(text: str) -> str:
@@ -159,12 +163,19 @@ def create_subscriber(
     now: datetime,
     source: str,
     position: int = 0,
+    signup_detail: str = "",
 ) -> Subscriber:
-    """Insert a new subscriber in `status` and plan what they get first; the address must be new.
+    """Insert a new subscriber in `status` and plan what they get first; the address must be new and not suppressed.
 
     `status` is one of pending (confirmation queued), active (next lesson planned), paused, unsubscribed or
-    bounced (nothing planned; an imported suppression list stays suppressed).
+    bounced (nothing planned; an imported suppression list stays suppressed). `signup_detail` is the
+    "subscribed" event's detail (the consent evidence of a web sign-up).
     """
+    if status not in ("unsubscribed", "bounced") and is_suppressed(session, project.settings, valid.email):
+        raise SubscriberError(
+            f"{valid.email} is on the suppression list (it bounced, complained or was erased); nothing was added. "
+            "`newsletter suppressions remove` takes it off"
+        )
     series = project.series
     position = min(position, len(series))
     subscriber = Subscriber(
@@ -186,7 +197,7 @@ def create_subscriber(
         subscriber.unsubscribed_at = now
         record_event(session, subscriber, status, source=source, at=now, detail="added as suppressed")
         return subscriber
-    record_event(session, subscriber, "subscribed", source=source, at=now)
+    record_event(session, subscriber, "subscribed", source=source, at=now, detail=signup_detail)
     if status == "pending":
         plan_confirmation(session, project, subscriber, now)
         return subscriber
@@ -218,47 +229,102 @@ def add_subscriber(
 
 
 def request_subscription(
-    session: Session, project: Project, data: SubscriberInput, *, now: datetime, source: str = "web"
-) -> Subscriber:
-    """Handle the public form without revealing whether the address was known.
+    session: Session,
+    project: Project,
+    data: SubscriberInput,
+    *,
+    now: datetime,
+    source: str = "web",
+    ip: str = "",
+    user_agent: str = "",
+) -> Subscriber | None:
+    """Handle the public form without revealing whether the address was known, and without mailing on demand.
 
-    New → pending with a confirmation; pending → a fresh confirmation; unsubscribed or bounced → pending
-    again with a confirmation, keeping their position; active, paused or completed → nothing changes.
+    New → pending with a confirmation. Pending → a fresh confirmation, unless one was queued within
+    CONFIRMATION_INTERVAL: however often the form names an address, it gets at most one email a day, and a
+    request that sends nothing changes nothing (the email already sent describes what they confirm).
+    Unsubscribed or bounced → nothing is sent and nothing changes: "never email me again" holds against
+    anyone who types the address, so the way back is the Resubscribe button behind the unsubscribe link in
+    their email (`resubscribe`), which proves the mailbox is theirs. Active, paused, completed → unchanged.
+    An address on the suppression list (bounced, complained, erased) → nothing is stored or sent (None).
+    `ip` and `user_agent` are kept as consent evidence.
     """
     valid = validate(project.settings, data)
     subscriber = find_subscriber(session, valid.email)
+    if is_suppressed(session, project.settings, valid.email):
+        return subscriber
     if subscriber is None:
+        evidence = consent.signup_detail(ip=ip, user_agent=user_agent)
         try:
             with session.begin_nested():
-                return create_subscriber(session, project, valid, status="pending", now=now, source=source)
+                return create_subscriber(
+                    session, project, valid, status="pending", now=now, source=source, signup_detail=evidence
+                )
         except IntegrityError:
             # Another request inserted the same address in between: carry on as for a known address.
             subscriber = find_subscriber(session, valid.email)
             assert subscriber is not None
-    if subscriber.status in _CONFIRMED_STATUSES:
+    if subscriber.status != "pending" or _confirmation_queued_after(session, subscriber, now - CONFIRMATION_INTERVAL):
         return subscriber
     # Nothing is ever sent before they confirm, so the newest form's name and schedule win.
     if valid.name:
         subscriber.name = valid.name
     _apply_cadence(subscriber, valid.cadence)
-    detail = "" if subscriber.status == "pending" else f"again, was {subscriber.status}"
-    subscriber.status, subscriber.unsubscribed_at, subscriber.updated_at = "pending", None, now
+    subscriber.updated_at = now
     # plan_confirmation derives a fresh Message-ID from the number of "subscribed" events, so count this one.
-    record_event(session, subscriber, "subscribed", source=source, at=now, detail=detail)
+    evidence = consent.signup_detail(ip=ip, user_agent=user_agent)
+    record_event(session, subscriber, "subscribed", source=source, at=now, detail=evidence)
     plan_confirmation(session, project, subscriber, now)
     return subscriber
 
 
-def confirm(
-    session: Session, project: Project, subscriber_id: int, *, now: datetime, source: str = "web"
+def _confirmation_queued_after(session: Session, subscriber: Subscriber, moment: datetime) -> bool:
+    """Whether a confirmation was queued for them after `moment`: each one comes with a "subscribed" event."""
+    last = session.scalar(
+        select(func.max(Event.at)).where(Event.subscriber_id == subscriber.id, Event.kind == "subscribed")
+    )
+    return last is not None and last > moment
+
+
+def resubscribe(
+    session: Session, project: Project, subscriber: Subscriber, *, now: datetime, source: str = "web"
 ) -> Subscriber:
-    """Activate a pending subscriber and plan their next lesson; confirming twice changes nothing."""
+    """Take back an unsubscribe or a bounce through the subscriber's own signed link; nobody else changes.
+
+    The link reached them at this address, which is all a confirmation email would prove, so none is sent:
+    they continue with the lesson after the last one they received.
+    """
+    if subscriber.status not in SUPPRESSED_STATUSES:
+        return subscriber
+    detail = f"was {subscriber.status}"
+    subscriber.unsubscribed_at, subscriber.hard_bounces, subscriber.updated_at = None, 0, now
+    subscriber.confirmed_at = subscriber.confirmed_at or now
+    record_event(session, subscriber, "resubscribed", source=source, at=now, detail=detail)
+    plan_next_lesson(session, project, subscriber, now=now, after=now)
+    return subscriber
+
+
+def confirm(
+    session: Session,
+    project: Project,
+    subscriber_id: int,
+    *,
+    now: datetime,
+    source: str = "web",
+    ip: str = "",
+    user_agent: str = "",
+) -> Subscriber:
+    """Activate a pending subscriber and plan their next lesson; confirming twice changes nothing.
+
+    `ip` and `user_agent` (of whoever pressed Confirm) are kept as consent evidence.
+    """
     subscriber = get_subscriber_by_id(session, subscriber_id)
     if subscriber.status != "pending":
         return subscriber
     cancel_pending(session, subscriber)  # a confirmation still queued would only confuse them now
     subscriber.confirmed_at, subscriber.hard_bounces, subscriber.updated_at = now, 0, now
-    record_event(session, subscriber, "confirmed", source=source, at=now)
+    evidence = consent.confirmation_detail(ip=ip, user_agent=user_agent)
+    record_event(session, subscriber, "confirmed", source=source, at=now, detail=evidence)
     plan_next_lesson(session, project, subscriber, now=now, after=now)
     return subscriber
 
@@ -385,7 +451,11 @@ def bounced_since(session: Session, since: datetime | None = None) -> list[Subsc
 
 
 def erase(session: Session, project: Project, subscriber: Subscriber, *, now: datetime, source: str = "cli") -> None:
-    """Delete the subscriber, their deliveries and event details; one anonymous "erased" event remains."""
+    """Delete the subscriber, their deliveries and event details; one anonymous "erased" event remains.
+
+    The address stays on the suppression list (as a keyed hash), so no later import brings them back.
+    """
+    forget_subscriber(session, project.settings, subscriber, now=now)
     ledger.forget(session.connection(), subscriber.id)
     # Their earlier events stay as anonymous counts; details can hold a zone or a date, so they go too.
     session.execute(update(Event).where(Event.subscriber_id == subscriber.id).values(subscriber_id=None, detail=""))

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from daemon_process import DaemonProcess
 from playwright.sync_api import Browser, sync_playwright
 from sqlalchemy import create_engine, make_url, text
 
@@ -122,6 +123,20 @@ def env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
             monkeypatch.delenv(name)
     monkeypatch.setenv("NEWSLETTER_SECRET_KEY", TEST_SECRET_KEY)
     return {"NEWSLETTER_SECRET_KEY": TEST_SECRET_KEY}
+
+
+@pytest.fixture
+def daemons(tmp_path: Path) -> Iterator[Callable[[Path, dict[str, str]], DaemonProcess]]:
+    """Start `newsletter run` processes for a test; any still running at its end are killed."""
+    started: list[DaemonProcess] = []
+
+    def start(project_dir: Path, environment: dict[str, str]) -> DaemonProcess:
+        started.append(DaemonProcess(project_dir, environment, tmp_path / f"daemon-{len(started)}.log"))
+        return started[-1]
+
+    yield start
+    for daemon in started:
+        daemon.kill()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

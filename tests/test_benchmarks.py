@@ -227,3 +227,12 @@ def test_render_speed_measures_each_way_and_says_why_node_is_missing(tmp_path: P
     assert ("skipped" not in node) == installed, node
     if installed:
         assert node["loop_per_second"] > 0 and node["per_email_over_a_pipe_per_second"] > 0
+
+
+def test_rate_limiter_keeps_its_bound_and_counts_every_call(tmp_path: Path) -> None:
+    result = run_benchmark("rate_limiter", tmp_path, "--clients", "50,300", "--calls", "2000", "--memory-keys", "500")
+    assert [run["clients"] for run in result["runs"]] == [50, 300]
+    for run in result["runs"]:
+        assert run["keys_kept"] == min(run["clients"], result["max_keys"]) and run["calls_per_second"] > 0
+        assert 0 < run["allowed"] <= run["calls"]
+    assert 50 < result["bytes_per_key"] < 2000

@@ -53,13 +53,20 @@ TESTED_HERE = {
     "deliveries",
     "retry",
     "db upgrade",
+    "lessons",  # --impact reads the ledger
 }
 # Servers, run here as real processes on both backends.
 SERVERS = {"serve", "preview"}
 # Tested on both backends as real processes elsewhere.
-TESTED_ELSEWHERE = {"run": "tests/test_daemon.py (database_url: mail flows, health and metrics over HTTP)"}
+TESTED_ELSEWHERE = {
+    "run": "tests/test_daemon.py (database_url: mail flows, health and metrics over HTTP)",
+    "bounces": "tests/test_feedback_mailbox.py (any_project: a Maildir pass through the CLI)",
+    "suppressions add": "tests/test_feedback_suppression.py (any_project)",
+    "suppressions list": "tests/test_feedback_suppression.py (any_project)",
+    "suppressions remove": "tests/test_feedback_suppression.py (any_project)",
+}
 # Commands that never open the configured database (demo makes a scratch SQLite file of its own).
-NO_DATABASE = {"lessons", "render", "check", "split", "test-send", "demo", "init"}
+NO_DATABASE = {"render", "check", "split", "test-send", "demo", "init"}
 
 
 @pytest.fixture
@@ -127,7 +134,7 @@ def test_the_sending_and_reporting_commands(any_project: Project, cli: Cli) -> N
         ("ann@example.com", "knees"),
     }
     dry = json.loads(ok(cli("send", "--now", FIRST_SLOT.isoformat(), "--dry-run", "--json")))
-    assert len(dry) == 2
+    assert len(dry["due"]) == 2 and dry["held"] == ""
     assert json.loads(ok(cli("send", "--now", FIRST_SLOT.isoformat(), "--json")))["sent"] == 2
     report = json.loads(ok(cli("status", "--now", FIRST_SLOT.isoformat(), "--json")))
     assert report["subscribers"]["active"] == 2
@@ -141,6 +148,24 @@ def test_the_sending_and_reporting_commands(any_project: Project, cli: Cli) -> N
     with any_project.db.reading() as session:
         assert session.scalar(select(func.count()).where(Delivery.status == "failed")) == 0
     ok(cli("db", "upgrade"))
+
+
+def test_the_impact_of_an_edit_is_shown_before_it_lands(any_project: Project, cli: Cli) -> None:
+    at = CONFIRMED_AT.isoformat()
+    ok(cli("subscribers", "add", "ann@example.com", "--confirmed", "--timezone", "UTC", "--now", at))
+    ok(cli("send", "--now", FIRST_SLOT.isoformat()))  # the ledger is planned against the course as it is
+    assert ok(cli("lessons", "--impact")).strip() == "no change to any reader"
+    knees = any_project.settings.newsletter.lessons / "02-knees.md"
+    knees.write_text(knees.read_text(encoding="utf-8").replace("+++\n", "+++\ndraft = true\n", 1), encoding="utf-8")
+    impact = ok(cli("lessons", "--impact"))
+    assert "'knees' may not go out (draft" in impact
+    with any_project.db.reading() as session:  # a preview changes nothing
+        assert session.scalar(select(Delivery.status).where(Delivery.lesson == "knees")) == "pending"
+    dry = json.loads(ok(cli("send", "--now", FIRST_SLOT.isoformat(), "--dry-run", "--json")))
+    assert dry["course_changes"] == json.loads(ok(cli("lessons", "--impact", "--json")))
+    assert "1 of 'knees' (draft)" in dry["held"]
+    with any_project.db.reading() as session:
+        assert session.scalar(select(Delivery.status).where(Delivery.lesson == "knees")) == "pending"
 
 
 def test_status_counts_unsubscribes_by_lesson_on_both_backends(any_project: Project, cli: Cli) -> None:

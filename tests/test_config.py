@@ -95,6 +95,22 @@ def test_a_bad_environment_value_names_the_variable(tmp_path: Path) -> None:
     assert message == "NEWSLETTER_SMTP_PORT must be a whole number, got 'many'"
 
 
+def test_trusted_proxies_are_a_list_of_addresses_and_networks_none_by_default(tmp_path: Path) -> None:
+    assert load_settings(write_config(tmp_path, ""), env=KEY).web.trusted_proxies == ()
+    path = write_config(tmp_path, '[web]\ntrusted_proxies = ["127.0.0.1", "::1", "10.0.0.0/8"]\n')
+    assert load_settings(path, env=KEY).web.trusted_proxies == ("127.0.0.1", "::1", "10.0.0.0/8")
+    from_env = load_settings(path, env={**KEY, "NEWSLETTER_WEB_TRUSTED_PROXIES": "192.0.2.10, 2001:db8::/32"})
+    assert from_env.web.trusted_proxies == ("192.0.2.10", "2001:db8::/32")
+    assert load_settings(path, env={**KEY, "NEWSLETTER_WEB_TRUSTED_PROXIES": ""}).web.trusted_proxies == ()
+    bad = config_error(write_config(tmp_path, '[web]\ntrusted_proxies = ["127.0.0.1", "nginx"]\n'))
+    assert bad.endswith(
+        "[web] trusted_proxies: 'nginx' is not an IP address or network; expected entries such as "
+        '"127.0.0.1", "::1" or "10.0.0.0/8"'
+    )
+    not_a_list = config_error(write_config(tmp_path, '[web]\ntrusted_proxies = "127.0.0.1"\n'))
+    assert "[web] trusted_proxies must be a list of strings such as" in not_a_list
+
+
 def test_secrets_come_only_from_the_environment(tmp_path: Path) -> None:
     path = write_config(tmp_path, '[smtp]\npassword = "hunter2"\n')
     assert "unknown key [smtp] password (secrets come only from the environment)" in config_error(path)

@@ -257,11 +257,14 @@ def test_cli_import_reports_bad_rows_on_stderr_and_exits_1(run: Run) -> None:
 
 
 def test_cli_export_to_stdout_and_to_a_file(run: Run, tmp_path: Path) -> None:
-    run("subscribers", "import", str(FIXTURES / "semicolon.csv"), "--confirmed")
+    run("subscribers", "import", str(FIXTURES / "semicolon.csv"), "--confirmed", "--now", "2026-03-02T06:00Z")
     printed = run("subscribers", "export")
     assert printed.exit_code == 0
     assert printed.stdout == (
-        "email,name,timezone,weekday,time,status,position\nkim@example.com,Kim,America/Santiago,Saturday,23:30,active,0\n"
+        "email,name,timezone,weekday,time,status,position,subscribed_at,subscribed_ip,subscribed_user_agent,"
+        "form_version,confirmed_at,confirmed_ip,confirmed_user_agent\n"
+        "kim@example.com,Kim,America/Santiago,Saturday,23:30,active,0,2026-03-02T06:00:00+00:00,,,,"
+        "2026-03-02T06:00:00+00:00,,\n"
     )
     target = tmp_path / "out.csv"
     written = run("subscribers", "export", str(target), "--status", "active")

@@ -9,20 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx2
 import pytest
+from daemon_process import STOP_WITHIN_SECONDS, DaemonProcess, daemon_env, wait_for
 from smtp_sink import FaultPlan, SmtpSink, stall
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import sessionmaker
@@ -38,9 +35,6 @@ from newsletter.project import Project
 from newsletter.subscribers import SubscriberInput, add_subscriber
 from newsletter.transports import MemoryTransport, SmtpTransport
 from newsletter.web.health import health_routes
-
-STOP_WITHIN_SECONDS = 5.0
-WAIT_SECONDS = 45.0
 
 # The Prometheus text format, version 0.0.4: one sample per line, families declared by # TYPE first.
 SAMPLE = re.compile(
@@ -83,85 +77,6 @@ def metric(samples: Samples, name: str, **labels: str) -> float:
     return samples[name, frozenset(labels.items())]
 
 
-def wait_for(condition: Callable[[], object], what: str, seconds: float = WAIT_SECONDS) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-class DaemonProcess:
-    """`newsletter run --port 0 --log-format json` in a subprocess, logging to a file."""
-
-    def __init__(self, project_dir: Path, environment: dict[str, str], log_path: Path) -> None:
-        self.log_path = log_path
-        command = [sys.executable, "-m", "newsletter", "--config", str(project_dir / "config.toml")]
-        with log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [*command, "run", "--host", "127.0.0.1", "--port", "0", "--log-format", "json"],
-                env=environment,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-            )
-        wait_for(lambda: self.url or self.process.poll() is not None, "the daemon to listen")
-        assert self.url, self.log_path.read_text()
-
-    def records(self) -> list[dict[str, object]]:
-        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.startswith("{")]
-
-    @property
-    def url(self) -> str:
-        return next((str(r["url"]) for r in self.records() if r.get("event") == "listening"), "")
-
-    def get(self, path: str) -> httpx2.Response:
-        return httpx2.get(self.url + path, timeout=10)
-
-    def ticks(self) -> list[dict[str, object]]:
-        return [record for record in self.records() if record.get("event") == "tick"]
-
-    def terminate(self) -> float:
-        """SIGTERM; return how long the process took to exit."""
-        self.process.send_signal(signal.SIGTERM)
-        started = time.monotonic()
-        self.process.wait(timeout=30)
-        return time.monotonic() - started
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-
-@pytest.fixture
-def daemons(tmp_path: Path) -> Iterator[Callable[[Path, dict[str, str]], DaemonProcess]]:
-    started: list[DaemonProcess] = []
-
-    def start(project_dir: Path, environment: dict[str, str]) -> DaemonProcess:
-        started.append(DaemonProcess(project_dir, environment, tmp_path / f"daemon-{len(started)}.log"))
-        return started[-1]
-
-    yield start
-    for daemon in started:
-        daemon.kill()
-
-
-def daemon_env(database_url: str, smtp_port: int, env: dict[str, str]) -> dict[str, str]:
-    return {
-        **os.environ,
-        **env,
-        "NEWSLETTER_DATABASE_URL": database_url,
-        "NEWSLETTER_DELIVERY_TRANSPORT": "smtp",
-        "NEWSLETTER_SMTP_HOST": "127.0.0.1",
-        "NEWSLETTER_SMTP_PORT": str(smtp_port),
-        "NEWSLETTER_SMTP_CONNECTIONS": "2",
-        "NEWSLETTER_SMTP_TIMEOUT": "5",
-        "NEWSLETTER_DELIVERY_BATCH_SIZE": "5",
-        "NEWSLETTER_DAEMON_TICK_SECONDS": "1",
-        "NEWSLETTER_SCHEDULE_FIRST_LESSON": "immediately",
-    }
-
-
 def open_project(project_dir: Path, environment: dict[str, str]) -> Project:
     """The test's own handle on the daemon's database, migrated before any daemon starts."""
     project = Project(load_settings(project_dir / "config.toml", env=environment))
@@ -192,7 +107,7 @@ def test_mail_flows_and_health_and_metrics_answer_over_http(
         environment = daemon_env(database_url, sink.port, env)
         project = open_project(project_dir, environment)
         daemon = daemons(project_dir, environment)
-        wait_for(daemon.ticks, "the first tick")
+        wait_for(daemon.ticked, "the first tick")
         assert daemon.get("/healthz").json()["status"] == "ok"
 
         add_readers(project, 5)

@@ -12,7 +12,7 @@ import pytest
 from smtp_sink import FaultPlan, SmtpSink, drop_after_data, permanent, stall, temporary
 from sqlalchemy import select, update
 
-from newsletter.dispatch import list_due, send_due
+from newsletter.dispatch import dry_run, send_due
 from newsletter.ledger.wire import claim_due, release_expired, retry_delay
 from newsletter.message import DELIVERY_HEADER
 from newsletter.models import Delivery, Subscriber
@@ -178,8 +178,8 @@ def test_a_claim_never_hands_one_row_to_two_senders(any_project: Project) -> Non
 
 def test_dry_run_lists_without_claiming(project: Project) -> None:
     add_readers(project, ["ada@example.com"])
-    due = list_due(project, FIRST_SLOT)
-    assert [(d.email, d.lesson) for d in due] == [("ada@example.com", "muscle")]
+    planned = dry_run(project, FIRST_SLOT)
+    assert [(d.email, d.lesson) for d in planned.due] == [("ada@example.com", "muscle")]
     assert ledger(project)["ada@example.com", 1].status == "pending"
 
 

@@ -29,6 +29,7 @@ from newsletter.subscribers import (
     normalise_email,
     pause,
     request_subscription,
+    resubscribe,
     resume,
     unsubscribe,
 )
@@ -181,18 +182,25 @@ def test_adding_a_known_address_says_so_and_changes_nothing(project: Project) ->
 # --- the web form and confirmation ------------------------------------------------------------------------
 
 
-def test_asking_again_while_pending_queues_a_fresh_confirmation(project: Project) -> None:
+def test_asking_again_while_pending_queues_a_fresh_confirmation_once_a_day(any_project: Project) -> None:
+    project = any_project
     with project.db.session() as session:
         first = request_subscription(session, project, KATHMANDU_FRIDAY, now=MONDAY)
         row = session.scalars(select(Delivery).where(Delivery.subscriber_id == first.id)).one()
         old_message_id = row.message_id
         row.status, row.sent_at = "sent", MONDAY  # as the sender records it
-    later = MONDAY + timedelta(hours=2)
+    other_form = SubscriberInput("ann@example.com", "Mallory", "Europe/London", "Monday", "06:00")
+    for hours in (2, 23):  # within a day: no second email, and nothing changes
+        with project.db.session() as session:
+            again = request_subscription(session, project, other_form, now=MONDAY + timedelta(hours=hours))
+            assert (again.name, again.timezone) == ("Ann", "Asia/Kathmandu")
+            assert deliveries(session, again) == [(CONFIRMATION, "sent", MONDAY)]
+    next_day = MONDAY + timedelta(hours=24)
     with project.db.session() as session:
-        again = request_subscription(session, project, KATHMANDU_FRIDAY, now=later)
+        again = request_subscription(session, project, KATHMANDU_FRIDAY, now=next_day)
         assert again.id == first.id and again.status == "pending"
         row = session.scalars(select(Delivery).where(Delivery.subscriber_id == first.id)).one()
-        assert (row.lesson, row.status, row.due_at) == (CONFIRMATION, "pending", later)
+        assert (row.lesson, row.status, row.due_at) == (CONFIRMATION, "pending", next_day)
         assert row.message_id != old_message_id  # mailbox providers drop a second message with the same ID
         assert event_kinds(session, first.id) == ["subscribed", "subscribed"]
 
@@ -225,7 +233,23 @@ def test_the_form_reveals_nothing_and_changes_nothing_for_an_active_subscriber(p
         assert event_kinds(session, subscriber_id) == ["subscribed", "confirmed"]
 
 
-def test_an_unsubscribed_reader_who_returns_resumes_where_they_stopped(project: Project) -> None:
+@pytest.mark.parametrize("left_as", ["unsubscribed", "bounced"])
+def test_the_form_never_mails_someone_who_left_and_changes_nothing(any_project: Project, left_as: str) -> None:
+    project = any_project
+    subscriber_id = add(project)
+    with project.db.session() as session:
+        subscriber = session.get_one(Subscriber, subscriber_id)
+        unsubscribe(session, project, subscriber, now=MONDAY)
+        subscriber.status = left_as
+    with project.db.session() as session:
+        returning = request_subscription(session, project, KATHMANDU_FRIDAY, now=MONDAY + timedelta(days=30))
+        assert (returning.status, returning.unsubscribed_at) == (left_as, MONDAY)
+        assert [status for _, status, _ in deliveries(session, returning)] == ["cancelled"]
+        assert event_kinds(session, subscriber_id) == ["subscribed", "confirmed", "unsubscribed"]
+
+
+def test_an_unsubscribed_reader_who_resubscribes_resumes_where_they_stopped(any_project: Project) -> None:
+    project = any_project
     subscriber_id = add(project)
     with project.db.session() as session:
         subscriber = session.get_one(Subscriber, subscriber_id)
@@ -236,16 +260,20 @@ def test_an_unsubscribed_reader_who_returns_resumes_where_they_stopped(project: 
             1,
             "muscle",
         )
+        subscriber.hard_bounces = 1
         unsubscribe(session, project, subscriber, now=FIRST_FRIDAY + timedelta(days=1))
     returning = datetime(2026, 4, 1, tzinfo=UTC)  # a Wednesday
+    for _ in range(2):  # the second press changes nothing
+        with project.db.session() as session:
+            subscriber = resubscribe(session, project, session.get_one(Subscriber, subscriber_id), now=returning)
     with project.db.session() as session:
-        subscriber = request_subscription(session, project, KATHMANDU_FRIDAY, now=returning)
-        assert (subscriber.status, subscriber.position) == ("pending", 1)
-    with project.db.session() as session:
-        subscriber = confirm(session, project, subscriber_id, now=returning)
-        assert subscriber.status == "active"
+        subscriber = session.get_one(Subscriber, subscriber_id)
+        assert (subscriber.status, subscriber.position, subscriber.hard_bounces) == ("active", 1, 0)
+        assert subscriber.unsubscribed_at is None and subscriber.confirmed_at == MONDAY
         due = next_lesson_due(session, subscriber)
         assert due is not None and (due.lesson, due.due_at) == ("knees", datetime(2026, 4, 3, 3, 15, tzinfo=UTC))
+        assert event_kinds(session, subscriber_id) == ["subscribed", "confirmed", "unsubscribed", "resubscribed"]
+        assert session.scalars(select(Event.detail).where(Event.kind == "resubscribed")).one() == "was unsubscribed"
 
 
 def test_an_old_confirmation_link_does_not_resubscribe_someone_who_left(project: Project) -> None:

@@ -24,6 +24,7 @@ from newsletter.project import Project
 from newsletter.subscribers import SubscriberInput, add_subscriber
 from newsletter.transports import OutboxTransport
 from newsletter.web import create_app
+from newsletter.web.serving import server_config
 
 pytestmark = pytest.mark.browser
 
@@ -36,7 +37,7 @@ def base_url(project: Project) -> Iterator[str]:
     listener.bind(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     app = create_app(project, host="127.0.0.1", live_reload=False)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(server_config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -89,7 +90,13 @@ def test_a_reader_subscribes_confirms_pauses_and_unsubscribes(
     page.get_by_role("link", name="Confirm your subscription").first.click()
     expect(page.locator("h1")).to_contain_text("Confirm your subscription")
     page.locator(".links a[href^='/confirm/']").click()
+    expect(page.locator("h1")).to_have_text("Confirm your subscription")  # opening the link confirms nothing
+    page.screenshot(path=tmp_path / "confirm.png", full_page=True)
+    assert reader(project).status == "pending"
+    confirm_url = page.url
+    page.get_by_role("button", name="Confirm my subscription").click()
     expect(page.locator("h1")).to_have_text("You are in, Ann!")
+    assert page.url == confirm_url  # answered in place
     expect(page.locator(".next")).to_contain_text("(Australia/Adelaide)")
     expect(page.locator(".next")).to_contain_text("Thursday")
     page.screenshot(path=tmp_path / "confirmed.png", full_page=True)
@@ -115,6 +122,13 @@ def test_a_reader_subscribes_confirms_pauses_and_unsubscribes(
     assert page.url == unsubscribe_url  # answered in place, no redirect
     gone = reader(project)
     assert gone.status == "unsubscribed" and pending_lessons(project, gone.id) == []
+
+    page.get_by_role("button", name="Resubscribe").click()  # changed their mind: the link is proof enough
+    expect(page.locator("h1")).to_have_text("Welcome back, Ann!")
+    expect(page.locator(".next")).to_contain_text("Lesson 1")
+    page.screenshot(path=tmp_path / "resubscribed.png", full_page=True)
+    back = reader(project)
+    assert back.status == "active" and pending_lessons(project, back.id) == ["muscle"]
     context.close()
 
 

@@ -31,13 +31,14 @@ from newsletter.web.livereload import ProjectHolder
 from newsletter.web.preview import force_scheme
 
 NOW = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)  # a Wednesday
+THIS_MACHINE = ("127.0.0.1", 50000)  # the socket peer of a browser on this machine
 SLUGS = ["muscle", "knees", "brain", "mood", "sleep", "immunity", "longevity"]
 
 
 @pytest.fixture
 def client(project: Project) -> Iterator[TestClient]:
     app = create_app(project, live_reload=False, clock=lambda: NOW)
-    with TestClient(app, base_url="http://127.0.0.1:8025", follow_redirects=False) as test_client:
+    with TestClient(app, base_url="http://127.0.0.1:8025", client=THIS_MACHINE, follow_redirects=False) as test_client:
         yield test_client
 
 
@@ -190,7 +191,7 @@ def test_with_dkim_configured_the_checklist_verifies_the_signature_without_dns(
     subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True, capture_output=True)
     signed = Project(settings.replace("dkim", selector="news2026", domain="running.example.com", private_key=key))
     app = create_app(signed, live_reload=False, clock=lambda: NOW)
-    with TestClient(app, base_url="http://127.0.0.1") as client:
+    with TestClient(app, base_url="http://127.0.0.1", client=THIS_MACHINE) as client:
         page = client.get("/preview/muscle").text
         eml = client.get("/preview/muscle.eml").content
     signed.db.dispose()
@@ -244,7 +245,7 @@ def test_a_broken_lesson_shows_its_file_and_line_and_reloading_the_fix_recovers(
     lesson = project_dir / "lessons" / "03-brain.md"
     app = create_app(project, live_reload=False, clock=lambda: NOW, reload_settings=lambda: reopened(settings))
     holder = app.state.web.holder
-    with TestClient(app, base_url="http://127.0.0.1") as client:
+    with TestClient(app, base_url="http://127.0.0.1", client=THIS_MACHINE) as client:
         original = lesson.read_text(encoding="utf-8")
         break_file(lesson, "week = 3", 'week = "three"')
         holder.reload()
@@ -280,7 +281,7 @@ def test_live_reload_rebuilds_the_project_when_a_lesson_or_the_config_is_saved(
     app = create_app(project, clock=lambda: NOW, reload_settings=lambda: reopened(settings))
     holder = app.state.web.holder
     lesson = project_dir / "lessons" / "05-sleep.md"
-    with TestClient(app, base_url="http://127.0.0.1") as client:
+    with TestClient(app, base_url="http://127.0.0.1", client=THIS_MACHINE) as client:
         assert client.get("/").status_code == 200  # opens the database
         edited = lesson.read_text(encoding="utf-8").replace("title = ", 'title = "Sleep, revised" #', 1)
         assert saved_until_reloaded(holder, lesson, edited) < 2
@@ -303,12 +304,37 @@ def test_live_reload_rebuilds_the_project_when_a_lesson_or_the_config_is_saved(
 
 def test_on_loopback_the_studio_answers_only_to_loopback_host_names(project: Project) -> None:
     app = create_app(project, live_reload=False, clock=lambda: NOW)
-    with TestClient(app, base_url="http://127.0.0.1:8025") as client:
+    with TestClient(app, base_url="http://127.0.0.1:8025", client=THIS_MACHINE) as client:
         assert client.get("/", headers={"Host": "localhost:8025"}).status_code == 200
         rebound = client.get("/", headers={"Host": "attacker.example:8025"})
         assert rebound.status_code == 403 and "on this machine only" in rebound.text
         assert client.get("/outbox", headers={"Host": "attacker.example"}).status_code == 403
         assert client.get("/subscribe", headers={"Host": "attacker.example"}).status_code == 200
+
+
+def test_a_proxy_on_this_machine_does_not_make_the_internet_local(settings: Settings) -> None:
+    """The Host header decides nothing: a reverse proxy sends `Host: 127.0.0.1:PORT` for anyone on the internet."""
+    guarded = Project(settings.replace("web", admin_token="correct-horse-battery"))
+    app = create_app(guarded, live_reload=False, clock=lambda: NOW)
+    proxied = {"Host": "127.0.0.1:8025", "X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"}
+    with TestClient(app, base_url="http://127.0.0.1:8025", client=THIS_MACHINE, follow_redirects=False) as client:
+        assert client.get("/").status_code == 200  # a person at this machine
+        refused = client.get("/outbox", headers=proxied)
+        assert refused.status_code == 401 and 'name="token"' in refused.text
+        assert client.get("/login", headers=proxied).status_code == 200  # the sign-in form, not a redirect into it
+        bearer = {**proxied, "Authorization": "Bearer correct-horse-battery"}
+        assert client.get("/outbox", headers=bearer).status_code == 200
+    with TestClient(app, base_url="http://127.0.0.1:8025", client=("192.0.2.44", 4000)) as elsewhere:
+        assert elsewhere.get("/", headers={"Host": "127.0.0.1:8025"}).status_code == 401
+    guarded.db.dispose()
+
+    behind_proxy = Project(settings.replace("web", trusted_proxies=("127.0.0.1",)))
+    app = create_app(behind_proxy, live_reload=False, clock=lambda: NOW)
+    with TestClient(app, base_url="http://127.0.0.1:8025", client=THIS_MACHINE) as client:
+        for headers in ({}, proxied):  # from a declared proxy, a request is forwarded even without its headers
+            response = client.get("/", headers=headers)
+            assert response.status_code == 403 and "came through a proxy" in response.text
+    behind_proxy.db.dispose()
 
 
 def test_elsewhere_the_studio_needs_the_admin_token(settings: Settings) -> None:

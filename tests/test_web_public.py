@@ -2,25 +2,37 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import subprocess
+import sys
+import time as time_module
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
 
+import anyio
+import httpx2
 import pytest
-from sqlalchemy import func, select
+from conftest import reset_postgres
+from sqlalchemy import func, make_url, select
 from starlette.testclient import TestClient
+from starlette.types import Message, Receive, Scope, Send
+from tcp_relay import TcpRelay
 
 from newsletter import tokens
-from newsletter.config import Settings
+from newsletter.config import Settings, load_settings
 from newsletter.dispatch import send_due
 from newsletter.models import Delivery, Event, Subscriber
 from newsletter.project import Project
 from newsletter.schedule import Cadence, next_slot_after
-from newsletter.subscribers import SubscriberInput, add_subscriber, erase
+from newsletter.subscribers import SubscriberInput, add_subscriber, erase, unsubscribe
 from newsletter.transports import MemoryTransport
 from newsletter.web import create_app
-from newsletter.web.security import CSRF_COOKIE, MAX_BODY_BYTES, RateLimiter
+from newsletter.web.public import DATABASE_WAIT_SECONDS, RETRY_AFTER_SECONDS
+from newsletter.web.security import CSRF_COOKIE, MAX_BODY_BYTES, BodyLimit
 
 NOW = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)  # a Wednesday
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
@@ -121,7 +133,7 @@ def test_the_answer_is_the_same_whether_or_not_the_address_is_known(client: Test
     _, first = sign_up(client)
     reader = subscriber(project)
     assert reader is not None
-    client.get(f"/confirm/{token(project, 'confirm', reader.id)}")
+    client.post(f"/confirm/{token(project, 'confirm', reader.id)}")
     _, again = sign_up(client, email="ANN@example.com ")
     _, stranger = sign_up(client, email="cy@example.com")
     assert again == first
@@ -170,6 +182,28 @@ def test_a_form_without_the_csrf_cookie_or_token_changes_nothing(client: TestCli
     assert subscriber(project) is None
 
 
+@pytest.mark.parametrize(
+    ("origin", "through_proxy", "accepted"),
+    [
+        ("https://running.example.com", True, True),  # [newsletter] base_url, whatever Host the proxy sends
+        ("https://Running.Example.com:443", True, True),
+        ("http://running.example.com", True, False),
+        ("http://127.0.0.1:8025", False, True),  # the direct Host, for local use
+        ("http://127.0.0.1:8025", True, False),  # not once a proxy is in between
+        ("https://evil.example", False, False),
+    ],
+)
+def test_a_form_is_accepted_from_the_public_url_or_its_direct_host_only(
+    client: TestClient, project: Project, origin: str, through_proxy: bool, accepted: bool
+) -> None:
+    csrf = csrf_of(client.get("/subscribe").text)
+    headers = {"Origin": origin, **({"X-Forwarded-For": "203.0.113.5"} if through_proxy else {})}
+    data = {"email": "ann@example.com", "weekday": "Monday", "time": "07:00", "timezone": "UTC", "csrf_token": csrf}
+    response = client.post("/subscribe", data=data, headers=headers)
+    assert response.headers["content-type"].startswith("text/html")
+    assert (response.status_code, subscriber(project) is not None) == ((200, True) if accepted else (403, False))
+
+
 def test_sign_ups_are_rate_limited_per_client_address(project: Project, settings: Settings) -> None:
     limited = Project(settings.replace("web", subscribe_rate_per_hour=2))
     app = create_app(limited, live_reload=False, clock=Clock())
@@ -193,14 +227,6 @@ def test_sign_ups_are_rate_limited_per_client_address(project: Project, settings
     assert subscriber(project, "r9@example.com") is None
 
 
-def test_the_rate_limiter_counts_each_address_in_a_sliding_hour() -> None:
-    moments = iter([0.0, 1.0, 2.0, 3.0, 3601.5])
-    limiter = RateLimiter(2, clock=lambda: next(moments))
-    assert [limiter.allow("a"), limiter.allow("a"), limiter.allow("a"), limiter.allow("b")] == [True, True, False, True]
-    assert limiter.allow("a")  # the first two have left the window
-    assert RateLimiter(0).allow("anyone")  # 0 switches the limit off
-
-
 def test_a_body_over_the_limit_is_refused_with_413(client: TestClient, project: Project) -> None:
     csrf = csrf_of(client.get("/subscribe").text)
     declared = client.post(
@@ -220,6 +246,39 @@ def test_a_body_over_the_limit_is_refused_with_413(client: TestClient, project: 
     assert subscriber(project, "a@example.com") is None
 
 
+def test_a_body_that_stalls_gets_408_and_one_that_arrived_is_never_timed_again() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        message = await receive()
+        while message.get("more_body"):
+            message = await receive()
+        await receive()  # then waits, as a streaming response does, for the client to go away
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"done"})
+
+    def run(chunks: list[tuple[float, Message]]) -> list[Message]:
+        sent: list[Message] = []
+
+        async def receive() -> Message:
+            delay, message = chunks.pop(0)
+            await anyio.sleep(delay)
+            return message
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/subscribe", "headers": [(b"content-length", b"20")]}
+        # In a thread of its own: the browser tests' Playwright keeps an event loop running in this one.
+        with ThreadPoolExecutor(1) as worker:
+            worker.submit(asyncio.run, BodyLimit(app, max_seconds=0.3)(scope, receive, send)).result()
+        return sent
+
+    part = {"type": "http.request", "body": b"email=a", "more_body": True}
+    stalled = run([(0, part), (5, part)])
+    assert stalled[0]["status"] == 408 and b"too long" in stalled[1]["body"]
+    arrived = run([(0, part), (0.1, {"type": "http.request", "body": b"b"}), (0.5, {"type": "http.disconnect"})])
+    assert arrived[0]["status"] == 200
+
+
 def test_other_methods_are_refused(client: TestClient) -> None:
     assert client.put("/subscribe").status_code == 405
     assert client.get("/no-such-page").status_code == 404
@@ -228,14 +287,35 @@ def test_other_methods_are_refused(client: TestClient) -> None:
 # --- confirm ---------------------------------------------------------------------------------------------------------
 
 
-def test_the_confirm_link_activates_and_says_when_lesson_1_arrives_locally(
-    client: TestClient, project: Project
-) -> None:
+def test_opening_the_confirm_link_shows_one_button_and_confirms_nothing(client: TestClient, project: Project) -> None:
+    """Link scanners GET (or HEAD) every link in an email; only a person's POST may sign anyone up."""
     sign_up(client)
     reader = subscriber(project)
     assert reader is not None
-    response = client.get(f"/confirm/{token(project, 'confirm', reader.id)}")
-    assert response.status_code == 200
+    url = f"/confirm/{token(project, 'confirm', reader.id)}"
+    for response in (client.get(url), client.head(url), client.get(url)):
+        assert response.status_code == 200 and response.headers["Cache-Control"] == "no-store"
+    page = client.get(url).text
+    assert page.count("<form") == 1 and page.count("<button") == 1
+    assert 'method="post"' in page and "action=" not in page  # posts to the same URL
+    assert "Confirm my subscription" in page and "Friday at 09:30 (Europe/Berlin)" in text_of(page)
+    after = subscriber(project)
+    assert after is not None and after.status == "pending" and after.confirmed_at is None
+    assert [row.lesson for row in pending_rows(project, reader.id)] == ["confirmation"]
+
+
+def test_the_confirm_button_activates_and_says_when_lesson_1_arrives_locally(project: Project, clock: Clock) -> None:
+    app = create_app(project, live_reload=False, clock=clock)
+    with TestClient(app, base_url="https://running.example.com") as browser:
+        sign_up(browser)
+        reader = subscriber(project)
+        assert reader is not None
+        url = f"/confirm/{token(project, 'confirm', reader.id)}"
+        browser.cookies.clear()  # the email may be opened in another browser: the token is the whole proof
+        response = browser.post(url)
+        assert browser.post(url).status_code == 200  # twice is harmless
+    assert response.status_code == 200 and "Location" not in response.headers
+    assert "You are in, Ann!" in response.text
     reader = subscriber(project)
     assert reader is not None and reader.status == "active"
     [row] = pending_rows(project, reader.id)
@@ -243,8 +323,6 @@ def test_the_confirm_link_activates_and_says_when_lesson_1_arrives_locally(
     assert row.lesson == "muscle" and row.due_at == expected
     assert "Friday 6 March 2026 at 09:30 (Europe/Berlin)" in response.text
     assert "Can running build muscle?" in response.text
-    assert client.get(f"/confirm/{token(project, 'confirm', reader.id)}").status_code == 200  # twice is harmless
-    assert [row.lesson for row in pending_rows(project, reader.id)] == ["muscle"]
 
 
 @pytest.mark.parametrize("kind", ["forged", "altered", "wrong-scope", "expired", "malformed"])
@@ -265,9 +343,9 @@ def test_a_bad_confirm_link_gets_a_4xx_page_and_changes_nothing(
     }[kind]
     if kind == "expired":
         clock.now = NOW + timedelta(days=8)
-    response = client.get(f"/confirm/{bad}")
-    assert 400 <= response.status_code < 500
-    assert "This link does not work" in response.text
+    for response in (client.get(f"/confirm/{bad}"), client.post(f"/confirm/{bad}")):
+        assert 400 <= response.status_code < 500
+        assert "This link does not work" in response.text
     after = subscriber(project, "bo@example.com")
     assert after is not None and after.status == "pending" and after.confirmed_at is None
 
@@ -275,8 +353,9 @@ def test_a_bad_confirm_link_gets_a_4xx_page_and_changes_nothing(
 def test_a_confirm_link_after_unsubscribing_does_not_sign_up_again(client: TestClient, project: Project) -> None:
     reader = add_reader(project)
     client.post(f"/u/{token(project, 'unsubscribe', reader.id)}", data=ONE_CLICK)
-    response = client.get(f"/confirm/{token(project, 'confirm', reader.id)}")
-    assert response.status_code == 200 and "unsubscribed" in response.text
+    response = client.post(f"/confirm/{token(project, 'confirm', reader.id)}")
+    assert response.status_code == 200 and "This address is unsubscribed" in response.text
+    assert "Resubscribe" in response.text and "<button" not in response.text  # the way back is the unsubscribe link
     after = subscriber(project, "bo@example.com")
     assert after is not None and after.status == "unsubscribed"
 
@@ -377,22 +456,79 @@ def test_only_an_unsubscribe_token_unsubscribes(client: TestClient, project: Pro
     assert after is not None and after.status == "active" and len(pending_rows(project, reader.id)) == 1
 
 
-def test_subscribing_again_needs_a_new_confirmation_and_resumes_where_they_stopped(
-    client: TestClient, project: Project, clock: Clock
+@pytest.mark.parametrize("left_as", ["unsubscribed", "bounced"])
+def test_the_form_never_mails_an_address_that_left_and_answers_as_for_anyone(
+    client: TestClient, project: Project, clock: Clock, left_as: str
 ) -> None:
     reader = add_reader(project)
     with project.db.session() as session:
-        stored = session.get(Subscriber, reader.id)
-        assert stored is not None
-        stored.position, stored.last_lesson = 3, "brain"
-    client.post(f"/u/{token(project, 'unsubscribe', reader.id)}", data=ONE_CLICK)
+        stored = session.get_one(Subscriber, reader.id)
+        unsubscribe(session, project, stored, now=NOW)
+        stored.status = left_as
     clock.now = NOW + timedelta(days=30)
-    assert sign_up(client, email="bo@example.com")[0] == 200
-    again = subscriber(project, "bo@example.com")
-    assert again is not None and again.status == "pending" and again.position == 3
-    assert [row.lesson for row in pending_rows(project, reader.id)] == ["confirmation"]
-    client.get(f"/confirm/{token(project, 'confirm', reader.id, clock.now)}")
-    assert [row.lesson for row in pending_rows(project, reader.id)] == ["mood"]
+    _, page = sign_up(client, email="bo@example.com")
+    _, stranger = sign_up(client, email="cy@example.com")
+    assert page == stranger.replace("cy@example.com", "bo@example.com")
+    after = subscriber(project, "bo@example.com")
+    assert after is not None and after.status == left_as
+    assert pending_rows(project, reader.id) == []
+    transport = MemoryTransport()
+    send_due(project, transport, now=clock.now)
+    assert [envelope.recipients for envelope in transport.sent] == [("cy@example.com",)]
+
+
+def test_the_unsubscribe_page_offers_resubscribe_which_continues_where_they_stopped(
+    project: Project, clock: Clock
+) -> None:
+    reader = add_reader(project)
+    with project.db.session() as session:
+        stored = session.get_one(Subscriber, reader.id)
+        stored.position, stored.last_lesson = 3, "brain"
+    app = create_app(project, live_reload=False, clock=clock)
+    with TestClient(app, base_url="https://running.example.com", follow_redirects=False) as browser:
+        url = f"/u/{token(project, 'unsubscribe', reader.id)}"
+        done = browser.post(url, data={**ONE_CLICK, "via": "page"}).text
+        assert f'action="{url}/resubscribe"' in done and "Resubscribe" in done
+        clock.now = NOW + timedelta(days=30)
+        page = browser.get(url).text
+        assert "already unsubscribed" in page and f'action="{url}/resubscribe"' in page
+        assert subscriber(project, "bo@example.com").status == "unsubscribed"  # type: ignore[union-attr]
+        back = browser.post(f"{url}/resubscribe")
+        again = browser.post(f"{url}/resubscribe")
+        assert browser.get(f"{url}/resubscribe").status_code == 405
+        wrong = browser.post(f"/u/{token(project, 'confirm', reader.id)}/resubscribe")
+    assert back.status_code == 200 and again.status_code == 200 and wrong.status_code == 403
+    assert "Welcome back, Bo!" in back.text and "Lesson 4" in back.text
+    returned = subscriber(project, "bo@example.com")
+    assert returned is not None and returned.status == "active" and returned.position == 3
+    assert returned.unsubscribed_at is None
+    assert [row.lesson for row in pending_rows(project, reader.id)] == [
+        "mood"
+    ]  # no confirmation email: the link proved it
+    with project.db.session() as session:
+        kinds = session.scalars(select(Event.kind).where(Event.subscriber_id == reader.id).order_by(Event.id))
+        assert list(kinds)[-2:] == ["unsubscribed", "resubscribed"]  # the second press changed nothing
+
+
+def test_however_often_an_address_is_typed_it_gets_one_confirmation_a_day(any_project: Project) -> None:
+    clock = Clock()
+    transport = MemoryTransport()
+    app = create_app(any_project, live_reload=False, clock=clock)
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        for attempt in range(5):
+            clock.now = NOW + timedelta(hours=attempt * 5)
+            assert sign_up(client, email="dee@example.com", name=f"Name {attempt}")[0] == 200
+            send_due(any_project, transport, now=clock.now)
+        assert len(transport.sent) == 1
+        reader = subscriber(any_project, "dee@example.com")
+        assert reader is not None and reader.name == "Name 0"  # a request that sends nothing changes nothing
+        clock.now = NOW + timedelta(hours=24)
+        assert sign_up(client, email="dee@example.com", name="Dee")[0] == 200
+        send_due(any_project, transport, now=clock.now)
+    assert [envelope.recipients for envelope in transport.sent] == [("dee@example.com",)] * 2
+    assert transport.sent[0].message_id != transport.sent[1].message_id
+    reader = subscriber(any_project, "dee@example.com")
+    assert reader is not None and reader.name == "Dee" and reader.status == "pending"
 
 
 # --- preferences -----------------------------------------------------------------------------------------------------
@@ -524,7 +660,7 @@ def test_the_journey_works_on_each_database(any_project: Project) -> None:
         assert sign_up(client, email="pg@example.com")[0] == 200
         reader = subscriber(any_project, "pg@example.com")
         assert reader is not None and reader.status == "pending"
-        assert client.get(f"/confirm/{token(any_project, 'confirm', reader.id)}").status_code == 200
+        assert client.post(f"/confirm/{token(any_project, 'confirm', reader.id)}").status_code == 200
         assert preferences(client, any_project, reader, action="pause", weeks="until-resumed")[0] == 200
         assert pending_rows(any_project, reader.id) == []
         assert preferences(client, any_project, reader, action="resume")[0] == 200
@@ -540,19 +676,19 @@ def test_a_refusal_from_the_subscriber_rules_is_a_400_page_and_an_outage_a_503(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from newsletter.errors import DatabaseError, SubscriberError
-    from newsletter.web import public
+    from newsletter.web import signup
 
     def refuse(*_args: object, **_kwargs: object) -> None:
         raise SubscriberError("email ann@example.com: this domain does not take mail")
 
-    monkeypatch.setattr(public, "request_subscription", refuse)
+    monkeypatch.setattr(signup, "request_subscription", refuse)
     status, page = sign_up(client)
     assert status == 400 and "this domain does not take mail" in page
 
     def outage(*_args: object, **_kwargs: object) -> None:
         raise DatabaseError("cannot open the database")
 
-    monkeypatch.setattr(public, "request_subscription", outage)
+    monkeypatch.setattr(signup, "request_subscription", outage)
     status, page = sign_up(client)
     assert status == 503 and "try again in a few minutes" in page and "cannot open" not in page
 
@@ -568,3 +704,79 @@ def test_after_a_pause_the_next_lesson_still_keeps_the_minimum_gap(settings: Set
     assert status == 200
     # The first Tuesday slot after the pause (24 March) is within 20 days of lesson 1: the next one is.
     assert "next lesson then arrives Tuesday 31 March 2026 at 06:15 (America/New_York)" in text_of(page)
+
+
+# --- the database does not answer --------------------------------------------------------------------------------
+
+
+def relayed_project(project_dir: Path, env: dict[str, str], url: str, relay: TcpRelay) -> Project:
+    """The project on PostgreSQL, reached through the relay."""
+    through = make_url(url).set(host="127.0.0.1", port=relay.port).render_as_string(hide_password=False)
+    opened = Project(load_settings(project_dir / "config.toml", env={**env, "NEWSLETTER_DATABASE_URL": through}))
+    opened.db  # noqa: B018  (migrated while the relay still forwards)
+    return opened
+
+
+def timed_sign_up(client: TestClient, email: str) -> tuple[httpx2.Response, float]:
+    csrf = csrf_of(client.get("/subscribe").text)
+    data = {"email": email, "weekday": "Monday", "time": "07:00", "timezone": "UTC", "csrf_token": csrf}
+    started = time_module.monotonic()
+    response = client.post("/subscribe", data=data)
+    return response, time_module.monotonic() - started
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("fault", ["refused", "silent"])
+def test_when_postgresql_stops_answering_a_sign_up_gets_the_503_page_promptly(
+    project_dir: Path, env: dict[str, str], postgres_server_url: str, fault: str
+) -> None:
+    reset_postgres(postgres_server_url)
+    server = make_url(postgres_server_url)
+    with TcpRelay(server.host or "127.0.0.1", server.port or 5432) as relay:
+        project = relayed_project(project_dir, env, postgres_server_url, relay)
+        app = create_app(project, live_reload=False, clock=Clock())
+        with TestClient(app, base_url="http://127.0.0.1") as client:
+            assert sign_up(client, email="before@example.com")[0] == 200
+            relay.refuse() if fault == "refused" else relay.silence()
+            response, seconds = timed_sign_up(client, "during@example.com")
+    page = response.text
+    assert response.status_code == 503 and "Please try again in a few minutes" in page and "Nothing was changed" in page
+    assert response.headers["Retry-After"] == str(RETRY_AFTER_SECONDS)
+    assert "127.0.0.1" not in page and str(relay.port) not in page
+    assert seconds < (1.0 if fault == "refused" else DATABASE_WAIT_SECONDS + 2)
+    project.db.dispose()
+
+
+def test_when_sqlite_is_locked_by_another_process_a_sign_up_gets_the_503_page_and_writes_nothing(
+    client: TestClient, project: Project, caplog: pytest.LogCaptureFixture
+) -> None:
+    database = project.db.engine.url.database
+    assert database is not None
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, database], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout is not None and holder.stdin is not None
+    assert holder.stdout.readline() == "locked\n"
+    with caplog.at_level("ERROR", logger="newsletter.web.public"):
+        response, seconds = timed_sign_up(client, "during@example.com")
+    holder.stdin.close()  # the other process commits and lets go; the abandoned request then rolls back
+    holder.wait(timeout=10)
+    holder.stdout.close()
+    assert response.status_code == 503 and "Please try again in a few minutes" in response.text
+    assert DATABASE_WAIT_SECONDS <= seconds < DATABASE_WAIT_SECONDS + 2  # not the 30 s of SQLite's busy timeout
+    assert [record.getMessage() for record in caplog.records] == [
+        f"public page /subscribe: no answer from the database in {DATABASE_WAIT_SECONDS:g} s"
+    ]
+    time_module.sleep(1.0)
+    assert subscriber(project, "during@example.com") is None
+    assert sign_up(client, email="after@example.com")[0] == 200
+
+
+LOCK_HOLDER = """
+import sqlite3, sys
+connection = sqlite3.connect(sys.argv[1], isolation_level=None)
+connection.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+sys.stdin.read()
+connection.execute("COMMIT")
+"""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import httpx2
 import pytest
+from servers import free_port
 from sqlalchemy import select
 
 from newsletter import tokens
@@ -25,12 +25,6 @@ from newsletter.subscribers import SubscriberInput, add_subscriber
 
 pytestmark = pytest.mark.slow
 STARTUP_SECONDS = 20
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture

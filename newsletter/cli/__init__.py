@@ -47,9 +47,9 @@ def main(ctx: click.Context, config_path: str | None) -> None:
 
 
 def _register() -> None:
-    from newsletter.cli import init, lessons, operations, send, split, subscribers, web
+    from newsletter.cli import bounces, init, lessons, operations, send, split, subscribers, suppressions, web
 
-    for module in (init, lessons, split, subscribers, send, web, operations):
+    for module in (init, lessons, split, subscribers, send, web, operations, bounces, suppressions):
         for command in module.commands:
             main.add_command(command)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -22,10 +22,22 @@ FORMATS = ("html", "text", "eml")
 
 @click.command("lessons")
 @click.option("--json", "as_json", is_flag=True, help="Print the lessons as a JSON list instead of a table.")
+@click.option(
+    "--impact",
+    is_flag=True,
+    help="Compare the course on disk with the one the ledger was planned for, and say per change how many "
+    "readers it affects and how. Changes nothing: the next send or tick does exactly this.",
+)
 @click.pass_context
-def lessons_command(ctx: click.Context, as_json: bool) -> None:
+def lessons_command(ctx: click.Context, as_json: bool, impact: bool) -> None:
     """List the course: week, slug, subject, preheader and the size of each lesson's HTML."""
     project = open_project(ctx)
+    if impact:
+        from newsletter.ledger.course import preview
+
+        lines = preview(project, datetime.now(UTC))
+        click.echo(json.dumps(lines, indent=2) if as_json else "\n".join(lines))
+        return
     sample = project.sample_subscriber()
     sizes = {lesson.slug: len(project.render(sample, lesson.slug).html.encode("utf-8")) for lesson in project.series}
     if as_json:

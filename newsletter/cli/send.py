@@ -15,7 +15,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from newsletter.cli.options import now_option, open_project, resolve_now
-from newsletter.dispatch import count_due, list_due, send_due, send_test
+from newsletter.dispatch import count_due, dry_run, send_due, send_test
+from newsletter.dispatch.processes import send_in_processes
+from newsletter.ledger.course import CourseNote
 from newsletter.transports import transport_from_settings
 
 
@@ -38,11 +40,27 @@ def stop_on_signals() -> Iterator[threading.Event]:
 
 @click.command("send")
 @now_option
-@click.option("--dry-run", is_flag=True, help="Show what is due and would be sent; change nothing.")
+@click.option(
+    "--dry-run",
+    "rehearse",
+    is_flag=True,
+    help="Show exactly what a run would do (course changes, what it sends, what stays held); change nothing.",
+)
 @click.option("--limit", type=click.IntRange(min=1), help="Send at most this many messages, then stop.")
-@click.option("--json", "as_json", is_flag=True, help='Print {"sent", "retry", "failed", "skipped"} as JSON.')
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Sender processes side by side, each with [smtp] connections connections: use the machine's cores.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help='Print {"sent", "retry", "failed", "skipped", "held", …} as JSON.'
+)
 @click.pass_context
-def send_command(ctx: click.Context, now: datetime | None, dry_run: bool, limit: int | None, as_json: bool) -> None:
+def send_command(
+    ctx: click.Context, now: datetime | None, rehearse: bool, limit: int | None, processes: int, as_json: bool
+) -> None:
     """Send every lesson and confirmation that is due, then exit.
 
     Safe to run from cron and from several processes or machines at once: each due email is claimed by
@@ -50,21 +68,30 @@ def send_command(ctx: click.Context, now: datetime | None, dry_run: bool, limit:
     status`); non-zero only when the run could not proceed (bad config, database or SMTP unreachable).
     """
     project = open_project(ctx)
-    if dry_run:
-        due = list_due(project, resolve_now(now), limit)
+    if rehearse:
+        planned = dry_run(project, resolve_now(now), limit)
+        held = planned.course.held_line()
         if as_json:
-            click.echo(json.dumps([{"email": d.email, "slug": d.lesson, "due_at": d.due_at.isoformat()} for d in due]))
-        else:
-            for item in due:
-                click.echo(f"{item.due_at:%Y-%m-%d %H:%M} UTC  {item.lesson:<14} {item.email}")
-            click.echo(f"{len(due)} due; nothing sent (dry run)")
+            due = [{"email": d.email, "slug": d.lesson, "due_at": d.due_at.isoformat()} for d in planned.due]
+            changes = planned.course.changes
+            click.echo(json.dumps({"due": due, "held": held, "course_changes": changes}))
+            return
+        for change in planned.course.changes:
+            click.echo(f"course: {change}")
+        for item in planned.due:
+            click.echo(f"{item.due_at:%Y-%m-%d %H:%M} UTC  {item.lesson:<14} {item.email}")
+        if held:
+            click.echo(held)
+        click.echo(f"{len(planned.due)} due; nothing sent (dry run)")
         return
     transport = transport_from_settings(project.settings)
     transport.check()
     console = Console(stderr=True)
     try:
         with stop_on_signals() as stop:
-            if console.is_terminal and not as_json:
+            if processes > 1:
+                summary = send_in_processes(project.settings.config_path, processes, now=now, limit=limit, stop=stop)
+            elif console.is_terminal and not as_json:
                 waiting = count_due(project, resolve_now(now))
                 total = min(waiting, limit) if limit else waiting
                 columns = (TextColumn("sending"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -82,11 +109,19 @@ def send_command(ctx: click.Context, now: datetime | None, dry_run: bool, limit:
                 summary = send_due(project, transport, now=now, limit=limit, stop=stop)
     finally:
         transport.close()
+    note = summary.course or CourseNote()
+    held = note.held_line()
     if as_json:
-        click.echo(json.dumps(summary.as_dict()))
+        by_lesson = [[lesson, reason, count] for (lesson, reason), count in sorted(note.held.items())]
+        report = {**summary.as_dict(), "held": held, "held_by_lesson": by_lesson, "course_changes": note.changes}
+        click.echo(json.dumps(report))
     else:
+        for change in summary.course.changes if summary.course else ():
+            click.echo(f"course: {change}", err=True)
         counts = ", ".join(f"{value} {key}" for key, value in summary.as_dict().items())
         click.echo(f"{counts}{' (stopped early)' if stop.is_set() else ''}")
+        if held:
+            click.echo(held)
 
 
 @click.command("test-send")

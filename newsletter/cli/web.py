@@ -33,10 +33,11 @@ def _run(project: Project, host: str, port: int, *, studio: bool, open_browser: 
     import uvicorn
 
     from newsletter.web import create_app
+    from newsletter.web.serving import server_config
 
     app = create_app(project, host=host, studio=studio)
     server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
+        server_config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
     )
     shown_host = f"[{host}]" if ":" in host else host
     url = f"http://{shown_host}:{port}/"

@@ -6,7 +6,8 @@
 
 Columns are named by a header row, in any order and any case: `email` (required), `name`, `timezone`,
 `weekday`, `time`, and the two that export adds so that an export re-imports as it was, `status` and
-`position`. Empty cells take the [schedule] defaults. The separator is whichever of comma, semicolon or tab
+`position`. Export also writes the consent evidence (`feedback.consent.EXPORT_COLUMNS`), which import reads
+past. Empty cells take the [schedule] defaults. The separator is whichever of comma, semicolon or tab
 the header line uses (spreadsheets in many locales write semicolons).
 """
 

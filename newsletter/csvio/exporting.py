@@ -8,6 +8,7 @@ from typing import TextIO
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from newsletter.feedback import consent
 from newsletter.models import Subscriber
 from newsletter.schedule import WEEKDAY_NAMES
 
@@ -20,12 +21,14 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 def export_subscribers(session: Session, stream: TextIO, *, status: str | None = None) -> int:
     """Write every subscriber (or those in one status) as CSV that `import_subscribers` reads back; return the count."""
     writer = csv.writer(stream, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    query = select(Subscriber).order_by(Subscriber.id).execution_options(yield_per=EXPORT_BATCH)
+    writer.writerow(COLUMNS + consent.EXPORT_COLUMNS)
+    query = (
+        select(Subscriber, *consent.export_columns()).order_by(Subscriber.id).execution_options(yield_per=EXPORT_BATCH)
+    )
     if status is not None:
         query = query.where(Subscriber.status == status)
     count = 0
-    for subscriber in session.scalars(query):
+    for subscriber, *evidence in session.execute(query):
         writer.writerow(
             (
                 escape_formula(subscriber.email),
@@ -35,6 +38,7 @@ def export_subscribers(session: Session, stream: TextIO, *, status: str | None =
                 f"{subscriber.send_time:%H:%M}",
                 subscriber.status,
                 subscriber.position,
+                *(escape_formula(cell) for cell in consent.export_cells(*evidence)),
             )
         )
         count += 1

@@ -28,6 +28,8 @@ from sqlalchemy.orm import Session
 from newsletter.csvio.exporting import COLUMNS, unescape_formula
 from newsletter.csvio.reading import Record, detect_encoding, read_records, sniff_delimiter
 from newsletter.errors import SubscriberError
+from newsletter.feedback import consent
+from newsletter.feedback.suppression import suppressed_among
 from newsletter.lessons import Series
 from newsletter.message import message_id_for
 from newsletter.models import CONFIRMATION, SUBSCRIBER_STATUSES, Delivery, Event, Subscriber
@@ -183,6 +185,7 @@ def _store_batch(
     """
     emails = [row.subscriber.email for row in batch]
     known = dict(session.execute(select(Subscriber.email, Subscriber.id).where(Subscriber.email.in_(emails))).all())
+    suppressed = suppressed_among(session, project.settings, emails)  # never mailed again: counted "unchanged"
     fresh: dict[str, ImportRow] = {}
     first_line: dict[str, int] = {}
     for row in batch:
@@ -192,9 +195,9 @@ def _store_batch(
             report.reject(row.line, f"duplicate of line {first_line[email]} ({email})")
             continue
         first_line[email] = row.line
-        if subscriber_id is None:
+        if subscriber_id is None and email not in suppressed:
             fresh[email] = row
-        elif report.first_added_id is not None and subscriber_id >= report.first_added_id:
+        elif subscriber_id is not None and report.first_added_id is not None and subscriber_id >= report.first_added_id:
             report.reject(row.line, f"duplicate of an earlier line ({email}), already imported by this run")
         else:
             report.unchanged += 1
@@ -320,7 +323,8 @@ def _columns(header: list[str], line: int, source_name: str, report: ImportRepor
         key = re.sub(r"[^a-z]", "", raw.lower())
         name = _ALIASES.get(key, key)
         if name not in COLUMNS:
-            report.ignored_columns.append(raw.strip())
+            if name not in consent.EXPORT_COLUMN_KEYS:  # the export's consent columns: evidence, not imported
+                report.ignored_columns.append(raw.strip())
             continue
         if name in columns:
             raise SubscriberError(f"{source_name} line {line}: the header names the column {name!r} twice")

@@ -66,17 +66,35 @@ def worker_name() -> str:
     return f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def list_due(project: Project, now: datetime, limit: int | None = None) -> list[DueDelivery]:
-    """What a run at `now` would send, without claiming anything."""
-    with project.db.reading() as session:
-        query = (
-            select(Subscriber.email, Delivery.lesson, Delivery.due_at)
-            .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-            .where(Delivery.status == "pending", Delivery.due_at <= now)
-            .order_by(Delivery.due_at)
-            .limit(limit)
-        )
-        return [DueDelivery(*row) for row in session.execute(query)]
+@dataclass(frozen=True)
+class DryRun:
+    """What `send` would do at an instant: follow the course, then send these, holding those."""
+
+    course: CourseNote
+    due: list[DueDelivery]
+
+
+def dry_run(project: Project, now: datetime, limit: int | None = None) -> DryRun:
+    """What a run at `now` would do, exactly: the same reconcile (rolled back), then what it would claim."""
+    from newsletter.ledger import wire
+    from newsletter.ledger.course import reconcile
+
+    with project.db.sessions() as session:
+        transaction = session.begin()
+        try:
+            wire.release_expired(session.connection(), now)
+            note = reconcile(session, project, now)
+            query = (
+                select(Subscriber.email, Delivery.lesson, Delivery.due_at)
+                .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+                .where(Delivery.status == "pending", Delivery.due_at <= now)
+                .order_by(Delivery.due_at)
+                .limit(limit)
+            )
+            due = [DueDelivery(*row) for row in session.execute(query)]
+        finally:
+            transaction.rollback()
+    return DryRun(note, due)
 
 
 def count_due(project: Project, now: datetime) -> int:

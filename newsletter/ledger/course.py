@@ -225,9 +225,7 @@ def describe(previous: list[dict[str, object]] | None, series: Series, gates: Ga
     current = [lesson.slug for lesson in series]
     if previous is None:
         moved = sum(done.transitions.values())
-        return [
-            f"first plan of this course: {done.readers} readers, {moved} waiting rows set to the lesson the rule gives"
-        ]
+        return [f"first plan of this course: {moved} readers' next lesson set by the rule"] if moved else []
     before = [str(entry["slug"]) for entry in previous]
     renamed = {old: lesson.slug for lesson in series for old in lesson.replaces if old in before}
     lines: list[str] = []

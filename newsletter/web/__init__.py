@@ -1,14 +1,17 @@
 """The web app: the preview studio for editors and the pages subscribers use, as one Starlette application.
 
-    studio (preview.py, outbox.py, livereload.py)     public (public.py, preferences.py)
+    studio (preview.py, outbox.py, livereload.py)     public (signup.py, unsubscribe.py, preferences.py)
     /                  the course at a glance          /subscribe              the sign-up form
-    /preview/<slug>    one email, as a reader sees it  /confirm/<token>        double opt-in
+    /preview/<slug>    one email, as a reader sees it  /confirm/<token>        double opt-in: GET shows, POST confirms
     /outbox            the outbox folder as an inbox   /u/<token>              RFC 8058 one-click unsubscribe
-    /_studio/events    live reload (server-sent)       /preferences/<token>    pause, resume, day and time
+    /_studio/events    live reload (server-sent)       /u/<token>/resubscribe  coming back after unsubscribing
+                                                       /preferences/<token>    pause, resume, day and time
                                                        /media/<path>           lesson images (media.py)
 
-The studio is guarded (security.py): bound to a loopback address it answers only to loopback Host names;
-bound anywhere else it needs NEWSLETTER_WEB_ADMIN_TOKEN. Public pages never need the token.
+The studio is guarded (security.py): a person at this machine (loopback peer, nothing forwarded, a loopback
+Host, the server bound to loopback) gets in; everyone else needs NEWSLETTER_WEB_ADMIN_TOKEN. Public pages never
+need the token. Behind a reverse proxy, `[web] trusted_proxies` says whose X-Forwarded-* headers to believe
+(proxies.py), so that limits count clients rather than the proxy.
 """
 
 from __future__ import annotations
@@ -28,10 +31,12 @@ from starlette.staticfiles import StaticFiles
 
 from newsletter.config import Settings, load_settings
 from newsletter.project import Project
-from newsletter.web import media, outbox, preferences, preview, public
+from newsletter.web import media, outbox, preferences, preview, signup, unsubscribe, webhooks
 from newsletter.web.livereload import ProjectHolder, events_endpoint, watch_project
 from newsletter.web.pages import ENVIRONMENT, HERE, WebContext, page, studio_only_async, web_context
-from newsletter.web.security import MAX_BODY_BYTES, BodySizeLimit, RateLimiter, SecurityHeaders, StudioGuard
+from newsletter.web.proxies import ForwardedClient, TrustedProxies
+from newsletter.web.ratelimit import RateLimiter
+from newsletter.web.security import MAX_BODY_BYTES, BodyLimit, SecurityHeaders, StudioGuard
 
 __all__ = ["create_app"]
 LOGIN_ATTEMPTS_PER_HOUR = 20
@@ -55,7 +60,7 @@ def _too_large_page() -> str:
 
 
 def create_app(
-    project_or_settings: Project | Settings,
+    project_or_settings: Project | Settings | ProjectHolder,
     *,
     host: str | None = None,
     studio: bool = True,
@@ -66,18 +71,22 @@ def create_app(
 ) -> Starlette:
     """Build the app for a project.
 
-    `host` is the address the server binds (default: [web] host); anything but loopback puts the studio
-    behind NEWSLETTER_WEB_ADMIN_TOKEN. `studio=False` serves only the public pages. `live_reload` watches
-    lessons, templates and config.toml; `reload_settings` says how to read the settings again (default: the
-    same config file). `clock` gives "now" (tests and `--now` pin it). `extra_routes` come first
-    (the daemon's /healthz and /metrics).
+    `host` is the address the server binds (default: [web] host); anything but loopback puts the whole studio
+    behind NEWSLETTER_WEB_ADMIN_TOKEN, even for this machine. `studio=False` serves only the public pages.
+    `live_reload` watches lessons, templates and config.toml; `reload_settings` says how to read the settings
+    again (default: the same config file). `clock` gives "now" (tests and `--now` pin it). `extra_routes` come
+    first (the daemon's /healthz and /metrics).
     """
-    project = project_or_settings if isinstance(project_or_settings, Project) else Project(project_or_settings)
+    if isinstance(project_or_settings, ProjectHolder):
+        holder = project_or_settings  # the daemon's: it reloads the course itself
+        project = holder.project
+    else:
+        project = project_or_settings if isinstance(project_or_settings, Project) else Project(project_or_settings)
+        if reload_settings is None and project.settings.config_path is not None:
+            config_path = project.settings.config_path
+            reload_settings = lambda: load_settings(config_path)  # noqa: E731
+        holder = ProjectHolder(project, reload_settings)
     settings = project.settings
-    if reload_settings is None and settings.config_path is not None:
-        config_path = settings.config_path
-        reload_settings = lambda: load_settings(config_path)  # noqa: E731
-    holder = ProjectHolder(project, reload_settings)
     context = WebContext(
         holder=holder,
         clock=clock or _utc_now,
@@ -89,9 +98,11 @@ def create_app(
 
     routes: list[BaseRoute] = [
         *extra_routes,
-        *public.routes,
+        *signup.routes,
+        *unsubscribe.routes,
         *preferences.routes,
         *media.routes,
+        *webhooks.routes,
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     if studio:
@@ -115,8 +126,10 @@ def create_app(
     app = Starlette(
         routes=routes,
         middleware=[
+            # First, so that every limit, log line and guard below sees the client rather than our proxy.
+            Middleware(ForwardedClient, proxies=TrustedProxies.parse(settings.web.trusted_proxies)),
             Middleware(SecurityHeaders),
-            Middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES, page=_too_large_page),
+            Middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, page=_too_large_page),
         ],
         exception_handlers={404: _not_found, 405: _http_error},
         lifespan=lifespan,

@@ -1,13 +1,16 @@
 """`GET /healthz` and `GET /metrics`: is this process well, and what the ledger and the sender are doing.
 
 `/healthz` answers 200 with status "ok", or 503 with status "degraded" and the problems in words: the
-database does not answer, the last dispatch tick failed, or nothing has happened for several tick
+database does not answer (with a class of fault such as "connection refused", never the driver's message,
+which names hosts and ports), the last dispatch tick failed, or nothing has happened for several tick
 intervals. A process that serves pages without ticking (`newsletter serve`) is judged on the database only.
 `/metrics` is the Prometheus text format: the ledger gauges read from the database at each scrape, and this
 process's counters; when the database does not answer, the counters are still served.
 """
 
 from __future__ import annotations
+
+import re
 
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
@@ -20,6 +23,46 @@ from newsletter.operations import ledger_gauges
 from newsletter.project import Project
 
 NO_STORE = {"Cache-Control": "no-store"}
+# What a driver's message says, as a class of fault: its own words name hosts, ports, users and files.
+_FAULT_CLASSES = (
+    (re.compile(r"refused", re.IGNORECASE), "connection refused"),
+    (re.compile(r"timed? ?out|timeout", re.IGNORECASE), "timed out"),
+    (re.compile(r"password|authentication|permission denied for|not authorized", re.IGNORECASE), "login refused"),
+    (re.compile(r"could not translate host|name or service not known|nodename", re.IGNORECASE), "unknown host"),
+    (re.compile(r"database .* does not exist", re.IGNORECASE), "no such database"),
+    (re.compile(r"shutting down|starting up|recovery mode|terminating connection", re.IGNORECASE), "restarting"),
+    (re.compile(r"locked|busy", re.IGNORECASE), "locked by another process"),
+    (re.compile(r"read-?only", re.IGNORECASE), "read-only"),
+    (re.compile(r"disk.*full|no space", re.IGNORECASE), "disk full"),
+    (re.compile(r"unable to open|no such file|is a directory", re.IGNORECASE), "cannot open the file"),
+    (re.compile(r"closed|lost|broken pipe|reset by peer|server closed", re.IGNORECASE), "connection lost"),
+)
+
+
+# Where a server is, as drivers and relays write it in their messages: hosts, addresses, ports, sockets.
+_WHERE = re.compile(
+    r'(?:server at|socket|host|hostaddr)[ =]"?[^\s",)]+"?'
+    r"|\bport \d+"
+    r"|\[[0-9A-Fa-f:.]+\](?::\d+)?"
+    r"|\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b"
+    r"|\b(?:localhost|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+):\d{2,5}\b",
+    re.IGNORECASE,
+)
+
+
+def without_addresses(text: str) -> str:
+    """The text with every host, address and port in it replaced by "…"."""
+    return _WHERE.sub("…", text)
+
+
+def fault_class(error: BaseException) -> str:
+    """A database error as a short reason that names no host, port, user or file."""
+    text = f"{error} {getattr(error, 'orig', '') or ''}"
+    for pattern, reason in _FAULT_CLASSES:
+        if pattern.search(text):
+            return reason
+    orig = getattr(error, "orig", None)
+    return type(orig if isinstance(orig, BaseException) else error).__name__
 
 
 def _database_problem(project: Project) -> str | None:
@@ -36,7 +79,7 @@ def _database_problem(project: Project) -> str | None:
         finally:
             connection.close()
     except Exception as error:  # the driver's own error classes differ by backend; any failure means "down"
-        return f"the database does not answer: {error}"
+        return f"the database does not answer ({fault_class(error)})"
     return None
 
 
@@ -46,7 +89,9 @@ def health_routes(project: Project, metrics: ProcessMetrics) -> list[Route]:
     def healthz(request: Request) -> Response:
         database_problem = _database_problem(project)
         snapshot = metrics.snapshot()
-        problems = ([database_problem] if database_problem else []) + snapshot.problems()
+        problems = ([database_problem] if database_problem else []) + [
+            without_addresses(problem) for problem in snapshot.problems()
+        ]
         age = snapshot.last_tick_age
         body = {
             "status": "degraded" if problems else "ok",
@@ -54,7 +99,7 @@ def health_routes(project: Project, metrics: ProcessMetrics) -> list[Route]:
             "tick_seconds": snapshot.tick_seconds,
             "last_tick_at": snapshot.last_tick_at.isoformat() if snapshot.last_tick_at else None,
             "last_tick_age_seconds": round(age, 3) if age is not None else None,
-            "last_tick_error": snapshot.last_tick_error,
+            "last_tick_error": without_addresses(snapshot.last_tick_error) if snapshot.last_tick_error else None,
             "problems": problems,
         }
         return JSONResponse(body, status_code=503 if problems else 200, headers=NO_STORE)

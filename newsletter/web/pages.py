@@ -20,7 +20,8 @@ from starlette.responses import HTMLResponse, Response
 from newsletter.errors import LessonError, NewsletterError
 from newsletter.project import Project
 from newsletter.web.livereload import ProjectHolder
-from newsletter.web.security import CsrfCheck, RateLimiter, StudioGuard, set_csrf_cookie
+from newsletter.web.ratelimit import RateLimiter
+from newsletter.web.security import CsrfCheck, StudioGuard, set_csrf_cookie, url_origin
 
 HERE = Path(__file__).parent
 _WHERE = re.compile(r"^(?P<path>[^\s:][^:]*?) line (?P<line>\d+): ")
@@ -43,7 +44,8 @@ class WebContext:
 
     @property
     def csrf(self) -> CsrfCheck:
-        return CsrfCheck(self.project.settings.secret_key)
+        settings = self.project.settings
+        return CsrfCheck(settings.secret_key, url_origin(settings.newsletter.base_url))
 
 
 def form_text(form: FormData, name: str) -> str:
@@ -53,6 +55,7 @@ def form_text(form: FormData, name: str) -> str:
 
 
 def client_address(request: Request) -> str:
+    """The client's address: the socket's peer, or whom a trusted proxy forwarded for (`proxies.py`)."""
     return request.client.host if request.client else "unknown"
 
 
@@ -104,7 +107,6 @@ def page(
         request=request,
         newsletter_name=project.settings.newsletter.name,
         series_title=series_title,
-        studio_guarded=context.guard.token_required,
         live_version=context.holder.version,
         **(values or {}),
     )
@@ -189,11 +191,9 @@ AsyncEndpoint = Callable[[Request], Awaitable[Response]]
 
 def refusal(request: Request) -> Response:
     """The answer to a request the studio guard does not allow."""
-    guard = web_context(request).guard
-    if guard.refuses_everyone:
-        return page(request, "studio_refused.html", {"reason": "no-token"}, status=403)
-    if not guard.token_required:
-        return page(request, "studio_refused.html", {"reason": "host"}, status=403)
+    reason = web_context(request).guard.refusal_reason(request)
+    if reason:
+        return page(request, "studio_refused.html", {"reason": reason}, status=403)
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     return login_page(request, target, status=401)
 

@@ -287,9 +287,9 @@ def preview_redirect(request: Request) -> Response:
 
 def login_form(request: Request) -> Response:
     guard = web_context(request).guard
-    if not guard.token_required:
+    if guard.from_this_machine(request):
         return RedirectResponse("/", status_code=303)
-    if guard.refuses_everyone:
+    if guard.refusal_reason(request):
         return refusal(request)
     return login_page(request, safe_target(request.query_params.get("next", "/")))
 
@@ -298,9 +298,9 @@ async def login_submit(request: Request) -> Response:
     """Check the admin token once and remember the proof in a cookie."""
     context = web_context(request)
     guard = context.guard
-    if not guard.token_required:
+    if guard.from_this_machine(request):
         return RedirectResponse("/", status_code=303)
-    if guard.refuses_everyone:
+    if guard.refusal_reason(request):
         return refusal(request)
     form = await request.form()
     target = safe_target(form_text(form, "next") or "/")

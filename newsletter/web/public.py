@@ -1,23 +1,32 @@
-"""The pages behind every link in our emails: subscribe, confirm, one-click unsubscribe (preferences.py: the rest).
+"""What the pages behind our emails share: signed links, database work with a deadline, and answers to failures.
 
-They never need the studio's admin token. The signed token in a link is the subscriber's whole credential,
-scoped to one purpose (`newsletter.tokens`): a confirm link cannot unsubscribe and vice versa.
+The pages themselves: `signup.py` (subscribe, confirm), `unsubscribe.py` (one-click unsubscribe, resubscribe),
+`preferences.py` (pause, resume, day and time). They never need the studio's admin token. The signed token in a
+link is the subscriber's whole credential, scoped to one purpose (`newsletter.tokens`): a confirm link cannot
+unsubscribe and vice versa.
+
+When the database does not answer (refused, restarting, locked by another process, or silent), a page says
+"try again in a few minutes" with 503 within DATABASE_WAIT_SECONDS instead of hanging or failing with a bare
+500; the work it gave up on rolls back if it ever gets its turn, so "nothing was changed" stays true.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import threading
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar
 from zoneinfo import available_timezones
 
+import anyio
+import anyio.to_thread
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from newsletter import tokens
 from newsletter.errors import NewsletterError, SubscriberError, TokenError
@@ -25,22 +34,16 @@ from newsletter.models import Subscriber
 from newsletter.planning import describe_cadence
 from newsletter.project import PREFERENCES_PATH, UNSUBSCRIBE_PATH, Project
 from newsletter.schedule import WEEKDAY_NAMES, parse_send_time, parse_timezone, parse_weekday
-from newsletter.subscribers import (
-    SubscriberInput,
-    clean_name,
-    confirm,
-    next_lesson_due,
-    normalise_email,
-    request_subscription,
-    unsubscribe,
-)
-from newsletter.web.pages import client_address, form_text, page, web_context
-from newsletter.web.security import CSRF_FIELD, CsrfCheck, set_csrf_cookie
+from newsletter.subscribers import next_lesson_due
+from newsletter.web.health import fault_class
+from newsletter.web.pages import page, web_context
+from newsletter.web.security import CsrfCheck, set_csrf_cookie
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 NO_STORE = {"Cache-Control": "no-store"}
-ONE_CLICK = "One-Click"
+DATABASE_WAIT_SECONDS = 5.0
+RETRY_AFTER_SECONDS = 60
 
 
 @functools.cache
@@ -48,14 +51,30 @@ def zone_names() -> tuple[str, ...]:
     return tuple(sorted(available_timezones() - {"localtime", "posixrules", "Factory"}))
 
 
-def in_session(project: Project, work: Callable[[Session], T]) -> Awaitable[T]:
-    """Run database work in one transaction on a worker thread, off the event loop."""
+class DatabaseTimeout(Exception):
+    """The database did not give us a transaction within DATABASE_WAIT_SECONDS."""
+
+
+async def in_session(project: Project, work: Callable[[Session], T]) -> T:
+    """Run database work in one transaction on a worker thread; give up after DATABASE_WAIT_SECONDS."""
+    abandoned = threading.Event()
 
     def run() -> T:
         with project.db.session() as session:
-            return work(session)
+            session.connection()  # the waiting happens here: a pooled connection, and on SQLite the write lock
+            if abandoned.is_set():
+                raise DatabaseTimeout  # the page already said nothing changed: roll back
+            result = work(session)
+            if abandoned.is_set():
+                raise DatabaseTimeout
+            return result
 
-    return run_in_threadpool(run)
+    try:
+        with anyio.fail_after(DATABASE_WAIT_SECONDS):
+            return await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
+    except TimeoutError:
+        abandoned.set()
+        raise DatabaseTimeout from None
 
 
 def form_page(request: Request, template: str, values: dict[str, Any], form: str, status: int = 200) -> Response:
@@ -69,79 +88,10 @@ def form_page(request: Request, template: str, values: dict[str, Any], form: str
     return response
 
 
-def _token_refused(request: Request, error: TokenError) -> Response:
-    return page(
-        request, "public_message.html", {"kind": "bad-link", "detail": str(error)}, status=403, headers=NO_STORE
-    )
-
-
-class SubscriberGone(Exception):
-    """A valid link for a subscriber who has since been erased."""
-
-
-def subscriber_or_gone(session: Session, subscriber_id: int) -> Subscriber:
-    subscriber = session.get(Subscriber, subscriber_id)
-    if subscriber is None:
-        raise SubscriberGone
-    return subscriber
-
-
-def public_page(endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
-    """Answer a bad link or refused input with a page that says so, and an outage with a polite 503."""
-
-    @functools.wraps(endpoint)
-    async def answered(request: Request) -> Response:
-        try:
-            return await endpoint(request)
-        except TokenError as error:
-            return _token_refused(request, error)
-        except SubscriberGone:
-            return page(request, "public_message.html", {"kind": "gone"}, status=404, headers=NO_STORE)
-        except SubscriberError as error:
-            values = {"kind": "refused", "detail": str(error)}
-            return page(request, "public_message.html", values, status=400, headers=NO_STORE)
-        except NewsletterError as error:
-            log.error("public page %s failed: %s", request.url.path, error)
-            return page(request, "public_message.html", {"kind": "unavailable"}, status=503, headers=NO_STORE)
-
-    return answered
-
-
-def verify_link(request: Request, scope: tokens.Scope) -> int:
-    context = web_context(request)
-    claims = tokens.verify(context.project.settings.secret_key, request.path_params["token"], scope, context.clock())
-    return claims.subscriber_id
-
-
-# --- subscribe ---------------------------------------------------------------------------------------------------
-
-
-def _subscribe_defaults(project: Project) -> dict[str, str]:
-    schedule = project.settings.schedule
-    weekday = WEEKDAY_NAMES[parse_weekday(schedule.weekday)]
-    return {
-        "email": "",
-        "name": "",
-        "weekday": weekday,
-        "time": f"{schedule.time_:%H:%M}",
-        "timezone": schedule.timezone,
-    }
-
-
-def _subscribe_form(request: Request, fields: dict[str, str], errors: dict[str, str], status: int = 200) -> Response:
-    values = {"fields": fields, "errors": errors, "weekdays": WEEKDAY_NAMES, "zones": zone_names()}
-    return form_page(request, "public_subscribe.html", values, "subscribe", status)
-
-
 SCHEDULE_CHECKS: dict[str, Callable[[str], object]] = {
     "weekday": parse_weekday,
     "time": parse_send_time,
     "timezone": parse_timezone,
-}
-SUBSCRIPTION_CHECKS: dict[str, Callable[[str], object]] = {
-    "email": normalise_email,
-    "name": clean_name,
-    **SCHEDULE_CHECKS,
 }
 
 
@@ -156,42 +106,60 @@ def field_errors(fields: dict[str, str], checks: dict[str, Callable[[str], objec
     return errors
 
 
-async def subscribe_form(request: Request) -> Response:
-    return _subscribe_form(request, _subscribe_defaults(web_context(request).project), {})
+class SubscriberGone(Exception):
+    """A valid link for a subscriber who has since been erased."""
 
 
-@public_page
-async def subscribe_submit(request: Request) -> Response:
+def subscriber_or_gone(session: Session, subscriber_id: int) -> Subscriber:
+    subscriber = session.get(Subscriber, subscriber_id)
+    if subscriber is None:
+        raise SubscriberGone
+    return subscriber
+
+
+def page_name(request: Request) -> str:
+    """The path for a log line, without the token that follows the page's name (tokens are credentials)."""
+    first, _, rest = request.url.path.lstrip("/").partition("/")
+    return f"/{first}" + ("/…" if rest else "")
+
+
+def _unavailable(request: Request) -> Response:
+    headers = {**NO_STORE, "Retry-After": str(RETRY_AFTER_SECONDS)}
+    return page(request, "public_message.html", {"kind": "unavailable"}, status=503, headers=headers)
+
+
+def public_page(endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """Answer a bad link or refused input with a page that says so, and an outage with a polite 503."""
+
+    @functools.wraps(endpoint)
+    async def answered(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except TokenError as error:
+            values = {"kind": "bad-link", "detail": str(error)}
+            return page(request, "public_message.html", values, status=403, headers=NO_STORE)
+        except SubscriberGone:
+            return page(request, "public_message.html", {"kind": "gone"}, status=404, headers=NO_STORE)
+        except SubscriberError as error:
+            values = {"kind": "refused", "detail": str(error)}
+            return page(request, "public_message.html", values, status=400, headers=NO_STORE)
+        except NewsletterError as error:
+            log.error("public page %s failed: %s", page_name(request), error)
+            return _unavailable(request)
+        except DatabaseTimeout:
+            log.error("public page %s: no answer from the database in %g s", page_name(request), DATABASE_WAIT_SECONDS)
+            return _unavailable(request)
+        except (DBAPIError, PoolTimeout) as error:
+            log.error("public page %s: the database does not answer (%s)", page_name(request), fault_class(error))
+            return _unavailable(request)
+
+    return answered
+
+
+def verify_link(request: Request, scope: tokens.Scope) -> int:
     context = web_context(request)
-    form = await request.form()
-    fields = {name: form_text(form, name).strip() for name in ("email", "name", "weekday", "time", "timezone")}
-    client = client_address(request)
-    if not context.subscribe_limiter.allow(client):
-        retry = context.subscribe_limiter.retry_after(client)
-        response = _subscribe_form(
-            request, fields, {"form": "Too many sign-ups from your address; try again later."}, 429
-        )
-        response.headers["Retry-After"] = str(retry)
-        return response
-    problem = context.csrf.problem(request, form_text(form, CSRF_FIELD), "subscribe")
-    if problem:
-        return _subscribe_form(request, fields, {"form": f"Not sent: {problem}."}, 403)
-    errors = field_errors(fields, SUBSCRIPTION_CHECKS)
-    if errors:
-        return _subscribe_form(request, fields, errors, 400)
-    data = SubscriberInput(fields["email"], fields["name"], fields["timezone"], fields["weekday"], fields["time"])
-    project, now = context.project, context.clock()
-    await in_session(project, lambda session: request_subscription(session, project, data, now=now, source="web"))
-    # The same page whatever the address's state, so the form never tells who is subscribed.
-    return page(
-        request,
-        "public_message.html",
-        {"kind": "check-inbox", "email": normalise_email(fields["email"])},
-        headers=NO_STORE,
-    )
-
-
-# --- confirm -----------------------------------------------------------------------------------------------------
+    claims = tokens.verify(context.project.settings.secret_key, request.path_params["token"], scope, context.clock())
+    return claims.subscriber_id
 
 
 def subscriber_state(session: Session, project: Project, subscriber: Subscriber, now: datetime) -> dict[str, Any]:
@@ -219,64 +187,3 @@ def subscriber_state(session: Session, project: Project, subscriber: Subscriber,
         "preferences_path": PREFERENCES_PATH + tokens.issue(key, "preferences", subscriber.id, now),
         "unsubscribe_path": UNSUBSCRIBE_PATH + tokens.issue(key, "unsubscribe", subscriber.id, now),
     }
-
-
-@public_page
-async def confirm_page(request: Request) -> Response:
-    subscriber_id = verify_link(request, "confirm")
-    context = web_context(request)
-    project, now = context.project, context.clock()
-
-    def work(session: Session) -> dict[str, Any]:
-        subscriber_or_gone(session, subscriber_id)
-        return subscriber_state(session, project, confirm(session, project, subscriber_id, now=now), now)
-
-    return page(request, "public_confirmed.html", {"state": await in_session(project, work)}, headers=NO_STORE)
-
-
-# --- unsubscribe (RFC 8058) --------------------------------------------------------------------------------------
-
-
-@public_page
-async def unsubscribe_page(request: Request) -> Response:
-    """Show one button; a GET never changes anything, because link scanners follow links."""
-    subscriber_id = verify_link(request, "unsubscribe")
-    project = web_context(request).project
-    status = await in_session(project, lambda session: subscriber_or_gone(session, subscriber_id).status)
-    return page(request, "public_unsubscribe.html", {"status": status, "done": False}, headers=NO_STORE)
-
-
-@public_page
-async def unsubscribe_submit(request: Request) -> Response:
-    """One-click unsubscribe: the token is the proof; no cookie, no CSRF field, no redirect."""
-    subscriber_id = verify_link(request, "unsubscribe")
-    form = await request.form()
-    if form_text(form, "List-Unsubscribe") != ONE_CLICK:
-        return page(
-            request,
-            "public_unsubscribe.html",
-            {"status": "", "done": False, "malformed": True},
-            status=400,
-            headers=NO_STORE,
-        )
-    context = web_context(request)
-    project, now = context.project, context.clock()
-    source = "web" if form_text(form, "via") == "page" else "one-click"
-
-    def work(session: Session) -> None:
-        subscriber = session.get(Subscriber, subscriber_id)
-        # Erased already: nobody is left to mail, which is what was asked, so that is a success too.
-        if subscriber is not None:
-            unsubscribe(session, project, subscriber, now=now, source=source)
-
-    await in_session(project, work)
-    return page(request, "public_unsubscribe.html", {"status": "unsubscribed", "done": True}, headers=NO_STORE)
-
-
-routes = [
-    Route("/subscribe", subscribe_form, methods=["GET"], name="subscribe"),
-    Route("/subscribe", subscribe_submit, methods=["POST"]),
-    Route("/confirm/{token}", confirm_page, methods=["GET"], name="confirm"),
-    Route("/u/{token}", unsubscribe_page, methods=["GET"], name="unsubscribe"),
-    Route("/u/{token}", unsubscribe_submit, methods=["POST"]),
-]

@@ -1,10 +1,14 @@
-"""What keeps the web app safe to expose: the studio guard, CSRF tokens, rate limits, body limits, headers.
+"""What keeps the web app safe to expose: the studio guard, CSRF tokens, body limits (size and time), headers.
 
-- The studio answers on a loopback address only to loopback Host names (a page elsewhere cannot reach it by
-  DNS rebinding); bound anywhere else it needs `NEWSLETTER_WEB_ADMIN_TOKEN`, as a bearer header or as a cookie
-  set by the login form, and without a configured token it refuses outright.
+- The studio lets in, without a token, only a person at this machine: bound to a loopback address, the
+  socket's peer a loopback address, nothing forwarded by a proxy (`proxies.py`), and a loopback Host name (a
+  page elsewhere cannot reach it by DNS rebinding). The Host header alone decides nothing: a reverse proxy on
+  this machine sends whatever Host it likes. Everyone else needs `NEWSLETTER_WEB_ADMIN_TOKEN`, as a bearer
+  header or as a cookie set by the login form; without a configured token they are refused outright.
 - State-changing public forms carry a double-submit token: a random cookie plus a form field that is an HMAC
   of that cookie and the form's name. A cross-site page can neither read the cookie nor compute the field.
+  A form's Origin must be the origin of `[newsletter] base_url` (the public URL behind a proxy) or, for a
+  request that reached us directly, the Host it was sent to.
 - RFC 8058 one-click unsubscribe is deliberately exempt: providers post without cookies, and the signed
   unsubscribe token in the URL is itself the proof.
 """
@@ -16,17 +20,17 @@ import hashlib
 import hmac
 import ipaddress
 import secrets
-import threading
-import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import anyio
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from newsletter.web.proxies import request_origin
 
 ADMIN_COOKIE = "newsletter_studio"
 ADMIN_HEADER = "authorization"
@@ -34,6 +38,8 @@ CSRF_COOKIE = "newsletter_csrf"
 CSRF_FIELD = "csrf_token"
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 MAX_BODY_BYTES = 64 * 1024  # the largest form we take is a handful of short fields
+BODY_SECONDS = 30.0  # such a form arrives in well under a second; a client that takes longer is stalling
+TOO_SLOW_PAGE = "<!doctype html><title>Too slow</title><h1>That request took too long to arrive</h1>"
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' https: data:; style-src 'self'; script-src 'self'; "
     "frame-src 'self'; frame-ancestors 'self'; form-action 'self'; base-uri 'none'; object-src 'none'"
@@ -63,20 +69,16 @@ def _digest(key: bytes, purpose: str, value: str) -> str:
 
 @dataclass(frozen=True)
 class StudioGuard:
-    """Decide whether a request may see the studio."""
+    """Decide whether a request may see the studio: by the socket's peer and the admin token, never by Host alone."""
 
     bound_host: str
     admin_token: str
     secret_key: bytes
 
     @property
-    def token_required(self) -> bool:
+    def exposed(self) -> bool:
+        """Bound beyond this machine: everyone, local or not, needs the token."""
         return not is_loopback(self.bound_host)
-
-    @property
-    def refuses_everyone(self) -> bool:
-        """Exposed beyond this machine without a token: nobody gets in."""
-        return self.token_required and not self.admin_token
 
     def cookie_value(self) -> str:
         """What the login cookie holds: proof of the token, not the token itself."""
@@ -85,16 +87,40 @@ class StudioGuard:
     def token_matches(self, candidate: str) -> bool:
         return bool(self.admin_token) and hmac.compare_digest(candidate.encode(), self.admin_token.encode())
 
+    def from_this_machine(self, request: Request) -> bool:
+        """A person at this machine: loopback peer, nothing forwarded, and a loopback Host (no DNS rebinding)."""
+        return not self.exposed and request_origin(request).local and is_loopback(host_name(request))
+
+    def refusal_reason(self, request: Request) -> str | None:
+        """Why nobody can get in from where this request came, or None when the token would let them."""
+        if self.admin_token:
+            return None
+        if self.exposed:
+            return "no-token"
+        return "host" if request_origin(request).local else "proxied"
+
     def allows(self, request: Request) -> bool:
-        if not self.token_required:
-            return is_loopback(host_name(request))
-        if self.refuses_everyone:
-            return False
+        if self.from_this_machine(request):
+            return True
         scheme, _, credential = request.headers.get(ADMIN_HEADER, "").partition(" ")
         if scheme.lower() == "bearer" and self.token_matches(credential.strip()):
             return True
         cookie = request.cookies.get(ADMIN_COOKIE, "")
-        return bool(cookie) and hmac.compare_digest(cookie.encode(), self.cookie_value().encode())
+        return bool(self.admin_token and cookie) and hmac.compare_digest(cookie.encode(), self.cookie_value().encode())
+
+
+def url_origin(url: str) -> str:
+    """`scheme://host[:port]` of a URL, lower-cased, with the scheme's default port left out."""
+    parts = urlsplit(url.strip())
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        return ""
+    default = {"http": 80, "https": 443}.get(scheme)
+    return f"{scheme}://{host}" + (f":{port}" if port is not None and port != default else "")
 
 
 @dataclass(frozen=True)
@@ -102,6 +128,7 @@ class CsrfCheck:
     """Issue and verify double-submit tokens for one named form."""
 
     secret_key: bytes
+    public_origin: str  # the origin of [newsletter] base_url, where a reverse proxy serves us
 
     @staticmethod
     def browser_secret(request: Request) -> tuple[str, bool]:
@@ -114,10 +141,17 @@ class CsrfCheck:
     def field_value(self, browser_secret: str, form: str) -> str:
         return _digest(self.secret_key, f"csrf-{form}", browser_secret)
 
+    def same_site(self, request: Request, origin: str) -> bool:
+        """Whether a form's Origin is ours: the public URL, or (reached directly, not through a proxy) its Host."""
+        if url_origin(origin) == self.public_origin:
+            return True
+        direct = not request_origin(request).via_proxy
+        return direct and urlsplit(origin).netloc.lower() == request.headers.get("host", "").lower()
+
     def problem(self, request: Request, submitted: str, form: str) -> str | None:
         """Why this submission is not trusted, or None when it is."""
         origin = request.headers.get("origin")
-        if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host", ""):
+        if origin and origin != "null" and not self.same_site(request, origin):
             return "the form was sent from another site"
         cookie = request.cookies.get(CSRF_COOKIE, "")
         if not cookie:
@@ -133,58 +167,28 @@ def set_csrf_cookie(response: Response, request: Request, value: str) -> None:
     )
 
 
-@dataclass
-class RateLimiter:
-    """At most `limit` events per key within a sliding window; `limit` 0 means unlimited."""
+class BodyRefused(Exception):
+    """A request body went past a limit while it was being read: 413 for its size, 408 for its slowness."""
 
-    limit: int
-    window_seconds: float = 3600.0
-    clock: Callable[[], float] = time.monotonic
-    _events: dict[str, deque[float]] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def allow(self, key: str) -> bool:
-        """Record one event for `key` if it is within the limit; say whether it was."""
-        if self.limit <= 0:
-            return True
-        now = self.clock()
-        with self._lock:
-            if len(self._events) > 10_000:
-                self._forget_idle(now)
-            recent = self._events.setdefault(key, deque())
-            while recent and recent[0] <= now - self.window_seconds:
-                recent.popleft()
-            if len(recent) >= self.limit:
-                return False
-            recent.append(now)
-            return True
-
-    def retry_after(self, key: str) -> int:
-        """Seconds until `key` may try again."""
-        with self._lock:
-            recent = self._events.get(key)
-            if not recent or len(recent) < self.limit:
-                return 0
-            return max(1, int(recent[0] + self.window_seconds - self.clock()) + 1)
-
-    def _forget_idle(self, now: float) -> None:
-        # Many one-off clients must not grow the table forever.
-        for key in [
-            key for key, recent in self._events.items() if not recent or recent[-1] <= now - self.window_seconds
-        ]:
-            del self._events[key]
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
 
 
-class BodyTooLarge(Exception):
-    """A request body went past the limit while it was being read."""
+class BodyLimit:
+    """Answer 413 to a body over `max_bytes` (declared or streamed), 408 to one not in within `max_seconds`."""
 
-
-class BodySizeLimit:
-    """Answer 413 to a body over the limit, by its Content-Length or while it streams in."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES, *, page: Callable[[], str] | None = None):
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int = MAX_BODY_BYTES,
+        max_seconds: float = BODY_SECONDS,
+        *,
+        page: Callable[[], str] | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_seconds = max_seconds
         self.page = page or (lambda: "<!doctype html><title>Too large</title><h1>That request is too large</h1>")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -193,18 +197,26 @@ class BodySizeLimit:
             return
         declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(scope, receive, send)
+            await self._refuse(413, scope, receive, send)
             return
         received = 0
+        body_done = False
         started = False
+        deadline = anyio.current_time() + self.max_seconds
 
-        async def counting_receive() -> Message:
-            nonlocal received
-            message = await receive()
+        async def limited_receive() -> Message:
+            nonlocal received, body_done
+            if body_done:  # later receives only wait for the client to go away: no deadline
+                return await receive()
+            with anyio.move_on_after(deadline - anyio.current_time()) as waited:
+                message = await receive()
+            if waited.cancelled_caught:
+                raise BodyRefused(408)
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise BodyTooLarge
+                    raise BodyRefused(413)
+                body_done = not message.get("more_body", False)
             return message
 
         async def watching_send(message: Message) -> None:
@@ -213,14 +225,15 @@ class BodySizeLimit:
             await send(message)
 
         try:
-            await self.app(scope, counting_receive, watching_send)
-        except BodyTooLarge:
+            await self.app(scope, limited_receive, watching_send)
+        except BodyRefused as refused:
             if started:
                 raise
-            await self._refuse(scope, receive, send)
+            await self._refuse(refused.status, scope, receive, send)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = HTMLResponse(self.page(), status_code=413, headers={"Connection": "close"})
+    async def _refuse(self, status: int, scope: Scope, receive: Receive, send: Send) -> None:
+        body = self.page() if status == 413 else TOO_SLOW_PAGE
+        response = HTMLResponse(body, status_code=status, headers={"Connection": "close"})
         await response(scope, receive, send)
 
 
