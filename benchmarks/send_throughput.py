@@ -1,23 +1,22 @@
 """Messages per second: `newsletter send` as a real process against three ceilings, on Postfix's smtp-sink.
 
-    python benchmarks/send_throughput.py --db sqlite,postgresql --subscribers 10000,100000 --connections 4
-    python benchmarks/send_throughput.py --connections 2 --senders 2            # two `send` processes at once
-    python benchmarks/send_throughput.py --connections 2 --sender-args "--processes 2"
+    python benchmarks/send_throughput.py --db sqlite,postgresql --subscribers 10000,100000 --processes 2
+    python benchmarks/send_throughput.py --subscribers 1000000 --limit 100000   # 100,000 sends from a 1M backlog
 
 For each database and each N it seeds N readers with lesson 1 due, starts Postfix's C `smtp-sink`, and
 measures one after another:
 
-  newsletter send     the real CLI: `--senders` processes started at once, each with `[smtp] connections`
-                      = `--connections` and `--sender-args` added to its command line, from process start
-                      to exit, under `measure.py` (each sender's own peak RSS and CPU time);
-  smtp-source         Postfix's C client sending N copies of the real lesson-1 message: the limit of the
-                      machine and the sink;
+  newsletter send     the real CLI, `newsletter send --processes P` with `[smtp] connections` = C (and
+                      `--limit`, `--sender-args` added to its command line), from process start to exit,
+                      under `measure.py` (the largest sender process's own peak RSS, everyone's CPU time);
+  smtp-source         Postfix's C client sending as many copies of the real lesson-1 message as the
+                      sender sent: the limit of the machine and the sink;
   smtplib threads     one Python process, one thread per connection, the same message built beforehand;
   smtplib processes   one Python process per connection, the same message.
 
-The ceilings use as many SMTP connections as the sink saw the senders open, however their options add up
-(normally senders × connections). The sink's counters check that every phase delivered exactly its
-messages over exactly its connections, and the ledger that every reader got lesson 1 once; the sink's
+The ceilings use the same total connections, P × C, each its own session. The sink's counters check that
+every phase delivered exactly its messages (each ceiling over exactly its connections), and the ledger
+that every reader got lesson 1 once (with `--limit M`: M sent once, the rest still pending); the sink's
 CPU share in each phase says whether it had cycles to spare. It prints one table (`--json`: the whole
 result as JSON) and writes the result to benchmarks/results/; the exit code is 1 when a check failed.
 """
@@ -70,6 +69,7 @@ GROWING = {
     "sender CPU per message": ("send", "cpu_ms_per_message"),
     "sender peak RSS": ("send", "peak_rss_mb"),
     "smtplib threads msg/s": ("smtplib_threads", "per_second"),
+    "smtplib processes msg/s": ("smtplib_processes", "per_second"),
 }
 
 
@@ -103,52 +103,49 @@ def run_ceiling(
     }
 
 
-def run_senders(
+def sender_command(bench: BenchProject, args: argparse.Namespace) -> list[str]:
+    """`newsletter send` as the benchmark runs it: everything due a minute after the slot, P processes."""
+    now = (FIRST_SLOT + timedelta(minutes=1)).isoformat()
+    options = ["--now", now, "--json", "--processes", str(args.processes)]
+    options += ["--limit", str(args.limit)] if args.limit else []
+    command = [*newsletter_command(bench.config, "send", *options), *shlex.split(args.sender_args)]
+    return [command[0], "-m", "cProfile", "-o", str(args.profile), *command[1:]] if args.profile else command
+
+
+def run_sender(
     bench: BenchProject, environment: dict[str, str], args: argparse.Namespace, sink: PostfixSink, count: int
 ) -> dict[str, Any]:
-    """Start the `newsletter send` processes together; watch the sink until all have exited."""
+    """Start `newsletter send` and watch the sink until it has exited; `count` is what it should send."""
     folder = sink.counter_file.parent
-    now = (FIRST_SLOT + timedelta(minutes=1)).isoformat()
-    command = [*newsletter_command(bench.config, "send", "--now", now, "--json"), *shlex.split(args.sender_args)]
-    profiled = [command[0], "-m", "cProfile", "-o", str(args.profile), *command[1:]] if args.profile else command
     load_before, before = load_average(), sink.counts()
-    names = [f"sender{n}" for n in range(args.senders)]
-    launched = [
-        measure.start(profiled if n == 0 else command, environment, folder, name) for n, name in enumerate(names)
-    ]
+    launched = measure.start(sender_command(bench, args), environment, folder, "sender")
     first = last = None
-    while any(process.poll() is None for process in launched):
+    while launched.poll() is None:
         received = sink.counts().messages - before.messages
         if first is None and received > 0:
             first = time.perf_counter() - before.at
         if last is None and received >= count:
             last = time.perf_counter() - before.at
         time.sleep(POLL_SECONDS)
-    runs = [measure.finish(process, folder, name) for process, name in zip(launched, names, strict=True)]
-    for run, name in zip(runs, names, strict=True):
-        if run.returncode != 0:
-            raise SystemExit(f"{name} failed (exit {run.returncode}):\n{measure.error_output(folder, name)}")
+    run = measure.finish(launched, folder, "sender")
+    if run.returncode != 0:
+        raise SystemExit(f"newsletter send failed (exit {run.returncode}):\n{measure.error_output(folder, 'sender')}")
     share = sink.share_since(before, messages=count)
-    last = last or max(run.seconds for run in runs)
-    seconds = max(run.seconds for run in runs)
-    cpu = sum(run.cpu_seconds for run in runs)
+    last = last or run.seconds
     return {
         "messages": count,
-        "seconds": round(seconds, 3),
-        "per_second": rate(count, seconds),
+        "seconds": round(run.seconds, 3),
+        "per_second": rate(count, run.seconds),
         # The sink's counters are polled every 20 ms: these two are that fine.
         "first_message_seconds": round(first or 0.0, 3),
         "last_message_seconds": round(last, 3),
         "sending_per_second": rate(count, last - (first or 0.0)),
-        "cpu_seconds": round(cpu, 3),
-        "cpu_ms_per_message": round(1000 * cpu / count, 3),
-        "peak_rss_mb": max(run.peak_rss_mb for run in runs),  # the largest of any one sender process
-        "sum_of_peaks_mb": round(sum(run.sum_of_peaks_mb for run in runs), 1),  # every sender process added up
-        "processes": sum(run.processes for run in runs),
-        "per_launch": [
-            {**asdict(run), "summary": _summary(measure.output(folder, name))}
-            for run, name in zip(runs, names, strict=True)
-        ],
+        "cpu_seconds": run.cpu_seconds,
+        "cpu_ms_per_message": round(1000 * run.cpu_seconds / count, 3) if count else 0.0,
+        "peak_rss_mb": run.peak_rss_mb,  # the largest of any one process: with --processes, one sender's own
+        "sum_of_peaks_mb": run.sum_of_peaks_mb,  # every process of the run added up (the coordinator included)
+        "processes": run.processes,
+        "summary": _summary(measure.output(folder, "sender")),
         "sink": sink_summary(share, last - (first or 0.0)),
         "load": [load_before, load_average()],
     }
@@ -179,6 +176,7 @@ def run_case(database: str, count: int, args: argparse.Namespace, folder: Path) 
         crlf_message.write_bytes(data)
         write_source_message(data, lf_message)
 
+        expected = min(count, args.limit or count)
         sink = PostfixSink(folder)
         try:
             overrides = {
@@ -188,11 +186,10 @@ def run_case(database: str, count: int, args: argparse.Namespace, folder: Path) 
                 "smtp_connections": str(args.connections),
                 "delivery_batch_size": str(batch_size),
             }
-            send = run_senders(bench, bench.environment(**overrides), args, sink, count)
-            # The ceilings get the connections the senders really opened, whatever their options made of it.
-            connections = send["sink"]["sessions"] or args.senders * args.connections
-            print(f"{database}: sent {count:,}; ceilings over {connections} connections", file=sys.stderr)
-            ceiling_count = args.ceiling_messages or count
+            send = run_sender(bench, bench.environment(**overrides), args, sink, expected)
+            connections = args.processes * args.connections
+            print(f"{database}: sent {expected:,}; ceilings over {connections} connections", file=sys.stderr)
+            ceiling_count = args.ceiling_messages or expected
             commands = {
                 "smtp_source": smtp_source_command(sink.port, lf_message, ceiling_count, connections),
                 "smtplib_threads": smtplib_command(sink.port, crlf_message, ceiling_count, connections, "threads"),
@@ -215,9 +212,10 @@ def run_case(database: str, count: int, args: argparse.Namespace, folder: Path) 
         "postgresql": version,
         "database_name": url.rsplit("/", 1)[1] if database == "postgresql" else None,
         "subscribers": count,
+        "sent_of_them": expected,
         "connections": connections,
+        "processes": args.processes,
         "smtp_connections": args.connections,
-        "senders": args.senders,
         "sender_args": args.sender_args,
         "batch_size": batch_size,
         "message_bytes": len(data),
@@ -233,29 +231,33 @@ def run_case(database: str, count: int, args: argparse.Namespace, folder: Path) 
 
 
 def problems(case: dict[str, Any]) -> list[str]:
-    """What does not add up: messages or connections the sink did not see, a ledger that is not N sent."""
-    found, count = [], case["subscribers"]
+    """What does not add up: messages or connections the sink did not see, a ledger that is not what was sent."""
+    found, count = [], case["sent_of_them"]
     for name, ceiling in case["ceilings"].items():
         sink = ceiling["sink"]
         if sink["messages"] != ceiling["messages"] or sink["sessions"] != ceiling["connections"]:
             found.append(f"{name}: the sink saw {sink['messages']} messages over {sink['sessions']} connections")
     if case["send"]["sink"]["messages"] != count:
         found.append(f"newsletter send: the sink received {case['send']['sink']['messages']} messages, not {count}")
-    if case["ledger_week_one"] != {"sent": count}:
-        found.append(f"the ledger says {case['ledger_week_one']} for lesson 1, not {count} sent")
+    left = case["subscribers"] - count
+    if case["ledger_week_one"] != {"sent": count, **({"pending": left} if left else {})}:
+        still = f" and {left} pending" if left else ""
+        found.append(f"the ledger says {case['ledger_week_one']} for lesson 1, not {count} sent{still}")
     if case["duplicates"]:
         found.append(f"{case['duplicates']} messages were sent twice")
     return found
 
 
 def connection_notes(case: dict[str, Any]) -> list[str]:
-    """Say so when the senders opened another number of connections than their settings ask for."""
-    configured = case["senders"] * case["smtp_connections"]
-    if case["connections"] == configured:
+    """Say so when the sender opened another number of SMTP sessions than its P × C connections."""
+    opened = case["send"]["sink"]["sessions"]
+    if opened == case["connections"]:
         return []
+    # `send --processes` checks the relay in its own process before it starts the senders: one session more.
     return [
-        f"{case['database']} {case['subscribers']:,}: the senders opened {case['connections']} SMTP connections "
-        f"({case['senders']} × [smtp] connections = {case['smtp_connections']}); the ceilings used the same"
+        f"{case['database']} {case['subscribers']:,}: newsletter send opened {opened} SMTP sessions for "
+        f"{case['processes']} processes × [smtp] connections = {case['smtp_connections']}; "
+        f"the ceilings used {case['connections']} connections"
     ]
 
 
@@ -271,7 +273,8 @@ def busy_sink_notes(case: dict[str, Any]) -> list[str]:
 
 def table(done: list[dict[str, Any]]) -> str:
     headings = [
-        "database", "readers", "conn.", "smtp-source msg/s", "smtplib threads msg/s", "smtplib processes msg/s",
+        "database", "readers", "sent", "proc. × conn.", "smtp-source msg/s", "smtplib threads msg/s",
+        "smtplib processes msg/s",
         "`newsletter send` msg/s", "first→last msg/s", "÷ smtp-source", "÷ smtplib threads", "÷ smtplib processes",
         "sender CPU ms/msg", "sender peak RSS MB", "sink CPU % (send; ceilings max)", "load before→after send",
     ]  # fmt: skip
@@ -280,10 +283,11 @@ def table(done: list[dict[str, Any]]) -> str:
         ceilings, send, ratios = case["ceilings"], case["send"], case["ratios"]
         ceiling_sink = max(ceiling["sink"]["cpu_percent"] for ceiling in ceilings.values())
         rss = f"{send['peak_rss_mb']:.1f}"
-        if case["senders"] > 1 or send["processes"] > 1:
+        if send["processes"] > 1:
             rss += f" (all {send['processes']}: {send['sum_of_peaks_mb']:.0f})"
         rows.append([
-            case["database"], f"{case['subscribers']:,}", str(case["connections"]),
+            case["database"], f"{case['subscribers']:,}", f"{case['sent_of_them']:,}",
+            f"{case['processes']} × {case['smtp_connections']}",
             *(f"{ceilings[name]['per_second']:,.0f}" for name in CEILINGS),
             f"{send['per_second']:,.0f}", f"{send['sending_per_second']:,.0f}",
             *(f"{ratios[name]:.2f}" for name in CEILINGS),
@@ -297,14 +301,20 @@ def main(argv: list[str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_case_arguments(parser, "readers with lesson 1 due")
+    parser.add_argument("--processes", type=int, default=1, help="`newsletter send --processes`: sender processes")
     parser.add_argument("--connections", type=int, default=4, help="[smtp] connections of each sender process")
-    parser.add_argument("--senders", type=int, default=1, help="`newsletter send` processes started at once")
+    parser.add_argument("--limit", type=int, help="`newsletter send --limit`: send this many of the N, not all")
     parser.add_argument("--sender-args", default="", help='more arguments for `newsletter send`, e.g. "--processes 2"')
     parser.add_argument("--batch-size", type=int, help="[delivery] batch_size of the senders (default: config.toml)")
     parser.add_argument("--ceiling-messages", type=int, help="messages each ceiling sends (default: N)")
-    parser.add_argument("--profile", type=Path, help="run the (first) sender under cProfile, writing its stats here")
+    parser.add_argument("--profile", type=Path, help="run the sender under cProfile (needs --processes 1), stats here")
     add_run_arguments(parser)
     args = parser.parse_args(arguments)
+    if args.processes < 1 or args.connections < 1 or (args.limit is not None and args.limit < 1):
+        parser.error("--processes, --connections and --limit take a whole number of at least 1")
+    if args.profile and args.processes > 1:
+        # cProfile sees only the process it starts: with --processes that is the one that waits for the others.
+        parser.error("--profile profiles one sender process: use it with --processes 1")
     wanted = cases(parser, args)
     require_postfix()
     done = run_each(wanted, args, run_case)

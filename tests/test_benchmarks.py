@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pstats
 import subprocess
 import sys
 from pathlib import Path
@@ -121,22 +122,24 @@ def test_the_launcher_passes_sigterm_on_and_still_reports(tmp_path: Path) -> Non
 
 @pytest.mark.usefixtures("postfix")
 def test_send_throughput_measures_the_sender_and_three_ceilings_over_the_same_connections(tmp_path: Path) -> None:
-    result = run_benchmark("send_throughput", tmp_path, "--subscribers", "300", "--connections", "2")
+    profile = tmp_path / "sender.prof"
+    arguments = ("--subscribers", "300", "--connections", "2", "--profile", str(profile))
+    result = run_benchmark("send_throughput", tmp_path, *arguments)
     [case] = result["cases"]
     assert case["problems"] == [] and case["ledger_week_one"] == {"sent": 300} and case["duplicates"] == 0
     assert case["message_bytes"] > 10_000  # a real lesson, not a stub
-    opened = case["send"]["sink"]["sessions"]
-    assert opened == case["connections"] == 2  # what the sender opened is what every ceiling gets
+    assert case["send"]["sink"]["sessions"] == case["connections"] == 2  # one process, its two connections
     for name, ceiling in case["ceilings"].items():
-        assert ceiling["sink"]["messages"] == 300 and ceiling["sink"]["sessions"] == opened, name
+        assert ceiling["sink"]["messages"] == 300 and ceiling["sink"]["sessions"] == 2, name
         assert ceiling["per_second"] == pytest.approx(300 / ceiling["seconds"], rel=0.01)
         assert case["ratios"][name] == pytest.approx(case["send"]["per_second"] / ceiling["per_second"], abs=0.001)
         assert 0 <= ceiling["sink"]["cpu_percent"] <= 100 and ceiling["cpu_seconds"] > 0
     send = case["send"]
-    assert send["sink"]["messages"] == 300
-    assert [launch["summary"]["sent"] for launch in send["per_launch"]] == [300]
+    assert send["sink"]["messages"] == 300 and send["summary"]["sent"] == 300
     assert 20 < send["peak_rss_mb"] < 500 and send["processes"] == 1 and send["cpu_seconds"] > 0
     assert 0 < send["first_message_seconds"] <= send["last_message_seconds"] <= send["seconds"]
+    profiled = {function for _file, _line, function in pstats.Stats(str(profile)).stats}
+    assert "send_due" in profiled  # the sender itself was profiled, not a launcher around it
 
 
 @pytest.mark.usefixtures("postfix")
@@ -148,25 +151,42 @@ def test_send_throughput_prints_one_table_or_the_json_and_says_when_a_sender_fel
     assert "'pending': 50" in short.stderr and "Traceback" not in short.stderr
     header, alignment, row = short.stdout.splitlines()[:3]
     assert "smtp-source msg/s" in header and "sender peak RSS MB" in header and alignment.startswith("| --- |")
-    assert row.startswith("| sqlite | 200 | 1 |")
+    assert row.startswith("| sqlite | 200 | 200 | 1 × 1 |")
     printed = run_script("send_throughput", tmp_path, "--subscribers", "100", "--connections", "1", "--json")
     assert printed.returncode == 0, printed.stderr
     assert json.loads(printed.stdout) == json.loads((tmp_path / "send_throughput.json").read_text())
 
 
+@pytest.mark.usefixtures("postfix")
+def test_send_throughput_drives_send_processes_and_may_send_part_of_a_backlog(tmp_path: Path) -> None:
+    arguments = ("--subscribers", "300", "--limit", "120", "--processes", "2", "--connections", "1")
+    result = run_benchmark("send_throughput", tmp_path, *arguments)
+    [case] = result["cases"]
+    assert case["problems"] == [] and case["ledger_week_one"] == {"sent": 120, "pending": 180}
+    assert case["connections"] == 2 and case["send"]["summary"]["sent"] == 120
+    assert case["send"]["processes"] == 3  # `send --processes 2`: the coordinator and its two senders
+    assert case["send"]["sum_of_peaks_mb"] > 2 * case["send"]["peak_rss_mb"]
+    for ceiling in case["ceilings"].values():
+        assert ceiling["messages"] == ceiling["sink"]["messages"] == 120 and ceiling["sink"]["sessions"] == 2
+
+
+def test_send_throughput_refuses_to_profile_a_sender_it_cannot_see(tmp_path: Path) -> None:
+    refused = run_script("send_throughput", tmp_path, "--processes", "2", "--profile", str(tmp_path / "p.prof"))
+    assert refused.returncode == 2 and "use it with --processes 1" in refused.stderr
+    assert not (tmp_path / "send_throughput.json").exists()
+
+
 @pytest.mark.postgres
 @pytest.mark.usefixtures("postfix")
-def test_two_senders_on_postgresql_split_the_backlog_on_a_database_of_their_own(
+def test_send_processes_on_postgresql_split_the_backlog_on_a_database_of_their_own(
     tmp_path: Path, postgres_server_url: str
 ) -> None:
     arguments = ("--db", "postgresql", "--database-url", postgres_server_url, "--subscribers", "400")
-    result = run_benchmark("send_throughput", tmp_path, *arguments, "--connections", "2", "--senders", "2")
+    result = run_benchmark("send_throughput", tmp_path, *arguments, "--processes", "2", "--connections", "2")
     [case] = result["cases"]
     assert case["problems"] == [] and case["postgresql"] and case["smtp_connections"] == 2
-    assert sum(launch["summary"]["sent"] for launch in case["send"]["per_launch"]) == 400
-    assert case["send"]["processes"] == 2 and case["send"]["sum_of_peaks_mb"] >= case["send"]["peak_rss_mb"]
-    opened = case["send"]["sink"]["sessions"]  # lazily opened: two per sender once both are busy
-    assert 2 <= opened <= 4 and {ceiling["connections"] for ceiling in case["ceilings"].values()} == {opened}
+    assert case["send"]["summary"]["sent"] == 400 and case["send"]["processes"] == 3
+    assert {ceiling["connections"] for ceiling in case["ceilings"].values()} == {case["connections"]} == {4}
     assert case["database_name"] not in postgres_databases(postgres_server_url)
 
 
