@@ -30,19 +30,17 @@ from pathlib import Path
 from typing import Any
 
 from common import (
-    FIRST_SLOT,
     RESULTS,
     BenchProject,
-    database_url_for,
+    bench_database,
     machine,
     make_project,
     newsletter_command,
     postgres_version,
-    reset_database,
     scratch_folder,
-    seed,
     write_result,
 )
+from seeding import FIRST_SLOT, seed
 from sqlalchemy import select, text, update
 
 from newsletter.dispatch import send_due
@@ -221,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--subscribers", type=int, default=100_000, help="subscribers to seed (N)")
     parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
-    parser.add_argument("--database-url", help="PostgreSQL database to wipe and use (or NEWSLETTER_BENCH_DATABASE_URL)")
+    parser.add_argument("--database-url", help="PostgreSQL server to make a database of the run's own on")
     parser.add_argument("--due", type=int, default=1000, help="rows due for the first-claim measurement")
     parser.add_argument("--completed", type=float, default=0.0, help="fraction of subscribers who finished")
     parser.add_argument("--claimers", default="", help="comma-separated process counts, e.g. 1,2,4")
@@ -234,9 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     suffix = f"-completed{args.completed:g}" if args.completed else ""
     output: Path = args.output or RESULTS / f"plan_query-{args.db}-{args.subscribers}{suffix}.json"
 
-    with scratch_folder(args.workdir, args.keep) as folder:
-        url = database_url_for(args.db, folder, args.database_url)
-        reset_database(url)
+    with scratch_folder(args.workdir, args.keep) as folder, bench_database(args.db, folder, args.database_url) as url:
         bench = make_project(folder, url)
         project = bench.open()
         seed_seconds = seed(project, args.subscribers, spread_over_the_week)
@@ -262,12 +258,13 @@ def main(argv: list[str] | None = None) -> int:
             analyze(project)
             claimers.append(run_claimers(bench, processes, args.batch, folder))
         project.db.dispose()
+        version = postgres_version(url) if args.db == "postgresql" else None
 
     result: dict[str, Any] = {
         "benchmark": "plan_query",
         "command": " ".join(["python", "benchmarks/plan_query.py", *arguments]),
         "database": args.db,
-        "postgresql": postgres_version(url) if args.db == "postgresql" else None,
+        "postgresql": version,
         "subscribers": args.subscribers,
         "completed_subscribers": completed,
         "seed_seconds": round(seed_seconds, 1),

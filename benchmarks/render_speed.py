@@ -31,7 +31,15 @@ from pathlib import Path
 from typing import Any
 
 import mjml
-from common import FIRST_SLOT, REPO, RESULTS, machine, make_project, scratch_folder, write_result
+from common import (
+    REPO,
+    RESULTS,
+    machine,
+    make_project,
+    scratch_folder,
+    write_result,
+)
+from seeding import FIRST_SLOT
 
 from newsletter.models import Subscriber
 from newsletter.project import Project

@@ -1,239 +1,330 @@
-"""Messages per second: the raw SMTP ceiling against `newsletter send` end to end, on the same sink.
+"""Messages per second: `newsletter send` as a real process against three ceilings, on Postfix's smtp-sink.
 
-    python benchmarks/send_throughput.py --subscribers 100000 --connections 4 --db sqlite
-    python benchmarks/send_throughput.py --subscribers 100000 --connections 2 --db postgresql --processes 2
+    python benchmarks/send_throughput.py --db sqlite,postgresql --subscribers 10000,100000 --processes 2
+    python benchmarks/send_throughput.py --subscribers 1000000 --limit 100000   # 100,000 sends from a 1M backlog
 
-One run seeds N subscribers with lesson 1 due, starts the SMTP sink (`tests/smtp_sink.py --count-only`, aiosmtpd,
-in its own process) and measures, against that one sink:
+For each database and each N it seeds N readers with lesson 1 due, starts Postfix's C `smtp-sink`, and
+measures one after another:
 
-  (a) the ceiling: smtplib pushing N copies of a real lesson-1 message over the same number of connections
-      (`--connections` × `--processes`), nothing else running;
-  (b) `newsletter send` end to end: `--processes` real processes, each with `--connections` SMTP connections,
-      from process start to exit (imports, migrations check, claims, rendering, recording: all of it).
+  newsletter send     the real CLI, `newsletter send --processes P` with `[smtp] connections` = C (and
+                      `--limit`, `--sender-args` added to its command line), from process start to exit,
+                      under `measure.py` (the largest sender process's own peak RSS, everyone's CPU time);
+  smtp-source         Postfix's C client sending as many copies of the real lesson-1 message as the
+                      sender sent: the limit of the machine and the sink;
+  smtplib threads     one Python process, one thread per connection, the same message built beforehand;
+  smtplib processes   one Python process per connection, the same message.
 
-It prints both rates, their ratio and the senders' peak RSS, checks that the sink received exactly N messages
-and that the ledger shows exactly N sent (so no duplicates), and writes everything as JSON.
+The ceilings use the same total connections, P × C, each its own session. The sink's counters check that
+every phase delivered exactly its messages (each ceiling over exactly its connections), and the ledger
+that every reader got lesson 1 once (with `--limit M`: M sent once, the rest still pending); the sink's
+CPU share in each phase says whether it had cycles to spare. It prints one table (`--json`: the whole
+result as JSON) and writes the result to benchmarks/results/; the exit code is 1 when a check failed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import smtplib
+import os
+import shlex
 import sys
-import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import measure
 from common import (
-    FIRST_SLOT,
-    RESULTS,
-    ProcessRun,
-    SinkProcess,
-    all_due,
-    database_url_for,
-    machine,
+    BenchProject,
+    add_case_arguments,
+    add_run_arguments,
+    bench_database,
+    cases,
+    growth,
+    load_average,
     make_project,
+    markdown_table,
     newsletter_command,
     postgres_version,
+    publish,
     rate,
-    reap_process,
-    reset_database,
-    scratch_folder,
-    seed,
-    sink_process,
-    start_process,
-    week_one_counts,
-    write_result,
+    run_each,
 )
+from relay import (
+    PostfixSink,
+    SinkShare,
+    require_postfix,
+    smtp_source_command,
+    smtplib_command,
+    write_source_message,
+)
+from seeding import FIRST_SLOT, all_due, seed, week_one_counts
 
-from newsletter.transports import Envelope
-
-
-def raw_ceiling(port: int, envelope: Envelope, count: int, connections: int) -> float:
-    """Seconds smtplib alone needs to push `count` copies of one message over `connections` connections."""
-    shares = [count // connections + (1 if n < count % connections else 0) for n in range(connections)]
-    clients = [smtplib.SMTP("127.0.0.1", port, timeout=60) for _ in range(connections)]
-    for client in clients:
-        client.ehlo()
-    failures: list[BaseException] = []
-
-    def push(client: smtplib.SMTP, first: int, share: int) -> None:
-        try:
-            for n in range(first, first + share):
-                client.sendmail(envelope.sender, [f"reader{n}@example.com"], envelope.data)
-        except (smtplib.SMTPException, OSError) as error:
-            failures.append(error)
-
-    starts = [sum(shares[:n]) + 1 for n in range(connections)]
-    threads = [
-        threading.Thread(target=push, args=(client, first, share))
-        for client, first, share in zip(clients, starts, shares, strict=True)
-    ]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    seconds = time.perf_counter() - started
-    for client in clients:
-        client.quit()
-    if failures:
-        raise RuntimeError(f"the raw SMTP run failed: {failures[0]}")
-    return seconds
+BUSY_SINK_PERCENT = 80  # above this share of its one core, the sink may have been what limited a figure
+POLL_SECONDS = 0.02
+CEILINGS = ("smtp_source", "smtplib_threads", "smtplib_processes")
+GROWING = {
+    "`newsletter send` msg/s": ("send", "per_second"),
+    "sender CPU per message": ("send", "cpu_ms_per_message"),
+    "sender peak RSS": ("send", "peak_rss_mb"),
+    "smtplib threads msg/s": ("smtplib_threads", "per_second"),
+    "smtplib processes msg/s": ("smtplib_processes", "per_second"),
+}
 
 
-@dataclass
-class SenderRuns:
-    """The senders of one run, and when the sink saw their first and last message."""
-
-    runs: list[ProcessRun]
-    first_message: float | None
-    last_message: float | None
-    sink_cpu_seconds: float
+def sink_summary(share: SinkShare, busy_seconds: float) -> dict[str, Any]:
+    """What the sink saw, and its CPU share while messages flowed."""
+    return {**asdict(share), "cpu_percent": share.cpu_percent(busy_seconds)}
 
 
-def run_senders(
-    config: Path,
-    environment: dict[str, str],
-    processes: int,
-    folder: Path,
-    sink: SinkProcess,
-    expected: int,
-    profile: Path | None = None,
-) -> SenderRuns:
-    """Start the senders together and wait for all of them, watching the sink's count meanwhile."""
-    command = newsletter_command(config, "send", "--now", (FIRST_SLOT + timedelta(minutes=1)).isoformat(), "--json")
-    profiled = [sys.executable, "-m", "cProfile", "-o", str(profile), *command[1:]] if profile else command
-    baseline, sink_cpu = sink.count(), sink.cpu_seconds()
-    started = time.perf_counter()
-    children = [
-        start_process(profiled if n == 0 else command, environment, folder, f"sender{n}") for n in range(processes)
-    ]
+def run_ceiling(
+    name: str, command: list[str], folder: Path, sink: PostfixSink, count: int, connections: int
+) -> dict[str, Any]:
+    """One ceiling under the launcher: its rate over `count` messages and what it cost."""
+    load_before, before = load_average(), sink.counts()
+    finished = measure.run(command, os.environ, folder, name)
+    share = sink.share_since(before, sessions=connections, messages=count)
+    if finished.returncode != 0:
+        raise SystemExit(f"{name} failed (exit {finished.returncode}):\n{measure.error_output(folder, name)}")
+    # smtplib reports the sending alone (connections open); smtp-source is a C program: its whole run.
+    reported = measure.output(folder, name).strip().splitlines()
+    seconds = json.loads(reported[-1])["seconds"] if name.startswith("smtplib") else finished.seconds
+    return {
+        "messages": count,
+        "connections": connections,
+        "seconds": round(seconds, 3),
+        "per_second": rate(count, seconds),
+        "cpu_seconds": finished.cpu_seconds,
+        "cpu_ms_per_message": round(1000 * finished.cpu_seconds / count, 3),
+        "peak_rss_mb": finished.peak_rss_mb,
+        "sink": sink_summary(share, seconds),
+        "load": [load_before, load_average()],
+    }
+
+
+def sender_command(bench: BenchProject, args: argparse.Namespace) -> list[str]:
+    """`newsletter send` as the benchmark runs it: everything due a minute after the slot, P processes."""
+    now = (FIRST_SLOT + timedelta(minutes=1)).isoformat()
+    options = ["--now", now, "--json", "--processes", str(args.processes)]
+    options += ["--limit", str(args.limit)] if args.limit else []
+    command = [*newsletter_command(bench.config, "send", *options), *shlex.split(args.sender_args)]
+    return [command[0], "-m", "cProfile", "-o", str(args.profile), *command[1:]] if args.profile else command
+
+
+def run_sender(
+    bench: BenchProject, environment: dict[str, str], args: argparse.Namespace, sink: PostfixSink, count: int
+) -> dict[str, Any]:
+    """Start `newsletter send` and watch the sink until it has exited; `count` is what it should send."""
+    folder = sink.counter_file.parent
+    load_before, before = load_average(), sink.counts()
+    launched = measure.start(sender_command(bench, args), environment, folder, "sender")
     first = last = None
-    runs: dict[int, ProcessRun] = {}
-    while len(runs) < processes:
-        for n, child in enumerate(children):
-            if n not in runs and (run := reap_process(child, folder, f"sender{n}", started, block=False)):
-                runs[n] = run
-        received = sink.count() - baseline
+    while launched.poll() is None:
+        received = sink.counts().messages - before.messages
         if first is None and received > 0:
-            first = time.perf_counter() - started
-        if last is None and received >= expected:
-            last = time.perf_counter() - started
-        time.sleep(0.02)
-    return SenderRuns([runs[n] for n in range(processes)], first, last, sink.cpu_seconds() - sink_cpu)
+            first = time.perf_counter() - before.at
+        if last is None and received >= count:
+            last = time.perf_counter() - before.at
+        time.sleep(POLL_SECONDS)
+    run = measure.finish(launched, folder, "sender")
+    if run.returncode != 0:
+        raise SystemExit(f"newsletter send failed (exit {run.returncode}):\n{measure.error_output(folder, 'sender')}")
+    share = sink.share_since(before, messages=count)
+    last = last or run.seconds
+    return {
+        "messages": count,
+        "seconds": round(run.seconds, 3),
+        "per_second": rate(count, run.seconds),
+        # The sink's counters are polled every 20 ms: these two are that fine.
+        "first_message_seconds": round(first or 0.0, 3),
+        "last_message_seconds": round(last, 3),
+        "sending_per_second": rate(count, last - (first or 0.0)),
+        "cpu_seconds": run.cpu_seconds,
+        "cpu_ms_per_message": round(1000 * run.cpu_seconds / count, 3) if count else 0.0,
+        "peak_rss_mb": run.peak_rss_mb,  # the largest of any one process: with --processes, one sender's own
+        "sum_of_peaks_mb": run.sum_of_peaks_mb,  # every process of the run added up (the coordinator included)
+        "processes": run.processes,
+        "summary": _summary(measure.output(folder, "sender")),
+        "sink": sink_summary(share, last - (first or 0.0)),
+        "load": [load_before, load_average()],
+    }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--subscribers", type=int, default=10_000, help="subscribers with lesson 1 due (N)")
-    parser.add_argument("--connections", type=int, default=4, help="SMTP connections per sender process (C)")
-    parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
-    parser.add_argument("--database-url", help="PostgreSQL database to wipe and use (or NEWSLETTER_BENCH_DATABASE_URL)")
-    parser.add_argument("--processes", type=int, default=1, help="`newsletter send` processes run at once")
-    parser.add_argument("--batch-size", type=int, help="[delivery] batch_size for the senders (default: config.toml)")
-    parser.add_argument(
-        "--profile", type=Path, help="run the (first) sender under cProfile, writing its stats here (slows it)"
-    )
-    parser.add_argument("--output", type=Path, help="where to write the JSON result")
-    parser.add_argument("--workdir", type=Path, help="scratch folder (default: a temporary one)")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary scratch folder")
-    args = parser.parse_args(argv)
-    count, connections, processes = args.subscribers, args.connections, args.processes
-    output = args.output or RESULTS / f"send_throughput-{args.db}-{count}-c{connections}-p{processes}.json"
+def _summary(stdout: str) -> dict[str, Any] | None:
+    """The sender's own JSON summary (its last line), if it printed one."""
+    lines = stdout.strip().splitlines()
+    try:
+        parsed = json.loads(lines[-1]) if lines else None
+    except json.JSONDecodeError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
 
-    with scratch_folder(args.workdir, args.keep) as folder:
-        url = database_url_for(args.db, folder, args.database_url)
-        reset_database(url)
+
+def run_case(database: str, count: int, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+    """Seed one database with `count` readers, measure the sender and then the ceilings, check what arrived."""
+    with bench_database(database, folder, args.database_url) as url:
         bench = make_project(folder, url)
         project = bench.open()
-        seconds_to_seed = seed(project, count, all_due)
-        print(f"seeded {count} subscribers in {seconds_to_seed:.1f} s", file=sys.stderr)
+        seed_seconds = seed(project, count, all_due)
+        print(f"{database}: seeded {count:,} readers in {seed_seconds:.1f} s", file=sys.stderr)
         sample = project.sample_subscriber(email="reader1@example.com", name="Reader 1")
-        envelope = project.envelope(sample, "muscle", delivery_id=1, now=FIRST_SLOT)
+        data = project.envelope(sample, project.series.lessons[0].slug, delivery_id=1, now=FIRST_SLOT).data
+        batch_size = args.batch_size or project.settings.delivery.batch_size
         project.db.dispose()
+        crlf_message, lf_message = folder / "lesson.eml", folder / "lesson-lf.eml"
+        crlf_message.write_bytes(data)
+        write_source_message(data, lf_message)
 
-        with sink_process(folder) as sink:
-            sink_cpu = sink.cpu_seconds()
-            raw_seconds = raw_ceiling(sink.port, envelope, count, connections * processes)
-            raw_sink_cpu = sink.cpu_seconds() - sink_cpu
-            raw_count = sink.wait_for(count)
+        expected = min(count, args.limit or count)
+        sink = PostfixSink(folder)
+        try:
             overrides = {
                 "delivery_transport": "smtp",
                 "smtp_host": "127.0.0.1",
                 "smtp_port": str(sink.port),
-                "smtp_connections": str(connections),
+                "smtp_connections": str(args.connections),
+                "delivery_batch_size": str(batch_size),
             }
-            if args.batch_size:
-                overrides["delivery_batch_size"] = str(args.batch_size)
-            environment = bench.environment(**overrides)
-            senders = run_senders(bench.config, environment, processes, folder, sink, count, args.profile)
-            received = sink.stop()
-        runs = senders.runs
-        for run in runs:
-            if run.returncode != 0:
-                raise SystemExit(f"a sender failed (exit {run.returncode}):\n{run.stderr}")
+            send = run_sender(bench, bench.environment(**overrides), args, sink, expected)
+            connections = args.processes * args.connections
+            print(f"{database}: sent {expected:,}; ceilings over {connections} connections", file=sys.stderr)
+            ceiling_count = args.ceiling_messages or expected
+            commands = {
+                "smtp_source": smtp_source_command(sink.port, lf_message, ceiling_count, connections),
+                "smtplib_threads": smtplib_command(sink.port, crlf_message, ceiling_count, connections, "threads"),
+                "smtplib_processes": smtplib_command(sink.port, crlf_message, ceiling_count, connections, "processes"),
+            }
+            ceilings = {
+                name: run_ceiling(name, command, folder, sink, ceiling_count, connections)
+                for name, command in commands.items()
+            }
+        finally:
+            sink.kill()
         project = bench.open()
         ledger = week_one_counts(project)
         project.db.dispose()
+        version = postgres_version(url) if database == "postgresql" else None
 
-    end_to_end = max(run.seconds for run in runs)
-    summaries = [json.loads(run.stdout.strip().splitlines()[-1]) for run in runs]
-    sending = (senders.last_message or end_to_end) - (senders.first_message or 0.0)
-    result: dict[str, Any] = {
-        "benchmark": "send_throughput",
-        "command": " ".join(["python", "benchmarks/send_throughput.py", *(argv or sys.argv[1:])]),
-        "database": args.db,
-        "postgresql": postgres_version(url) if args.db == "postgresql" else None,
+    ratios = {name: round(send["per_second"] / ceiling["per_second"], 3) for name, ceiling in ceilings.items()}
+    case: dict[str, Any] = {
+        "database": database,
+        "postgresql": version,
+        "database_name": url.rsplit("/", 1)[1] if database == "postgresql" else None,
         "subscribers": count,
-        "connections_per_process": connections,
-        "processes": processes,
-        "batch_size": args.batch_size or project.settings.delivery.batch_size,
-        "message_bytes": len(envelope.data),
-        "seed_seconds": round(seconds_to_seed, 2),
-        "raw": {
-            "connections": connections * processes,
-            "seconds": round(raw_seconds, 3),
-            "sink_cpu_percent": round(100 * raw_sink_cpu / raw_seconds),
-        },
-        "end_to_end": {
-            "seconds": round(end_to_end, 3),
-            # The sink writes its count every 0.2 s: these two are that coarse.
-            "first_message_seconds": round(senders.first_message, 2) if senders.first_message else None,
-            "last_message_seconds": round(senders.last_message, 2) if senders.last_message else None,
-            "sink_cpu_percent": round(100 * senders.sink_cpu_seconds / end_to_end),
-            "per_process": [
-                {
-                    "seconds": round(run.seconds, 3),
-                    "peak_rss_mb": round(run.peak_rss_mb, 1),
-                    "cpu_ms_per_message": round(1000 * run.cpu_seconds / max(1, summary["sent"]), 3),
-                    **summary,
-                }
-                for run, summary in zip(runs, summaries, strict=True)
-            ],
-        },
-        "raw_per_second": rate(count, raw_seconds),
-        "end_to_end_per_second": rate(count, end_to_end),
-        "sending_per_second": rate(count, sending),
-        "ratio": round(raw_seconds / end_to_end, 3),
-        "sender_peak_rss_mb": round(max(run.peak_rss_mb for run in runs), 1),
-        "sink_received": {"raw": raw_count, "end_to_end": received - raw_count},
+        "sent_of_them": expected,
+        "connections": connections,
+        "processes": args.processes,
+        "smtp_connections": args.connections,
+        "sender_args": args.sender_args,
+        "batch_size": batch_size,
+        "message_bytes": len(data),
+        "seed_seconds": round(seed_seconds, 1),
+        "send": send,
+        "ceilings": ceilings,
+        "ratios": ratios,
         "ledger_week_one": ledger,
-        "duplicates": received - raw_count - ledger.get("sent", 0),
-        "machine": machine(),
+        "duplicates": send["sink"]["messages"] - ledger.get("sent", 0),
     }
-    write_result(output, result)
-    print(
-        f"raw smtplib: {result['raw_per_second']:.0f} msg/s   newsletter send: {result['end_to_end_per_second']:.0f}"
-        f" msg/s end to end ({result['sending_per_second']:.0f} first to last message)   ratio {result['ratio']:.2f}"
-        f"   sender peak RSS {result['sender_peak_rss_mb']:.0f} MB   duplicates {result['duplicates']}"
-    )
-    complete = ledger == {"sent": count} and received - raw_count == count and raw_count == count
-    return 0 if complete else 1
+    case["problems"] = problems(case)
+    return case
+
+
+def problems(case: dict[str, Any]) -> list[str]:
+    """What does not add up: messages or connections the sink did not see, a ledger that is not what was sent."""
+    found, count = [], case["sent_of_them"]
+    for name, ceiling in case["ceilings"].items():
+        sink = ceiling["sink"]
+        if sink["messages"] != ceiling["messages"] or sink["sessions"] != ceiling["connections"]:
+            found.append(f"{name}: the sink saw {sink['messages']} messages over {sink['sessions']} connections")
+    if case["send"]["sink"]["messages"] != count:
+        found.append(f"newsletter send: the sink received {case['send']['sink']['messages']} messages, not {count}")
+    left = case["subscribers"] - count
+    if case["ledger_week_one"] != {"sent": count, **({"pending": left} if left else {})}:
+        still = f" and {left} pending" if left else ""
+        found.append(f"the ledger says {case['ledger_week_one']} for lesson 1, not {count} sent{still}")
+    if case["duplicates"]:
+        found.append(f"{case['duplicates']} messages were sent twice")
+    return found
+
+
+def connection_notes(case: dict[str, Any]) -> list[str]:
+    """Say so when the sender opened another number of SMTP sessions than its P × C connections."""
+    opened = case["send"]["sink"]["sessions"]
+    if opened == case["connections"]:
+        return []
+    # `send --processes` checks the relay in its own process before it starts the senders: one session more.
+    return [
+        f"{case['database']} {case['subscribers']:,}: newsletter send opened {opened} SMTP sessions for "
+        f"{case['processes']} processes × [smtp] connections = {case['smtp_connections']}; "
+        f"the ceilings used {case['connections']} connections"
+    ]
+
+
+def busy_sink_notes(case: dict[str, Any]) -> list[str]:
+    phases = {**case["ceilings"], "newsletter send": case["send"]}
+    return [
+        f"{case['database']} {case['subscribers']:,}: smtp-sink used {phase['sink']['cpu_percent']:.0f} % of its core "
+        f"during {name}, so it may have limited that figure"
+        for name, phase in phases.items()
+        if phase["sink"]["cpu_percent"] > BUSY_SINK_PERCENT
+    ]
+
+
+def table(done: list[dict[str, Any]]) -> str:
+    headings = [
+        "database", "readers", "sent", "proc. × conn.", "smtp-source msg/s", "smtplib threads msg/s",
+        "smtplib processes msg/s",
+        "`newsletter send` msg/s", "first→last msg/s", "÷ smtp-source", "÷ smtplib threads", "÷ smtplib processes",
+        "sender CPU ms/msg", "sender peak RSS MB", "sink CPU % (send; ceilings max)", "load before→after send",
+    ]  # fmt: skip
+    rows = []
+    for case in done:
+        ceilings, send, ratios = case["ceilings"], case["send"], case["ratios"]
+        ceiling_sink = max(ceiling["sink"]["cpu_percent"] for ceiling in ceilings.values())
+        rss = f"{send['peak_rss_mb']:.1f}"
+        if send["processes"] > 1:
+            rss += f" (all {send['processes']}: {send['sum_of_peaks_mb']:.0f})"
+        rows.append([
+            case["database"], f"{case['subscribers']:,}", f"{case['sent_of_them']:,}",
+            f"{case['processes']} × {case['smtp_connections']}",
+            *(f"{ceilings[name]['per_second']:,.0f}" for name in CEILINGS),
+            f"{send['per_second']:,.0f}", f"{send['sending_per_second']:,.0f}",
+            *(f"{ratios[name]:.2f}" for name in CEILINGS),
+            f"{send['cpu_ms_per_message']:.2f}", rss, f"{send['sink']['cpu_percent']:.0f}; {ceiling_sink:.0f}",
+            f"{send['load'][0]:.1f}→{send['load'][1]:.1f}",
+        ])  # fmt: skip
+    return markdown_table(headings, rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_case_arguments(parser, "readers with lesson 1 due")
+    parser.add_argument("--processes", type=int, default=1, help="`newsletter send --processes`: sender processes")
+    parser.add_argument("--connections", type=int, default=4, help="[smtp] connections of each sender process")
+    parser.add_argument("--limit", type=int, help="`newsletter send --limit`: send this many of the N, not all")
+    parser.add_argument("--sender-args", default="", help='more arguments for `newsletter send`, e.g. "--processes 2"')
+    parser.add_argument("--batch-size", type=int, help="[delivery] batch_size of the senders (default: config.toml)")
+    parser.add_argument("--ceiling-messages", type=int, help="messages each ceiling sends (default: N)")
+    parser.add_argument("--profile", type=Path, help="run the sender under cProfile (needs --processes 1), stats here")
+    add_run_arguments(parser)
+    args = parser.parse_args(arguments)
+    if args.processes < 1 or args.connections < 1 or (args.limit is not None and args.limit < 1):
+        parser.error("--processes, --connections and --limit take a whole number of at least 1")
+    if args.profile and args.processes > 1:
+        # cProfile sees only the process it starts: with --processes that is the one that waits for the others.
+        parser.error("--profile profiles one sender process: use it with --processes 1")
+    wanted = cases(parser, args)
+    require_postfix()
+    done = run_each(wanted, args, run_case)
+    changes = growth([{**case, **case["ceilings"]} for case in done], GROWING)
+    publish("send_throughput", arguments, args, done, "\n".join([table(done), "", *changes]), growth=changes)
+    notes = [note for case in done for note in connection_notes(case) + busy_sink_notes(case)]
+    failures = [f"{case['database']} {case['subscribers']:,}: {p}" for case in done for p in case["problems"]]
+    for line in notes + failures:
+        print(line, file=sys.stderr)
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
