@@ -15,6 +15,14 @@ signal stops the process at once, which is safe: leases bring back whatever it h
 APScheduler is only the clock: an in-memory job store, one interval job for the dispatch tick
 (`max_instances=1, coalesce=True, misfire_grace_time=None`) and one for housekeeping. The database is the
 schedule, so several daemons, on one machine or many, split the due rows through the dispatcher's claims.
+A sign-up on the web thread nudges the clock: one extra tick, queued behind any tick under way (the one
+executor worker runs them in turn), so the confirmation goes out within seconds rather than at the next
+interval. However many sign-ups arrive, at most one nudged tick waits at a time.
+
+The log says one line per delivery outcome ("sent 'muscle' to a…@example.com") and one per tick that did
+something; an idle tick says nothing. An address is shown by its first character and its domain: enough to
+see which provider refuses and to find the row with `newsletter deliveries`, without copying subscribers'
+addresses into logs that are kept, shipped and searched long after a reader is erased.
 """
 
 from __future__ import annotations
@@ -56,6 +64,13 @@ log = logging.getLogger("newsletter.daemon")
 HOUSEKEEPING_SECONDS = 300.0
 WEB_SHUTDOWN_SECONDS = 2
 WEB_STARTUP_SECONDS = 30.0
+# How each outcome reads in the log, and at which level.
+_OUTCOME_LINES = {
+    "sent": (logging.INFO, "sent {lesson!r} to {to}"),
+    "retry": (logging.INFO, "deferred {lesson!r} to {to}: the relay said try later, it will be retried"),
+    "failed": (logging.WARNING, "failed {lesson!r} to {to}: refused (`newsletter deliveries --status failed`)"),
+    "skipped": (logging.INFO, "skipped {lesson!r} to {to}: held or no longer wanted (`newsletter deliveries`)"),
+}
 
 
 class TextFormatter(logging.Formatter):
@@ -100,6 +115,14 @@ def _one_line(error: BaseException) -> str:
     return (text[0] if text else type(error).__name__)[:500]
 
 
+def shortened_address(address: str) -> str:
+    """An address as a log may show it: its first character and its domain ("a…@example.com")."""
+    local, at, domain = address.rpartition("@")
+    if not at:
+        return f"{address[:1]}…"
+    return f"{local[:1]}…@{domain}"
+
+
 def listen(host: str, port: int) -> socket.socket:
     """Bind the web socket now, so a busy port fails the start and port 0 tells which port it got."""
     try:
@@ -139,6 +162,9 @@ class Daemon:
         self.stop = threading.Event()
         self._stop_reason = "asked to stop"
         self._held_line = ""
+        self._clock: BlockingScheduler | None = None
+        self._nudge_lock = threading.Lock()
+        self._nudge_waiting = False
 
     @property
     def project(self) -> Project:
@@ -150,6 +176,30 @@ class Daemon:
         self._stop_reason = reason
         self.stop.set()
 
+    def nudge(self) -> None:
+        """Tick now, not at the next interval (a sign-up queued a confirmation); safe from any thread."""
+        clock = self._clock
+        if clock is None or self.stop.is_set():
+            return
+        with self._nudge_lock:
+            if self._nudge_waiting:
+                return  # the tick already waiting will send this one too
+            self._nudge_waiting = True
+        clock.add_job(self._nudged_tick, name="nudged tick")
+
+    def _nudged_tick(self) -> None:
+        with self._nudge_lock:
+            self._nudge_waiting = False  # from here on, a new sign-up needs a tick of its own
+        self.tick()
+
+    def _delivered(self, outcome: str, lesson: str, address: str) -> None:
+        """Count one delivery's outcome and log one line for it."""
+        self.metrics.record_outcome(outcome)
+        level, line = _OUTCOME_LINES[outcome]
+        shown = shortened_address(address)
+        fields = {"event": "delivery", "outcome": outcome, "lesson": lesson, "to": shown}
+        log.log(level, line.format(lesson=lesson, to=shown), extra={"fields": fields})
+
     def tick(self) -> SendSummary | None:
         """Send everything due now and log one line of counts; an expected failure is logged, not raised."""
         if self.stop.is_set():
@@ -157,7 +207,7 @@ class Daemon:
         started = time.monotonic()
         project = self.project  # one tick, one course, even if the files change meanwhile
         try:
-            summary = send_due(project, self.transport, stop=self.stop, on_outcome=self.metrics.record_outcome)
+            summary = send_due(project, self.transport, stop=self.stop, on_outcome=self._delivered)
             if project.settings.bounces.mailbox:  # logs its own line; a mailbox failure fails the tick
                 process_mailbox(project, datetime.now(UTC))
         except DBAPIError as error:
@@ -250,7 +300,7 @@ class Daemon:
         self.transport.close()
         server, web = self._start_web()
         watch_in_thread(self.holder, self.stop, self._course_reloaded)
-        scheduler = self._scheduler()
+        scheduler = self._clock = self._scheduler()
         restore_signals = self._handle_signals()
         started = threading.Event()
         scheduler.add_listener(lambda _event: started.set(), EVENT_SCHEDULER_STARTED)
@@ -320,6 +370,7 @@ class Daemon:
             studio=False,
             live_reload=False,
             extra_routes=health_routes(self.project, self.metrics),
+            on_signup=self.nudge,
         )
         # The limits slow clients cannot beat (header timeout, connection cap, keep-alive): web/serving.py.
         config = server_config(

@@ -139,3 +139,27 @@ def _lines_until(lines: Iterator[str], wanted: str) -> list[str]:
         if line == wanted:
             break
     return seen
+
+
+def test_serve_says_that_it_sends_nothing_and_who_will(
+    server: tuple[subprocess.Popen[bytes], str], project: Project
+) -> None:
+    import re
+
+    process, base = server
+    with httpx2.Client(base_url=base, timeout=10) as client:
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/subscribe").text)
+        assert csrf is not None
+        fields = {"email": "noor@example.com", "weekday": "Monday", "time": "07:00", "timezone": "UTC"}
+        answer = client.post("/subscribe", data={**fields, "csrf_token": csrf.group(1)})
+        assert answer.status_code == 200 and "Check your inbox" in answer.text
+    time.sleep(2)
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=15)
+    assert process.stdout is not None
+    output = process.stdout.read().decode(errors="replace")
+    assert "note: this process sends no email: confirmations and lessons go out with `newsletter send`" in output
+    assert "a sign-up came in: its confirmation email goes out with the next `newsletter send`" in output
+    assert not (project.settings.delivery.outbox / "new").exists() or not any(
+        (project.settings.delivery.outbox / "new").iterdir()
+    )

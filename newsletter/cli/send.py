@@ -88,7 +88,7 @@ def send_command(ctx: click.Context, now: datetime | None, rehearse: bool, limit
                         now=now,
                         limit=limit,
                         stop=stop,
-                        on_outcome=lambda _outcome: progress.advance(task),
+                        on_outcome=lambda *_outcome: progress.advance(task),
                     )
             else:
                 summary = send_due(project, transport, now=now, limit=limit, stop=stop)

@@ -1,4 +1,11 @@
-"""`newsletter serve` and `newsletter preview`: the web app under uvicorn."""
+"""`newsletter serve` and `newsletter preview`: the web app under uvicorn.
+
+Neither sends email: a sign-up's confirmation goes out with the next `newsletter send` (cron) or tick of
+`newsletter run`, and both commands say so, at start and at each sign-up. A sender inside the web server
+would need the relay's password and reach on the web machine, and would double the senders an operator
+has to know about and stop cleanly; `newsletter run` is the one process that serves and sends, and it
+sends a confirmation within seconds of the sign-up.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +22,10 @@ from newsletter.project import Project
 
 # Open server-sent-event streams would otherwise hold a Ctrl-C shutdown until the browser tab closes.
 GRACEFUL_SHUTDOWN_SECONDS = 2
+NO_SENDER = (
+    "this process sends no email: confirmations and lessons go out with `newsletter send` (from cron) or "
+    "`newsletter run`"
+)
 
 
 def check_exposure(settings: Settings, host: str, *, studio: bool) -> None:
@@ -35,7 +46,7 @@ def _run(project: Project, host: str, port: int, *, studio: bool, open_browser: 
     from newsletter.web import create_app
     from newsletter.web.serving import server_config
 
-    app = create_app(project, host=host, studio=studio)
+    app = create_app(project, host=host, studio=studio, on_signup=_say_who_sends)
     server = uvicorn.Server(
         server_config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
     )
@@ -43,6 +54,7 @@ def _run(project: Project, host: str, port: int, *, studio: bool, open_browser: 
     url = f"http://{shown_host}:{port}/"
     what = "the preview studio and the subscriber pages" if studio else "the subscriber pages"
     click.echo(f"Serving {what} at {url if studio else url + 'subscribe'}")
+    click.echo(f"note: {NO_SENDER}", err=True)
     if open_browser:
         threading.Thread(target=_open_when_started, args=(server, url), daemon=True).start()
     try:
@@ -50,6 +62,10 @@ def _run(project: Project, host: str, port: int, *, studio: bool, open_browser: 
     except KeyboardInterrupt:
         # uvicorn shuts down cleanly on Ctrl-C, then raises it again: stopping the server is not a failure.
         click.echo("Stopped.")
+
+
+def _say_who_sends() -> None:
+    click.echo("a sign-up came in: its confirmation email goes out with the next `newsletter send`", err=True)
 
 
 def _open_when_started(server: object, url: str, timeout: float = 30.0) -> None:

@@ -33,6 +33,8 @@ from newsletter.transports import Envelope, Transport
 log = logging.getLogger(__name__)
 # A sent message's outcome, to be written by the commit that starts that connection's next message.
 _Record = Callable[[Connection], "str | None"]
+# Told of every outcome as it is recorded: (outcome, the lesson's slug or "confirmation", the address).
+OnOutcome = Callable[[str, str, str], None]
 
 
 class Dispatcher:
@@ -53,7 +55,7 @@ class Dispatcher:
         clock: Clock,
         owner: str | None = None,
         stop: threading.Event | None = None,
-        on_outcome: Callable[[str], None] | None = None,
+        on_outcome: OnOutcome | None = None,
     ) -> None:
         self.project = project
         self.settings = project.settings
@@ -89,8 +91,9 @@ class Dispatcher:
 
     def _coordinate(self, pool: ThreadPoolExecutor, connections: int) -> None:
         """Give each connection its next message as it comes free, until nothing is due and nothing is in flight."""
-        finished: SimpleQueue[_Record | BaseException] = SimpleQueue()
-        free: list[_Record | None] = [None] * connections  # a free connection, and how to record what it sent
+        finished: SimpleQueue[tuple[_Record, Claimed] | BaseException] = SimpleQueue()
+        # A free connection, and how to record what it sent (with what it sent).
+        free: list[tuple[_Record, Claimed] | None] = [None] * connections
         sending = 0
         with self.project.db.engine.connect() as database:
             while free or sending:
@@ -115,17 +118,19 @@ class Dispatcher:
                     pool.submit(self._send, item, envelope, finished)
                     sending += 1
 
-    def _commit(self, database: Connection, record: _Record | None, item: Claimed | None) -> Envelope | None:
+    def _commit(
+        self, database: Connection, record: tuple[_Record, Claimed] | None, item: Claimed | None
+    ) -> Envelope | None:
         """One transaction: record a connection's last message, and start `item` (rendered first) if given."""
         now = self.clock()
         prepared = self._prepare(item, now) if item else None
         with database.begin():
-            outcome = record(database) if record else None
+            outcome = record[0](database) if record else None
             started = self._start(database, item, prepared, now) if item else None
-        self._count(outcome)
+        self._count(outcome, record[1] if record else None)
         if isinstance(started, Envelope):
             return started
-        self._count(started)
+        self._count(started, item)
         return None
 
     def _next(self) -> Claimed | None:
@@ -177,10 +182,12 @@ class Dispatcher:
             return prepared
         return wire.why_not_started(database, item, self.owner)
 
-    def _send(self, item: Claimed, envelope: Envelope, finished: SimpleQueue[_Record | BaseException]) -> None:
+    def _send(
+        self, item: Claimed, envelope: Envelope, finished: SimpleQueue[tuple[_Record, Claimed] | BaseException]
+    ) -> None:
         """On a connection's thread: put one message on the wire and report how to record what happened."""
         try:
-            finished.put(self._attempt(item, envelope))
+            finished.put((self._attempt(item, envelope), item))
         except BaseException as error:  # a bug: the database thread re-raises it
             finished.put(error)
 
@@ -225,11 +232,11 @@ class Dispatcher:
     def _released(self, delivery_id: int, database: Connection) -> None:
         wire.release_started(database, delivery_id, self.owner)
 
-    def _count(self, outcome: str | None) -> None:
+    def _count(self, outcome: str | None, item: Claimed | None) -> None:
         if outcome:
             self.summary.add(outcome)
-            if self.on_outcome:
-                self.on_outcome(outcome)
+            if self.on_outcome and item is not None:
+                self.on_outcome(outcome, item.lesson, item.subscriber.email)
 
 
 def send_due(
@@ -239,7 +246,7 @@ def send_due(
     now: datetime | None = None,
     limit: int | None = None,
     stop: threading.Event | None = None,
-    on_outcome: Callable[[str], None] | None = None,
+    on_outcome: OnOutcome | None = None,
 ) -> SendSummary:
     """Send everything due at `now` (default: the real clock) over `transport`; one `newsletter send` run."""
     dispatcher = Dispatcher(project, transport, clock=clock_from(now), stop=stop, on_outcome=on_outcome)
