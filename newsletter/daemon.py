@@ -19,25 +19,21 @@ A sign-up on the web thread nudges the clock: one extra tick, queued behind any 
 executor worker runs them in turn), so the confirmation goes out within seconds rather than at the next
 interval. However many sign-ups arrive, at most one nudged tick waits at a time.
 
-The log says one line per delivery outcome ("sent 'muscle' to a…@example.com") and one per tick that did
-something; an idle tick says nothing. An address is shown by its first character and its domain: enough to
-see which provider refuses and to find the row with `newsletter deliveries`, without copying subscribers'
-addresses into logs that are kept, shipped and searched long after a reader is erased.
+The log (`newsletter.logs`) says one line per delivery outcome and one per tick that did something; an idle
+tick says nothing.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from types import FrameType
-from typing import Any, TextIO
+from typing import Any
 
 from apscheduler.events import EVENT_SCHEDULER_STARTED
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -53,6 +49,15 @@ from newsletter.errors import ConfigError, NewsletterError
 from newsletter.feedback.sweep import process_mailbox
 from newsletter.ledger import wire
 from newsletter.ledger.course import reconcile
+from newsletter.logs import (
+    log_course,
+    log_delivery,
+    log_housekeeping,
+    log_reload,
+    log_tick,
+    log_tick_failed,
+    one_line,
+)
 from newsletter.metrics import ProcessMetrics
 from newsletter.project import Project
 from newsletter.transports import Transport, transport_from_settings
@@ -64,63 +69,6 @@ log = logging.getLogger("newsletter.daemon")
 HOUSEKEEPING_SECONDS = 300.0
 WEB_SHUTDOWN_SECONDS = 2
 WEB_STARTUP_SECONDS = 30.0
-# How each outcome reads in the log, and at which level.
-_OUTCOME_LINES = {
-    "sent": (logging.INFO, "sent {lesson!r} to {to}"),
-    "retry": (logging.INFO, "deferred {lesson!r} to {to}: the relay said try later, it will be retried"),
-    "failed": (logging.WARNING, "failed {lesson!r} to {to}: refused (`newsletter deliveries --status failed`)"),
-    "skipped": (logging.INFO, "skipped {lesson!r} to {to}: held or no longer wanted (`newsletter deliveries`)"),
-}
-
-
-class TextFormatter(logging.Formatter):
-    """`2026-03-02T07:00:01Z INFO newsletter.daemon: tick: 3 sent, …` — UTC, one line per record."""
-
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        return datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line for log shippers; `extra={"fields": {...}}` adds machine-readable keys."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        entry.update(getattr(record, "fields", {}))
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
-
-
-def configure_logging(log_format: str, stream: TextIO | None = None) -> None:
-    """Send every record of this process to stderr as text or JSON lines."""
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
-    # APScheduler logs two lines per job run at INFO; our tick line says more in one.
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
-
-
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return (text[0] if text else type(error).__name__)[:500]
-
-
-def shortened_address(address: str) -> str:
-    """An address as a log may show it: its first character and its domain ("a…@example.com")."""
-    local, at, domain = address.rpartition("@")
-    if not at:
-        return f"{address[:1]}…"
-    return f"{local[:1]}…@{domain}"
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -195,10 +143,7 @@ class Daemon:
     def _delivered(self, outcome: str, lesson: str, address: str) -> None:
         """Count one delivery's outcome and log one line for it."""
         self.metrics.record_outcome(outcome)
-        level, line = _OUTCOME_LINES[outcome]
-        shown = shortened_address(address)
-        fields = {"event": "delivery", "outcome": outcome, "lesson": lesson, "to": shown}
-        log.log(level, line.format(lesson=lesson, to=shown), extra={"fields": fields})
+        log_delivery(log, outcome, lesson, address)
 
     def tick(self) -> SendSummary | None:
         """Send everything due now and log one line of counts; an expected failure is logged, not raised."""
@@ -214,56 +159,28 @@ class Daemon:
             self._tick_failed(started, describe_failure(error, project.db.engine.url.render_as_string()))
             return None
         except (NewsletterError, SQLAlchemyError) as error:
-            self._tick_failed(started, _one_line(error))
+            self._tick_failed(started, one_line(error))
             return None
         except BaseException as error:
-            self._tick_failed(started, f"{type(error).__name__}: {_one_line(error)}")
+            self._tick_failed(started, f"{type(error).__name__}: {one_line(error)}")
             raise
         finally:
             self.transport.close()  # relays drop idle connections; reconnecting per tick is cheap
         duration = time.monotonic() - started
         self.metrics.record_tick(duration)
-        self._report_course(summary)
-        counts = summary.as_dict()
-        if summary.total:  # an idle tick says nothing
-            log.info(
-                "tick: %d sent, %d retry, %d failed, %d skipped in %.2f s%s",
-                *counts.values(),
-                duration,
-                " (stopping)" if self.stop.is_set() else "",
-                extra={"fields": {"event": "tick", **counts, "duration_seconds": round(duration, 3)}},
-            )
+        if summary.course is not None:
+            self._held_line = log_course(log, summary.course, self._held_line)
+        log_tick(log, summary, duration, stopping=self.stop.is_set())
         return summary
 
-    def _report_course(self, summary: SendSummary) -> None:
-        """Say what a run found about the course: each re-plan, and the held lessons whenever that changes."""
-        note = summary.course
-        if note is None:
-            return
-        for change in note.changes:
-            log.info("course: %s", change, extra={"fields": {"event": "course_changed", "change": change}})
-        held = note.held_line()
-        if held != self._held_line:
-            self._held_line = held
-            log.warning(held or "held: nothing any more", extra={"fields": {"event": "held", "held": held}})
-
     def _course_reloaded(self) -> None:
-        problems = self.holder.problems
-        self.metrics.record_course(problems)
-        for problem in problems:
-            log.warning("reload: %s", problem, extra={"fields": {"event": "reload_failed", "problem": problem}})
-        if not problems:
-            log.info("reload: the course on disk is in use", extra={"fields": {"event": "reloaded"}})
+        self.metrics.record_course(self.holder.problems)
+        log_reload(log, self.holder.problems)
 
     def _tick_failed(self, started: float, error: str) -> None:
         duration = time.monotonic() - started
         self.metrics.record_tick(duration, error)
-        log.error(
-            "tick failed after %.2f s: %s",
-            duration,
-            error,
-            extra={"fields": {"event": "tick_failed", "error": error, "duration_seconds": round(duration, 3)}},
-        )
+        log_tick_failed(log, duration, error)
 
     def housekeeping(self) -> None:
         """Release leases of senders that died and plan what a tick must not miss (ended pauses, new lessons)."""
@@ -275,15 +192,9 @@ class Daemon:
                 released = wire.release_expired(session.connection(), now)
                 note = reconcile(session, self.project, now)
         except (NewsletterError, SQLAlchemyError) as error:
-            log.error("housekeeping failed: %s", _one_line(error), extra={"fields": {"event": "housekeeping_failed"}})
+            log.error("housekeeping failed: %s", one_line(error), extra={"fields": {"event": "housekeeping_failed"}})
             return
-        if released or note.changes:
-            log.info(
-                "housekeeping: %d expired leases released%s",
-                released,
-                "".join(f"; {change}" for change in note.changes),
-                extra={"fields": {"event": "housekeeping", "released": released, "course": note.changes}},
-            )
+        log_housekeeping(log, released, note.changes)
 
     def run(self) -> None:
         """Check the configuration, serve the web app, tick until a signal or `request_stop`, then return."""

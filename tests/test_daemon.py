@@ -27,8 +27,9 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from newsletter.config import load_settings
-from newsletter.daemon import Daemon, JsonFormatter, TextFormatter, shortened_address
+from newsletter.daemon import Daemon
 from newsletter.db import Database, make_engine
+from newsletter.logs import JsonFormatter, TextFormatter, shortened_address
 from newsletter.metrics import ProcessMetrics
 from newsletter.models import Delivery
 from newsletter.project import Project
