@@ -81,8 +81,10 @@ class Dispatcher:
         owner: str | None = None,
         stop: threading.Event | None = None,
         on_outcome: OnOutcome | None = None,
+        lesson: str | None = None,
     ) -> None:
         self.project = project
+        self.lesson = lesson
         self.settings = project.settings
         self.transport = transport
         self.clock = clock
@@ -196,7 +198,7 @@ class Dispatcher:
             if size <= 0:
                 return []
         with self.project.db.engine.begin() as database:
-            ids = wire.claim_due(database, self.owner, self.clock(), self._lease, size)
+            ids = wire.claim_due(database, self.owner, self.clock(), self._lease, size, lesson=self.lesson)
             if self._remaining is not None:
                 self._remaining -= len(ids)
             return wire.load_claimed(database, ids) if ids else []
@@ -303,9 +305,13 @@ def send_due(
     limit: int | None = None,
     stop: threading.Event | None = None,
     on_outcome: OnOutcome | None = None,
+    lesson: str | None = None,
 ) -> SendSummary:
-    """Send everything due at `now` (default: the real clock) over `transport`; one `newsletter send` run."""
-    dispatcher = Dispatcher(project, transport, clock=clock_from(now), stop=stop, on_outcome=on_outcome)
+    """Send everything due at `now` (default: the real clock) over `transport`; one `newsletter send` run.
+
+    `lesson` sends only the due deliveries of that lesson (`newsletter serve` sends confirmations).
+    """
+    dispatcher = Dispatcher(project, transport, clock=clock_from(now), stop=stop, on_outcome=on_outcome, lesson=lesson)
     return dispatcher.run(limit)
 
 
