@@ -173,6 +173,8 @@ class Settings:
     secret_key: bytes = field(repr=False, default=b"")
     config_path: Path | None = None
     notices: tuple[str, ...] = ()
+    # True when loading these settings wrote `.secret-key`: the project is new, so is its database.
+    secret_key_generated: bool = False
     # "section.key" → where its value came from: the variable, or the file and its key (for messages).
     origins: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -415,10 +417,11 @@ def settings_from_mapping(
     settings = Settings(root=root, config_path=config_path, origins=origins, **sections)
     _validate(settings)
     key, notices = _secret_key(settings, env)
+    generated = bool(notices)  # the key's only notice says that it was generated
     zone_caveat = caveat(settings.schedule.timezone)
     if zone_caveat:
         notices = (*notices, f"{settings.origin('schedule', 'timezone')}: {zone_caveat}")
-    return dataclasses.replace(settings, secret_key=key, notices=notices)
+    return dataclasses.replace(settings, secret_key=key, notices=notices, secret_key_generated=generated)
 
 
 def _validate(settings: Settings) -> None:

@@ -159,8 +159,10 @@ def connect(
     try:
         engine = make_engine(url)
         if migrate:
-            if upgrade(engine, course_slugs=course_slugs) is None and secret_key_file(settings).is_file():
-                # Said aloud in a project folder (the demo's scratch database has no key file beside it).
+            created = upgrade(engine, course_slugs=course_slugs) is None
+            if created and secret_key_file(settings).is_file() and not settings.secret_key_generated:
+                # Said aloud in a project that was used before: its key file is older than this process. (A
+                # new project makes both now; the demo's scratch database has no key file beside it.)
                 log.warning(
                     "created a new, empty database %s (if you expected subscribers in it, %s names the wrong one)",
                     _safe(url),

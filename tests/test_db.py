@@ -182,3 +182,12 @@ def test_a_command_says_on_stderr_that_it_created_an_empty_database(project_dir:
         [*command, "list"], check=False, env=environment, capture_output=True, text=True, timeout=120
     )
     assert again.returncode == 0 and "created" not in again.stderr
+
+
+def test_a_new_project_makes_its_key_and_database_together_without_a_warning(project_dir: Path) -> None:
+    environment = {name: value for name, value in os.environ.items() if not name.startswith("NEWSLETTER_")}
+    command = [sys.executable, "-m", "newsletter", "--config", str(project_dir / "config.toml"), "subscribers", "list"]
+    first = subprocess.run(command, check=False, env=environment, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    assert "note: generated a signing key" in first.stderr
+    assert "created a new, empty database" not in first.stderr
