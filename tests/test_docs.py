@@ -98,3 +98,39 @@ def test_every_command_the_readme_mentions_exists() -> None:
             f"`newsletter {' '.join(path)} {option}` (README: {span!r})" for option in options if option not in known
         ]
     assert missing == []
+
+
+ENGINE = README.parent / "newsletter"
+# Folders whose files are not modules of ours to describe: Alembic's environment and its migration scripts.
+NOT_DESCRIBED = {"migrations"}
+
+
+def where_things_live() -> dict[str, str]:
+    """Each name in the first column of README's "Where things live" table → the row's second column."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("## Where things live") :]
+    section = section[: section.index("\n## ", 1)]
+    rows: dict[str, str] = {}
+    for first, second in re.findall(r"^\| (`[^|]+`) \| (.+) \|$", section, re.MULTILINE):
+        for name in re.findall(r"`([^`]+)`", first):
+            rows[name] = second
+    return rows
+
+
+def test_where_things_live_lists_every_module_and_every_module_of_each_package() -> None:
+    rows = where_things_live()
+    modules = sorted(path.name for path in ENGINE.glob("*.py") if path.stem not in ("__init__", "__main__"))
+    packages = sorted(f"{path.name}/" for path in ENGINE.iterdir() if (path / "__init__.py").is_file())
+    missing = [name for name in [*modules, *packages] if name not in rows]
+    assert not missing, f'README "Where things live" does not list {missing}'
+    gone = sorted(set(rows) - set(modules) - set(packages))
+    assert not gone, f'README "Where things live" lists what is not in newsletter/: {gone}'
+    for package in packages:
+        if package.rstrip("/") in NOT_DESCRIBED:
+            continue
+        folder = ENGINE / package
+        inside = [path.stem for path in folder.glob("*.py") if path.stem != "__init__"]
+        inside += [f"{path.name}/" for path in folder.iterdir() if (path / "__init__.py").is_file()]
+        named = set(re.findall(r"`([^`]+)`", rows[package]))
+        unnamed = sorted(set(inside) - named)
+        assert not unnamed, f'README "Where things live": the {package} row does not name {unnamed}'
