@@ -24,6 +24,14 @@ from newsletter.zones import form_zones, known_zones, offset_hint
 
 WEEKDAY_NAMES: tuple[str, ...] = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
+# Each way of writing a day that `parse_weekday` reads, lower-cased.
+_WEEKDAY_WORDS = {
+    **{name.lower(): number for number, name in enumerate(WEEKDAY_NAMES)},
+    **{name.lower()[:3]: number for number, name in enumerate(WEEKDAY_NAMES)},
+    "tues": 1,
+    "thur": 3,
+    "thurs": 3,
+}
 _ONE_WEEK = timedelta(days=7)
 _SEND_TIME = re.compile(r"([0-9]{1,2}):([0-9]{2})")
 
@@ -110,18 +118,18 @@ def next_due(cadence: Cadence, *, after: datetime, last_sent_at: datetime | None
 
 
 def parse_weekday(text: str) -> int:
-    """Return 0 (Monday) to 6 (Sunday) for a day name or an abbreviation of at least three letters.
+    """Return 0 (Monday) to 6 (Sunday) for a day's name or its abbreviation, in any case.
 
     The one reading of a weekday: config.toml's [schedule] weekday, the CLI, imports and the forms use it.
+    Abbreviations are the ones people write (Mon … Sun, and Tues, Thur, Thurs), not any prefix: "Mond" is
+    more likely a slip than a Monday, and "T" or "S" would be a guess.
     """
-    word = text.strip().lower()
-    if len(word) >= 3:
-        for number, name in enumerate(WEEKDAY_NAMES):
-            if name.lower().startswith(word):
-                return number
+    number = _WEEKDAY_WORDS.get(text.strip().lower())
+    if number is not None:
+        return number
+    hint = " (numbers are ambiguous: 0 is Sunday to cron, Monday to Python)" if text.strip().isdigit() else ""
     allowed = ", ".join(WEEKDAY_NAMES)
-    hint = " (numbers are ambiguous: 0 is Sunday to cron, Monday to Python)" if word.isdigit() else ""
-    raise ScheduleValueError("weekday", text, f"one of {allowed} (or at least its first three letters){hint}")
+    raise ScheduleValueError("weekday", text, f"one of {allowed}, or Mon, Tue, Wed, Thu, Fri, Sat, Sun{hint}")
 
 
 def weekday_name(text: str) -> str:

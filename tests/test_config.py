@@ -230,6 +230,20 @@ def test_config_and_the_cli_read_weekday_time_and_zone_alike(tmp_path: Path, key
         assert cadence == resolve_cadence(settings, **{cli_argument: value})
 
 
+@pytest.mark.parametrize("typed", ["Mond", "Wednes"])
+def test_a_prefix_that_is_no_abbreviation_is_refused_by_config_cli_and_form(tmp_path: Path, typed: str) -> None:
+    from newsletter.errors import SubscriberError
+    from newsletter.subscribers import resolve_cadence
+    from newsletter.web.public import SCHEDULE_CHECKS
+
+    message = config_error(write_config(tmp_path, f'[schedule]\nweekday = "{typed}"\n'), env=KEY)
+    assert "[schedule] weekday must be one of Monday, Tuesday" in message and repr(typed) in message
+    with pytest.raises(SubscriberError, match=f"weekday '{typed}': expected one of Monday"):
+        resolve_cadence(load_settings(write_config(tmp_path / "empty", ""), env=KEY), weekday=typed)
+    with pytest.raises(SubscriberError):
+        SCHEDULE_CHECKS["weekday"](typed)
+
+
 def test_the_weekday_is_kept_as_its_full_name(tmp_path: Path) -> None:
     assert load_settings(write_config(tmp_path, '[schedule]\nweekday = " thu "\n'), env=KEY).schedule.weekday == (
         "Thursday"
