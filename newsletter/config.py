@@ -6,11 +6,18 @@ from `NEWSLETTER_SMTP_PASSWORD`, the signing key from `NEWSLETTER_SECRET_KEY` (o
 the studio token from `NEWSLETTER_WEB_ADMIN_TOKEN`, the bounce mailbox's password from `NEWSLETTER_BOUNCES_PASSWORD`
 (a separate unsubscribe mailbox's from `NEWSLETTER_BOUNCES_UNSUBSCRIBE_PASSWORD`), the webhook credentials from
 `NEWSLETTER_WEBHOOKS_POSTMARK_PASSWORD` and `NEWSLETTER_WEBHOOKS_MAILGUN_SIGNING_KEY`.
+
+Every bad value is named where it came from: the variable, or the file and its [section] key. A `NEWSLETTER_*`
+variable that nothing reads is refused like an unknown key in the file: a misspelled NEWSLETTER_DATABSE_URL
+would otherwise run every command against the default database, and a misspelled secret key would sign links
+with a fresh one. Weekday, time and time zone are read by the same functions as the CLI's and the forms'
+(`newsletter.schedule`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import ipaddress
 import os
 import re
@@ -24,11 +31,18 @@ from datetime import time, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from newsletter.errors import ConfigError
+from newsletter.errors import ConfigError, ScheduleValueError
+from newsletter.schedule import parse_send_time, parse_timezone, weekday_name
+from newsletter.zones import caveat
 
 FirstLesson = Literal["next_slot", "immediately"]
 CONFIG_FILENAME = "config.toml"
 SECRET_KEY_FILENAME = ".secret-key"
+CONFIG_VARIABLE = "NEWSLETTER_CONFIG"
+SECRET_KEY_VARIABLE = "NEWSLETTER_SECRET_KEY"
+# Variables of the project's own tooling, which the engine never reads: the test suite's database
+# (NEWSLETTER_TEST_DATABASE_URL) and the benchmarks'. Both hand their whole environment to the commands they run.
+TOOLING_PREFIXES = ("NEWSLETTER_TEST_", "NEWSLETTER_BENCH_")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +64,8 @@ class SenderSection:
 
 @dataclass(frozen=True, slots=True)
 class ScheduleSection:
-    timezone: str = "UTC"
-    weekday: str = "Monday"
+    timezone: str = field(default="UTC", metadata={"parse": parse_timezone})
+    weekday: str = field(default="Monday", metadata={"parse": weekday_name})  # kept as the full name
     time_: time = time(7, 0)
     min_gap: timedelta = timedelta(days=3)
     first_lesson: FirstLesson = "next_slot"
@@ -165,11 +179,23 @@ class Settings:
     secret_key: bytes = field(repr=False, default=b"")
     config_path: Path | None = None
     notices: tuple[str, ...] = ()
+    # True when loading these settings wrote `.secret-key`: the project is new, so is its database.
+    secret_key_generated: bool = False
+    # "section.key" → where its value came from: the variable, or the file and its key (for messages).
+    origins: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def replace(self, section: str, **changes: Any) -> Settings:
         """Return a copy with some keys of one section changed (how flags override)."""
         current = getattr(self, section)
-        return dataclasses.replace(self, **{section: dataclasses.replace(current, **changes)})
+        origins = {
+            **self.origins,
+            **{f"{section}.{_key_name(key)}": f"[{section}] {_key_name(key)}" for key in changes},
+        }
+        return dataclasses.replace(self, origins=origins, **{section: dataclasses.replace(current, **changes)})
+
+    def origin(self, section: str, key: str) -> str:
+        """Where a setting came from, for a message: `NEWSLETTER_DATABASE_URL` or `config.toml: [database] url`."""
+        return self.origins.get(f"{section}.{key}", f"[{section}] {key}")
 
     @property
     def from_name(self) -> str:
@@ -200,15 +226,15 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=amount * seconds)
 
 
-def _parse_time(text: str) -> time:
-    match = re.fullmatch(r"(\d{1,2}):(\d{2})", text.strip())
-    if not match or int(match.group(1)) > 23 or int(match.group(2)) > 59:
-        raise ValueError('a 24-hour time such as "07:00"')
-    return time(int(match.group(1)), int(match.group(2)))
-
-
-def _coerce(value: Any, target: Any, base: Path, from_env: bool) -> Any:
+def _coerce(value: Any, target: Any, base: Path, from_env: bool, parse: Any = None) -> Any:
     """Convert a TOML value or an environment string to the field type; ValueError says what is expected."""
+    if parse is not None:
+        if not isinstance(value, str):
+            raise ValueError("a string")
+        try:
+            return parse(value)
+        except ScheduleValueError as error:
+            raise ValueError(error.expected) from None
     if typing.get_origin(target) in (types.UnionType, typing.Union):
         if value in ("", None):
             return None
@@ -260,7 +286,10 @@ def _coerce(value: Any, target: Any, base: Path, from_env: bool) -> Any:
     if target is time:
         if isinstance(value, time):
             return value
-        return _parse_time(str(value))
+        try:
+            return parse_send_time(str(value))
+        except ScheduleValueError as error:
+            raise ValueError(error.expected) from None
     if target is timedelta:
         if isinstance(value, int) and not isinstance(value, bool):
             return timedelta(days=value)
@@ -268,8 +297,42 @@ def _coerce(value: Any, target: Any, base: Path, from_env: bool) -> Any:
     raise TypeError(f"unsupported setting type {target!r}")
 
 
+def _env_variable(section: str, spec: dataclasses.Field[Any]) -> str:
+    secret: str | None = spec.metadata.get("secret")
+    return secret or f"NEWSLETTER_{section.upper()}_{_key_name(spec.name).upper()}"
+
+
+def environment_variables() -> tuple[str, ...]:
+    """Every NEWSLETTER_* variable the engine reads."""
+    names = [_env_variable(section, spec) for section, cls in SECTIONS.items() for spec in dataclasses.fields(cls)]
+    return (*names, SECRET_KEY_VARIABLE, CONFIG_VARIABLE)
+
+
+def _check_variables(env: Mapping[str, str]) -> None:
+    """Refuse NEWSLETTER_* variables nothing reads, naming the one each was probably meant to be."""
+    known = environment_variables()
+    problems = []
+    for name in sorted(env):
+        if not name.startswith("NEWSLETTER_") or name in known or name.startswith(TOOLING_PREFIXES):
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+        problems.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    if problems:
+        raise ConfigError(
+            f"not a variable newsletter reads: {'; '.join(problems)}. Rename or unset it: the variables are "
+            f"NEWSLETTER_<SECTION>_<KEY> for each key of {CONFIG_FILENAME}, the secrets its first lines list, "
+            f"{SECRET_KEY_VARIABLE} and {CONFIG_VARIABLE}"
+        )
+
+
 def _build_section(
-    name: str, cls: type, table: Mapping[str, Any], env: Mapping[str, str], base: Path, source: str
+    name: str,
+    cls: type,
+    table: Mapping[str, Any],
+    env: Mapping[str, str],
+    base: Path,
+    source: str,
+    origins: dict[str, str],
 ) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {_key_name(f.name): f for f in dataclasses.fields(cls)}
@@ -280,16 +343,17 @@ def _build_section(
             raise ConfigError(f"{source}: unknown key [{name}] {key}{hint}; allowed keys: {allowed}")
     values: dict[str, Any] = {}
     for key, spec in fields.items():
-        secret_var = spec.metadata.get("secret")
-        env_var = secret_var or f"NEWSLETTER_{name.upper()}_{key.upper()}"
+        env_var = _env_variable(name, spec)
         if env_var in env:
             raw, origin, from_env = env[env_var], env_var, True
         elif key in table:
             raw, origin, from_env = table[key], f"{source}: [{name}] {key}", False
         else:
+            origins[f"{name}.{key}"] = f"[{name}] {key} (the default)"
             continue
+        origins[f"{name}.{key}"] = origin
         try:
-            value = _coerce(raw, hints[spec.name], base, from_env)
+            value = _coerce(raw, hints[spec.name], base, from_env, spec.metadata.get("parse"))
         except ValueError as error:
             raise ConfigError(f"{origin} must be {error}, got {raw!r}") from None
         values[spec.name] = value
@@ -302,12 +366,13 @@ def _build_section(
     return instance
 
 
-def find_config(explicit: str | os.PathLike[str] | None = None, cwd: Path | None = None) -> Path:
-    """Locate config.toml: the explicit path, else ./config.toml."""
+def find_config(explicit: str | os.PathLike[str] | None = None, cwd: Path | None = None, *, origin: str = "") -> Path:
+    """Locate config.toml: the explicit path (named by `origin`, such as NEWSLETTER_CONFIG), else ./config.toml."""
     if explicit:
         path = Path(explicit).expanduser()
         if not path.is_file():
-            raise ConfigError(f"{path}: no such config file")
+            named = f" (named by {origin})" if origin else ""
+            raise ConfigError(f"{path}: no such config file{named}")
         return path.resolve()
     candidate = (cwd or Path.cwd()) / CONFIG_FILENAME
     if not candidate.is_file():
@@ -320,7 +385,10 @@ def find_config(explicit: str | os.PathLike[str] | None = None, cwd: Path | None
 def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Load and validate settings once; `path` None means ./config.toml or `NEWSLETTER_CONFIG`."""
     env = os.environ if env is None else env
-    config_path = find_config(path or env.get("NEWSLETTER_CONFIG"))
+    if path is None and env.get(CONFIG_VARIABLE):
+        config_path = find_config(env[CONFIG_VARIABLE], origin=CONFIG_VARIABLE)
+    else:
+        config_path = find_config(path)
     try:
         document = tomllib.loads(config_path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as error:
@@ -340,67 +408,85 @@ def settings_from_mapping(
 ) -> Settings:
     """Validate a parsed config document; relative paths are relative to `root`."""
     env = {} if env is None else env
+    _check_variables(env)
     for name, table in document.items():
         if name not in SECTIONS:
             raise ConfigError(f"{source}: unknown section [{name}]; allowed: {', '.join(SECTIONS)}")
         if not isinstance(table, Mapping):
             raise ConfigError(f"{source}: [{name}] must be a table of keys")
     root = root.resolve()
+    origins: dict[str, str] = {}
     sections = {
-        name: _build_section(name, cls, document.get(name, {}), env, root, source) for name, cls in SECTIONS.items()
+        name: _build_section(name, cls, document.get(name, {}), env, root, source, origins)
+        for name, cls in SECTIONS.items()
     }
-    settings = Settings(root=root, config_path=config_path, **sections)
-    _validate(settings, source)
+    settings = Settings(root=root, config_path=config_path, origins=origins, **sections)
+    _validate(settings)
     key, notices = _secret_key(settings, env)
-    return dataclasses.replace(settings, secret_key=key, notices=notices)
+    generated = bool(notices)  # the key's only notice says that it was generated
+    zone_caveat = caveat(settings.schedule.timezone)
+    if zone_caveat:
+        notices = (*notices, f"{settings.origin('schedule', 'timezone')}: {zone_caveat}")
+    return dataclasses.replace(settings, secret_key=key, notices=notices, secret_key_generated=generated)
 
 
-def _validate(settings: Settings, source: str) -> None:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
+def _validate(settings: Settings) -> None:
+    """Check what one value's type cannot say, naming where each value came from."""
+    where = settings.origin
     base_url = settings.newsletter.base_url
     if not re.fullmatch(r"https?://[^\s/]+(/[^\s]*)?", base_url):
-        raise ConfigError(f"{source}: [newsletter] base_url must be an http(s) URL, got {base_url!r}")
+        raise ConfigError(f"{where('newsletter', 'base_url')} must be an http(s) URL, got {base_url!r}")
     if "@" not in settings.sender.from_ or "\n" in settings.sender.from_ or "\r" in settings.sender.from_:
-        raise ConfigError(f'{source}: [sender] from must be one address such as "Name <you@example.com>"')
-    try:
-        ZoneInfo(settings.schedule.timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(
-            f'{source}: [schedule] timezone must be an IANA zone such as "Europe/Berlin", '
-            f"got {settings.schedule.timezone!r}"
-        ) from None
-    weekdays = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-    day = settings.schedule.weekday.strip().lower()
-    if not any(day in (name, name[:3]) for name in weekdays):
-        raise ConfigError(f'{source}: [schedule] weekday must be a day such as "Monday" or "Mon"')
-    if settings.delivery.batch_size < 1 or settings.smtp.connections < 1:
-        raise ConfigError(f"{source}: [delivery] batch_size and [smtp] connections must be at least 1")
+        raise ConfigError(f'{where("sender", "from")} must be one address such as "Name <you@example.com>"')
+    for section, key in (("delivery", "batch_size"), ("smtp", "connections")):
+        if getattr(getattr(settings, section), key) < 1:
+            raise ConfigError(f"{where(section, key)} must be at least 1")
     delivery = settings.delivery
     if not 1 <= delivery.domain_pause_seconds <= delivery.domain_pause_max_seconds:
         raise ConfigError(
-            f"{source}: [delivery] domain_pause_seconds must be at least 1 and at most domain_pause_max_seconds"
+            f"{where('delivery', 'domain_pause_seconds')} must be at least 1 and at most domain_pause_max_seconds"
         )
     if settings.daemon.tick_seconds <= 0:
-        raise ConfigError(f"{source}: [daemon] tick_seconds must be greater than 0")
+        raise ConfigError(f"{where('daemon', 'tick_seconds')} must be greater than 0")
     for entry in settings.web.trusted_proxies:
         try:
             ipaddress.ip_network(entry, strict=False)
         except ValueError:
             raise ConfigError(
-                f"{source}: [web] trusted_proxies: {entry!r} is not an IP address or network; "
+                f"{where('web', 'trusted_proxies')}: {entry!r} is not an IP address or network; "
                 'expected entries such as "127.0.0.1", "::1" or "10.0.0.0/8"'
             ) from None
-    _validate_bounces(settings.bounces, source)
+    _validate_database(settings)
+    _validate_bounces(settings)
 
 
-def _validate_bounces(bounces: BouncesSection, source: str) -> None:
+def sqlite_file(settings: Settings) -> Path | None:
+    """The SQLite database file the settings name, absolute; None for another database or one in memory."""
+    url = database_url(settings)
+    if not url.startswith("sqlite:///") or url == "sqlite:///:memory:":
+        return None
+    return Path(url.removeprefix("sqlite:///").partition("?")[0])
+
+
+def _validate_database(settings: Settings) -> None:
+    # Refused rather than created: a folder that is not there means the url is not the one intended (a
+    # relative path where an absolute one was meant, a typo), and a fresh database there would start afresh.
+    database_file = sqlite_file(settings)
+    if database_file is not None and not database_file.parent.is_dir():
+        raise ConfigError(
+            f"{settings.origin('database', 'url')} names the SQLite file {database_file}, but its folder "
+            f"{database_file.parent} does not exist: correct the url, or create the folder first"
+        )
+
+
+def _validate_bounces(settings: Settings) -> None:
+    bounces, where = settings.bounces, settings.origin
     for key in ("address", "unsubscribe_address"):
         value = getattr(bounces, key)
         local, at, domain = value.partition("@")
         if value and (not local or not at or not domain or "+" in local or re.search(r"[\s<>@]", domain)):
             raise ConfigError(
-                f'{source}: [bounces] {key} must be one bare address without "+", such as '
+                f'{where("bounces", key)} must be one bare address without "+", such as '
                 f'"bounces@mail.example.com", got {value!r}'
             )
     for key in ("mailbox", "unsubscribe_mailbox"):
@@ -408,31 +494,32 @@ def _validate_bounces(bounces: BouncesSection, source: str) -> None:
         scheme = value.partition("://")[0].lower() if "://" in value else ""
         if scheme and scheme not in ("imaps", "pop3s"):
             raise ConfigError(
-                f"{source}: [bounces] {key} must be a Maildir path or an imaps:// or pop3s:// URL "
+                f"{where('bounces', key)} must be a Maildir path or an imaps:// or pop3s:// URL "
                 f"(the password travels encrypted), got {value!r}"
             )
     if not bounces.processed_folder.strip():
-        raise ConfigError(f'{source}: [bounces] processed_folder must name a folder, such as "Processed"')
+        raise ConfigError(f'{where("bounces", "processed_folder")} must name a folder, such as "Processed"')
     if not 1 <= bounces.soft_bounce_limit <= bounces.soft_bounce_window:
         raise ConfigError(
-            f"{source}: [bounces] soft_bounce_limit must be at least 1 and at most soft_bounce_window, "
-            f"got {bounces.soft_bounce_limit} of {bounces.soft_bounce_window}"
+            f"{where('bounces', 'soft_bounce_limit')} must be at least 1 and at most soft_bounce_window "
+            f"({where('bounces', 'soft_bounce_window')}), got {bounces.soft_bounce_limit} of "
+            f"{bounces.soft_bounce_window}"
         )
+
+
+def secret_key_file(settings: Settings) -> Path:
+    """Where a generated signing key is kept: beside the SQLite database, else in the project root."""
+    database_file = sqlite_file(settings)
+    return (database_file.parent if database_file is not None else settings.root) / SECRET_KEY_FILENAME
 
 
 def _secret_key(settings: Settings, env: Mapping[str, str]) -> tuple[bytes, tuple[str, ...]]:
     """The signing key from the environment, or one generated once into a git-ignored file."""
-    if env.get("NEWSLETTER_SECRET_KEY"):
-        return env["NEWSLETTER_SECRET_KEY"].encode(), ()
-    url = settings.database.url
-    folder = settings.root
-    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        database_file = Path(url.removeprefix("sqlite:///"))
-        folder = (database_file if database_file.is_absolute() else settings.root / database_file).parent
-    key_file = folder / SECRET_KEY_FILENAME
+    if env.get(SECRET_KEY_VARIABLE):
+        return env[SECRET_KEY_VARIABLE].encode(), ()
+    key_file = secret_key_file(settings)
     if key_file.is_file():
         return key_file.read_text(encoding="ascii").strip().encode(), ()
-    folder.mkdir(parents=True, exist_ok=True)
     fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as handle:
         handle.write(secrets.token_urlsafe(32) + "\n")

@@ -15,21 +15,25 @@ signal stops the process at once, which is safe: leases bring back whatever it h
 APScheduler is only the clock: an in-memory job store, one interval job for the dispatch tick
 (`max_instances=1, coalesce=True, misfire_grace_time=None`) and one for housekeeping. The database is the
 schedule, so several daemons, on one machine or many, split the due rows through the dispatcher's claims.
+A sign-up on the web thread nudges the clock: one extra tick, queued behind any tick under way (the one
+executor worker runs them in turn), so the confirmation goes out within seconds rather than at the next
+interval. However many sign-ups arrive, at most one nudged tick waits at a time.
+
+The log (`newsletter.logs`) says one line per delivery outcome and one per tick that did something; an idle
+tick says nothing.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from types import FrameType
-from typing import Any, TextIO
+from typing import Any
 
 from apscheduler.events import EVENT_SCHEDULER_STARTED
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -46,6 +50,15 @@ from newsletter.feedback.mailbox import configured_mailboxes
 from newsletter.feedback.sweep import process_mailbox
 from newsletter.ledger import wire
 from newsletter.ledger.course import reconcile
+from newsletter.logs import (
+    log_course,
+    log_delivery,
+    log_housekeeping,
+    log_reload,
+    log_tick,
+    log_tick_failed,
+    one_line,
+)
 from newsletter.metrics import ProcessMetrics
 from newsletter.project import Project
 from newsletter.transports import Transport, transport_from_settings
@@ -57,48 +70,6 @@ log = logging.getLogger("newsletter.daemon")
 HOUSEKEEPING_SECONDS = 300.0
 WEB_SHUTDOWN_SECONDS = 2
 WEB_STARTUP_SECONDS = 30.0
-
-
-class TextFormatter(logging.Formatter):
-    """`2026-03-02T07:00:01Z INFO newsletter.daemon: tick: 3 sent, …` — UTC, one line per record."""
-
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        return datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line for log shippers; `extra={"fields": {...}}` adds machine-readable keys."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        entry.update(getattr(record, "fields", {}))
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
-
-
-def configure_logging(log_format: str, stream: TextIO | None = None) -> None:
-    """Send every record of this process to stderr as text or JSON lines."""
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
-    # APScheduler logs two lines per job run at INFO; our tick line says more in one.
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
-
-
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return (text[0] if text else type(error).__name__)[:500]
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -140,6 +111,9 @@ class Daemon:
         self.stop = threading.Event()
         self._stop_reason = "asked to stop"
         self._held_line = ""
+        self._clock: BlockingScheduler | None = None
+        self._nudge_lock = threading.Lock()
+        self._nudge_waiting = False
 
     @property
     def project(self) -> Project:
@@ -151,6 +125,27 @@ class Daemon:
         self._stop_reason = reason
         self.stop.set()
 
+    def nudge(self) -> None:
+        """Tick now, not at the next interval (a sign-up queued a confirmation); safe from any thread."""
+        clock = self._clock
+        if clock is None or self.stop.is_set():
+            return
+        with self._nudge_lock:
+            if self._nudge_waiting:
+                return  # the tick already waiting will send this one too
+            self._nudge_waiting = True
+        clock.add_job(self._nudged_tick, name="nudged tick")
+
+    def _nudged_tick(self) -> None:
+        with self._nudge_lock:
+            self._nudge_waiting = False  # from here on, a new sign-up needs a tick of its own
+        self.tick()
+
+    def _delivered(self, outcome: str, lesson: str, address: str) -> None:
+        """Count one delivery's outcome and log one line for it."""
+        self.metrics.record_outcome(outcome)
+        log_delivery(log, outcome, lesson, address)
+
     def tick(self) -> SendSummary | None:
         """Send everything due now and log one line of counts; an expected failure is logged, not raised."""
         if self.stop.is_set():
@@ -158,63 +153,35 @@ class Daemon:
         started = time.monotonic()
         project = self.project  # one tick, one course, even if the files change meanwhile
         try:
-            summary = send_due(project, self.transport, stop=self.stop, on_outcome=self.metrics.record_outcome)
+            summary = send_due(project, self.transport, stop=self.stop, on_outcome=self._delivered)
             if configured_mailboxes(project.settings):  # logs its own line; a mailbox failure fails the tick
                 process_mailbox(project, datetime.now(UTC))
         except DBAPIError as error:
             self._tick_failed(started, describe_failure(error, project.db.engine.url.render_as_string()))
             return None
         except (NewsletterError, SQLAlchemyError) as error:
-            self._tick_failed(started, _one_line(error))
+            self._tick_failed(started, one_line(error))
             return None
         except BaseException as error:
-            self._tick_failed(started, f"{type(error).__name__}: {_one_line(error)}")
+            self._tick_failed(started, f"{type(error).__name__}: {one_line(error)}")
             raise
         finally:
             self.transport.close()  # relays drop idle connections; reconnecting per tick is cheap
         duration = time.monotonic() - started
         self.metrics.record_tick(duration)
-        self._report_course(summary)
-        counts = summary.as_dict()
-        if summary.total:  # an idle tick says nothing
-            log.info(
-                "tick: %d sent, %d retry, %d failed, %d skipped in %.2f s%s",
-                *counts.values(),
-                duration,
-                " (stopping)" if self.stop.is_set() else "",
-                extra={"fields": {"event": "tick", **counts, "duration_seconds": round(duration, 3)}},
-            )
+        if summary.course is not None:
+            self._held_line = log_course(log, summary.course, self._held_line)
+        log_tick(log, summary, duration, stopping=self.stop.is_set())
         return summary
 
-    def _report_course(self, summary: SendSummary) -> None:
-        """Say what a run found about the course: each re-plan, and the held lessons whenever that changes."""
-        note = summary.course
-        if note is None:
-            return
-        for change in note.changes:
-            log.info("course: %s", change, extra={"fields": {"event": "course_changed", "change": change}})
-        held = note.held_line()
-        if held != self._held_line:
-            self._held_line = held
-            log.warning(held or "held: nothing any more", extra={"fields": {"event": "held", "held": held}})
-
     def _course_reloaded(self) -> None:
-        problems = self.holder.problems
-        self.metrics.record_course(problems)
-        for problem in problems:
-            log.warning("reload: %s", problem, extra={"fields": {"event": "reload_failed", "problem": problem}})
-        if not problems:
-            log.info("reload: the course on disk is in use", extra={"fields": {"event": "reloaded"}})
+        self.metrics.record_course(self.holder.problems)
+        log_reload(log, self.holder.problems)
 
     def _tick_failed(self, started: float, error: str) -> None:
         duration = time.monotonic() - started
         self.metrics.record_tick(duration, error)
-        log.error(
-            "tick failed after %.2f s: %s",
-            duration,
-            error,
-            extra={"fields": {"event": "tick_failed", "error": error, "duration_seconds": round(duration, 3)}},
-        )
+        log_tick_failed(log, duration, error)
 
     def housekeeping(self) -> None:
         """Release leases of senders that died and plan what a tick must not miss (ended pauses, new lessons)."""
@@ -226,15 +193,9 @@ class Daemon:
                 released = wire.release_expired(session.connection(), now)
                 note = reconcile(session, self.project, now)
         except (NewsletterError, SQLAlchemyError) as error:
-            log.error("housekeeping failed: %s", _one_line(error), extra={"fields": {"event": "housekeeping_failed"}})
+            log.error("housekeeping failed: %s", one_line(error), extra={"fields": {"event": "housekeeping_failed"}})
             return
-        if released or note.changes:
-            log.info(
-                "housekeeping: %d expired leases released%s",
-                released,
-                "".join(f"; {change}" for change in note.changes),
-                extra={"fields": {"event": "housekeeping", "released": released, "course": note.changes}},
-            )
+        log_housekeeping(log, released, note.changes)
 
     def run(self) -> None:
         """Check the configuration, serve the web app, tick until a signal or `request_stop`, then return."""
@@ -251,7 +212,7 @@ class Daemon:
         self.transport.close()
         server, web = self._start_web()
         watch_in_thread(self.holder, self.stop, self._course_reloaded)
-        scheduler = self._scheduler()
+        scheduler = self._clock = self._scheduler()
         restore_signals = self._handle_signals()
         started = threading.Event()
         scheduler.add_listener(lambda _event: started.set(), EVENT_SCHEDULER_STARTED)
@@ -321,6 +282,7 @@ class Daemon:
             studio=False,
             live_reload=False,
             extra_routes=health_routes(self.project, self.metrics),
+            on_signup=self.nudge,
         )
         # The limits slow clients cannot beat (header timeout, connection cap, keep-alive): web/serving.py.
         config = server_config(

@@ -5,10 +5,17 @@ timeout, and every writing transaction opened with `BEGIN IMMEDIATE`, so two wri
 instead of failing with "database is locked" halfway through; `Database.reading()` opens a plain BEGIN
 for reports and pages that only read. PostgreSQL needs nothing special; migrations take an
 advisory lock there so that senders starting together migrate once.
+
+A database is never started afresh by mistake. A SQLite folder that does not exist is refused with the
+settings (config.py); a SQLite file that does not exist beside another newsletter database is refused here,
+since the url most likely names the wrong file (`newsletter db upgrade` creates it on purpose); and a new,
+empty database in a project folder with a signing key file is said aloud when its tables are made (logged:
+the daemon's log, or stderr for a command).
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -21,13 +28,16 @@ from sqlalchemy import Engine, create_engine, event, inspect, make_url, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter.config import Settings, database_url
+from newsletter.config import Settings, database_url, secret_key_file, sqlite_file
 from newsletter.errors import DatabaseError
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 HEAD_REVISION = "0005"  # the newest migration; tests/test_db.py checks it matches migrations/versions
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 READ_ONLY_OPTION = "newsletter_read_only"
+SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")  # where a misnamed url's real database would be looked for
 
 
 def _enable_wal(cursor: Any) -> None:
@@ -126,8 +136,6 @@ def describe_failure(error: DBAPIError, url: str) -> str:
 def make_engine(url: str) -> Engine:
     """Create an engine for a URL, tuned for its backend."""
     if url.startswith("sqlite"):
-        if url not in ("sqlite://", "sqlite:///:memory:"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         _tune_sqlite(engine)
         return engine
@@ -142,13 +150,24 @@ def connect(
     """Open the configured database, bringing its schema up to date first.
 
     `course_slugs` gives the lessons' slugs in week order, for migrations that turn week numbers into
-    lessons (read only if such a migration runs).
+    lessons (read only if such a migration runs). `migrate=False` opens whatever is there, creating an
+    empty SQLite file if there is none (`newsletter db upgrade`: the operator's way to start afresh).
     """
     url = database_url(settings)
+    if migrate:
+        _refuse_a_misnamed_file(settings)
     try:
         engine = make_engine(url)
         if migrate:
-            upgrade(engine, course_slugs=course_slugs)
+            created = upgrade(engine, course_slugs=course_slugs) is None
+            if created and secret_key_file(settings).is_file() and not settings.secret_key_generated:
+                # Said aloud in a project that was used before: its key file is older than this process. (A
+                # new project makes both now; the demo's scratch database has no key file beside it.)
+                log.warning(
+                    "created a new, empty database %s (if you expected subscribers in it, %s names the wrong one)",
+                    _safe(url),
+                    settings.origin("database", "url"),
+                )
         else:
             with engine.connect():
                 pass
@@ -157,6 +176,37 @@ def connect(
     except SQLAlchemyError as error:
         raise DatabaseError(f"database {_safe(url)}: {error}") from None
     return Database(engine=engine, sessions=sessionmaker(engine, expire_on_commit=False))
+
+
+def _refuse_a_misnamed_file(settings: Settings) -> None:
+    """Refuse to create a SQLite file beside another newsletter database: the url most likely has a typo."""
+    database_file = sqlite_file(settings)
+    if database_file is None or database_file.exists():
+        return
+    beside = sorted(
+        path.name
+        for path in database_file.parent.iterdir()
+        if path.suffix in SQLITE_SUFFIXES and path != database_file and _is_newsletter_database(path)
+    )
+    if beside:
+        raise DatabaseError(
+            f"the database {database_file} does not exist, but beside it is the newsletter database "
+            f"{' and '.join(beside)}: {settings.origin('database', 'url')} probably names the wrong file. "
+            f"Correct it, or run `newsletter db upgrade` to start the new, empty database {database_file.name}"
+        )
+
+
+def _is_newsletter_database(path: Path) -> bool:
+    """Whether a file is a SQLite database with our migrations table; opened read-only, never created."""
+    try:
+        connection = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+        try:
+            found = connection.execute("SELECT 1 FROM sqlite_master WHERE name = 'alembic_version'").fetchone()
+        finally:
+            connection.close()
+    except sqlite3.Error:
+        return False
+    return found is not None
 
 
 def _safe(url: str) -> str:
@@ -171,10 +221,11 @@ def current_revision(engine: Engine) -> str | None:
         return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
-def upgrade(engine: Engine, revision: str = "head", course_slugs: Callable[[], list[str]] | None = None) -> None:
-    """Apply pending migrations; cheap when the schema is already current."""
-    if revision == "head" and current_revision(engine) == HEAD_REVISION:
-        return
+def upgrade(engine: Engine, revision: str = "head", course_slugs: Callable[[], list[str]] | None = None) -> str | None:
+    """Apply pending migrations and return the revision the database had (None: it was empty); cheap when current."""
+    before = current_revision(engine)
+    if revision == "head" and before == HEAD_REVISION:
+        return before
     from alembic import command
     from alembic.config import Config
 
@@ -186,3 +237,4 @@ def upgrade(engine: Engine, revision: str = "head", course_slugs: Callable[[], l
         config.attributes["connection"] = connection
         config.attributes["course_slugs"] = course_slugs
         command.upgrade(config, revision)
+    return before

@@ -5,6 +5,7 @@
     ├── LessonError                 a lesson or series.toml: names the file and, where known, the line
     ├── TemplateError               a Jinja2 or MJML template that cannot render: file and line
     ├── SubscriberError             a bad address, zone, weekday or time; an unknown subscriber
+    │   └── ScheduleValueError      a weekday, send time or time zone that is not one (config.toml, CLI, forms)
     ├── TokenError                  a signed link that is forged, altered, expired or for another purpose
     ├── DatabaseError               the database cannot be reached or migrated
     ├── MessageError                an email that cannot be written safely (a header value that would break)
@@ -49,6 +50,16 @@ class TemplateError(NewsletterError):
 
 class SubscriberError(NewsletterError):
     """Invalid subscriber data or an unknown subscriber."""
+
+
+class ScheduleValueError(SubscriberError):
+    """A weekday, send time or time zone that does not parse; `expected` says what would."""
+
+    def __init__(self, what: str, value: str, expected: str) -> None:
+        self.what = what
+        self.value = value
+        self.expected = expected
+        super().__init__(f"{what} {value!r}: expected {expected}")
 
 
 class TokenError(NewsletterError):

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import html
 import re
+import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -202,9 +204,23 @@ class Renderer:
         except jinja2.TemplateSyntaxError as error:
             raise TemplateError(f"{error.filename or name} line {error.lineno}: {error.message}") from None
         except jinja2.TemplateNotFound as error:
-            raise TemplateError(f"{self.settings.newsletter.templates / str(error.name)}: template not found") from None
+            missing = self.settings.newsletter.templates / str(error.name)
+            if name == error.name:
+                raise TemplateError(f"{missing}: template not found") from None
+            raise TemplateError(f"{self._where(error, name)}: {missing} is named here but not found") from None
         except jinja2.UndefinedError as error:
-            raise TemplateError(f"{self.settings.newsletter.templates / name}: {error.message}") from None
+            raise TemplateError(f"{self._where(error, name)}: {error.message}") from None
+        except Exception as error:  # a runtime error inside the template: `{{ "%d" % text }}`, a division by 0
+            raise TemplateError(f"{self._where(error, name)}: {type(error).__name__}: {error}") from None
+
+    def _where(self, error: BaseException, name: str) -> str:
+        """The template file and line a render-time error happened at (Jinja2 puts them in the traceback)."""
+        folder = self.settings.newsletter.templates.resolve()
+        for frame in reversed(traceback.extract_tb(error.__traceback__)):
+            path = Path(frame.filename)
+            if path.is_relative_to(folder) and path.is_file():
+                return f"{path} line {frame.lineno}"
+        return str(self.settings.newsletter.templates / name)
 
 
 def _tidy_text(text: str) -> str:

@@ -11,21 +11,27 @@ spring-forward gap fires at the first instant after the gap, which is the transi
 from __future__ import annotations
 
 import difflib
-import functools
 import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal, assert_never
-from zoneinfo import ZoneInfo, available_timezones
+from zoneinfo import ZoneInfo
 
-from newsletter.errors import SubscriberError
+from newsletter.errors import ScheduleValueError, SubscriberError
+from newsletter.zones import form_zones, known_zones, offset_hint
 
 WEEKDAY_NAMES: tuple[str, ...] = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
-# Files in the zone database that are not places: the host's own setting and build artefacts.
-_NOT_PLACES = frozenset({"localtime", "posixrules", "Factory"})
+# Each way of writing a day that `parse_weekday` reads, lower-cased.
+_WEEKDAY_WORDS = {
+    **{name.lower(): number for number, name in enumerate(WEEKDAY_NAMES)},
+    **{name.lower()[:3]: number for number, name in enumerate(WEEKDAY_NAMES)},
+    "tues": 1,
+    "thur": 3,
+    "thurs": 3,
+}
 _ONE_WEEK = timedelta(days=7)
 _SEND_TIME = re.compile(r"([0-9]{1,2}):([0-9]{2})")
 
@@ -112,15 +118,23 @@ def next_due(cadence: Cadence, *, after: datetime, last_sent_at: datetime | None
 
 
 def parse_weekday(text: str) -> int:
-    """Return 0 (Monday) to 6 (Sunday) for a day name or an abbreviation of at least three letters."""
-    word = text.strip().lower()
-    if len(word) >= 3:
-        for number, name in enumerate(WEEKDAY_NAMES):
-            if name.lower().startswith(word):
-                return number
+    """Return 0 (Monday) to 6 (Sunday) for a day's name or its abbreviation, in any case.
+
+    The one reading of a weekday: config.toml's [schedule] weekday, the CLI, imports and the forms use it.
+    Abbreviations are the ones people write (Mon … Sun, and Tues, Thur, Thurs), not any prefix: "Mond" is
+    more likely a slip than a Monday, and "T" or "S" would be a guess.
+    """
+    number = _WEEKDAY_WORDS.get(text.strip().lower())
+    if number is not None:
+        return number
+    hint = " (numbers are ambiguous: 0 is Sunday to cron, Monday to Python)" if text.strip().isdigit() else ""
     allowed = ", ".join(WEEKDAY_NAMES)
-    hint = " (numbers are ambiguous: 0 is Sunday to cron, Monday to Python)" if word.isdigit() else ""
-    raise SubscriberError(f"weekday {text!r}: expected one of {allowed} (or at least its first three letters){hint}")
+    raise ScheduleValueError("weekday", text, f"one of {allowed}, or Mon, Tue, Wed, Thu, Fri, Sat, Sun{hint}")
+
+
+def weekday_name(text: str) -> str:
+    """Return the day's full name ("Monday") for anything `parse_weekday` reads."""
+    return WEEKDAY_NAMES[parse_weekday(text)]
 
 
 def parse_send_time(text: str) -> time:
@@ -130,29 +144,32 @@ def parse_send_time(text: str) -> time:
         hour, minute = int(match.group(1)), int(match.group(2))
         if hour <= 23 and minute <= 59:
             return time(hour, minute)
-    raise SubscriberError(f"send time {text!r}: expected HH:MM on a 24-hour clock, 00:00 to 23:59")
+    raise ScheduleValueError("send time", text, "HH:MM on a 24-hour clock, 00:00 to 23:59")
 
 
 def parse_timezone(text: str) -> str:
-    """Return the canonical spelling of an IANA zone name such as 'Europe/London'."""
+    """Return the exact spelling of an IANA zone name such as 'Europe/London'.
+
+    The one reading of a zone (config.toml, the CLI, imports, the forms). Any zone of the tz database is
+    accepted, links included: a reader may hold one. `zones.caveat` says which ones are not places.
+    """
     name = text.strip()
-    zones = _known_zones()
-    if name in zones.values():
+    known = known_zones()
+    if name in known.values():
         return name
-    canonical = zones.get(name.lower())
-    if canonical is not None:
-        return canonical
-    close = difflib.get_close_matches(name, zones.values(), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise SubscriberError(
-        f"time zone {text!r}: expected an IANA zone name such as 'Europe/London' or 'America/New_York'{hint}"
+    spelled = known.get(name.lower())
+    if spelled is not None:
+        return spelled
+    # An offset is explained rather than matched: "GMT+2" is close to the zone GMT+0, which it does not mean.
+    hint = offset_hint(name)
+    if hint is not None:
+        hint = f"; {hint}"
+    else:
+        close = difflib.get_close_matches(name, form_zones(), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ScheduleValueError(
+        "time zone", text, f"an IANA zone name such as 'Europe/London' or 'America/New_York'{hint}"
     )
-
-
-@functools.cache
-def _known_zones() -> dict[str, str]:
-    """Map each lower-cased zone name to its canonical spelling."""
-    return {name.lower(): name for name in available_timezones() - _NOT_PLACES}
 
 
 def _resolve_wall_time(wall: datetime, zone: ZoneInfo) -> datetime:

@@ -208,6 +208,34 @@ def test_check_names_the_template_and_line_of_a_syntax_error(run: Invoke, projec
     assert failures[0].startswith(f"FAIL templates/lesson.mjml.j2 line {number}: ")
 
 
+# Mistakes that only show while a template renders: Jinja2 compiles them fine.
+RENDER_TIME_MISTAKES = [
+    ("{{ lesson.title.nope.deeper }}", "'str object' has no attribute 'nope'"),
+    ("{{ no_such_name.x }}", "'no_such_name' is undefined"),
+    ('{{ "%d" % lesson.title }}', "TypeError: %d format: a real number is required, not str"),
+    ('{% include "footer.mjml.j2" %}', "is named here but not found"),
+]
+
+
+@pytest.mark.parametrize(("mistake", "said"), RENDER_TIME_MISTAKES, ids=[row[1][:24] for row in RENDER_TIME_MISTAKES])
+def test_render_and_check_name_the_template_and_line_of_a_render_time_mistake(
+    run: Invoke, project_dir: Path, mistake: str, said: str
+) -> None:
+    template = project_dir / "templates" / "lesson.mjml.j2"
+    lines = template.read_text(encoding="utf-8").splitlines()
+    number = next(i for i, line in enumerate(lines, 1) if "lesson.title" in line)
+    lines[number - 1] = f"<mj-text>{mistake}</mj-text>"
+    template.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    rendered = run("render", "muscle")  # catch_exceptions=False: a traceback fails the test here
+    assert rendered.exit_code == 1
+    assert rendered.stderr.startswith(f"Error: {template} line {number}: "), rendered.stderr
+    assert said in rendered.stderr
+    checked = run("check")
+    assert checked.exit_code == 1
+    assert f"FAIL templates/lesson.mjml.j2 line {number}: " in checked.stdout
+    assert said in checked.stdout
+
+
 def test_check_fails_a_broken_email_with_the_item_and_reason(run: Invoke, project_dir: Path) -> None:
     layout = project_dir / "templates" / "layout.mjml.j2"
     layout.write_text(layout.read_text(encoding="utf-8").replace('<mjml lang="en">', "<mjml>"), encoding="utf-8")

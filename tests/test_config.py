@@ -61,10 +61,13 @@ def test_an_unknown_section_is_named(tmp_path: Path) -> None:
     [
         ('[smtp]\nport = "twenty-five"', "[smtp] port must be a whole number, got 'twenty-five'"),
         ('[smtp]\nsecurity = "ssl"', "[smtp] security must be one of none, starttls, tls, got 'ssl'"),
-        ('[schedule]\ntime = "7am"', "[schedule] time must be a 24-hour time such as \"07:00\", got '7am'"),
+        ('[schedule]\ntime = "7am"', "[schedule] time must be HH:MM on a 24-hour clock, 00:00 to 23:59, got '7am'"),
         ('[schedule]\nmin_gap = "soon"', "[schedule] min_gap must be a duration such as"),
-        ('[schedule]\ntimezone = "Mars/Olympus"', '[schedule] timezone must be an IANA zone such as "Europe/Berlin"'),
-        ('[schedule]\nweekday = "Funday"', '[schedule] weekday must be a day such as "Monday"'),
+        (
+            '[schedule]\ntimezone = "Mars/Olympus"',
+            "[schedule] timezone must be an IANA zone name such as 'Europe/London'",
+        ),
+        ('[schedule]\nweekday = "Funday"', "[schedule] weekday must be one of Monday, Tuesday, Wednesday, Thursday"),
         ('[newsletter]\nbase_url = "running.example.com"', "[newsletter] base_url must be an http(s) URL"),
         ('[delivery]\ntransport = "pigeon"', "[delivery] transport must be one of outbox, smtp, got 'pigeon'"),
         ("[smtp]\nrate_per_second = -1", "[smtp] rate_per_second must be a number ≥ 0, got -1"),
@@ -121,6 +124,7 @@ def test_secrets_come_only_from_the_environment(tmp_path: Path) -> None:
 
 def test_without_a_signing_key_one_is_generated_beside_the_database_and_announced(tmp_path: Path) -> None:
     path = write_config(tmp_path / "project", '[database]\nurl = "sqlite:///data/newsletter.db"\n')
+    (tmp_path / "project" / "data").mkdir()
     settings = load_settings(path, env={})
     key_file = tmp_path / "project" / "data" / SECRET_KEY_FILENAME
     assert key_file.is_file()
@@ -139,6 +143,7 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path, monkeypa
         project,
         '[newsletter]\nlessons = "course"\n[delivery]\noutbox = "mail/out"\n[database]\nurl = "sqlite:///db/n.db"\n',
     )
+    (project / "db").mkdir()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
@@ -180,3 +185,181 @@ def test_the_cli_says_once_that_it_generated_a_signing_key(project_dir: Path, mo
     assert first.exit_code == second.exit_code == 0
     assert "note: generated a signing key" in first.stderr and (project_dir / ".secret-key").is_file()
     assert "signing key" not in second.stderr
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("weekday", "Mond"),
+        ("weekday", "thurs"),
+        ("weekday", "Funday"),
+        ("weekday", "1"),
+        ("timezone", "Factory"),
+        ("timezone", "localtime"),
+        ("timezone", "europe/london"),
+        ("timezone", "GMT+2"),
+        ("timezone", "EST"),
+        ("time", "7:05"),
+        ("time", "24:00"),
+    ],
+)
+def test_config_and_the_cli_read_weekday_time_and_zone_alike(tmp_path: Path, key: str, value: str) -> None:
+    from newsletter.errors import SubscriberError
+    from newsletter.subscribers import resolve_cadence
+    from newsletter.web.public import SCHEDULE_CHECKS
+
+    path = write_config(tmp_path, f'[schedule]\n{key} = "{value}"\n')
+    try:
+        settings = load_settings(path, env=KEY)
+    except ConfigError:
+        settings = None
+    cli_argument = {"weekday": "weekday", "timezone": "timezone", "time": "send_time"}[key]
+    try:
+        resolve_cadence(load_settings(write_config(tmp_path / "empty", ""), env=KEY), **{cli_argument: value})
+        cli_accepts = True
+    except SubscriberError:
+        cli_accepts = False
+    try:
+        SCHEDULE_CHECKS[key](value)
+        form_accepts = True
+    except SubscriberError:
+        form_accepts = False
+    assert (settings is not None) == cli_accepts == form_accepts
+    if settings is not None:
+        cadence = resolve_cadence(settings)
+        assert cadence == resolve_cadence(settings, **{cli_argument: value})
+
+
+@pytest.mark.parametrize("typed", ["Mond", "Wednes"])
+def test_a_prefix_that_is_no_abbreviation_is_refused_by_config_cli_and_form(tmp_path: Path, typed: str) -> None:
+    from newsletter.errors import SubscriberError
+    from newsletter.subscribers import resolve_cadence
+    from newsletter.web.public import SCHEDULE_CHECKS
+
+    message = config_error(write_config(tmp_path, f'[schedule]\nweekday = "{typed}"\n'), env=KEY)
+    assert "[schedule] weekday must be one of Monday, Tuesday" in message and repr(typed) in message
+    with pytest.raises(SubscriberError, match=f"weekday '{typed}': expected one of Monday"):
+        resolve_cadence(load_settings(write_config(tmp_path / "empty", ""), env=KEY), weekday=typed)
+    with pytest.raises(SubscriberError):
+        SCHEDULE_CHECKS["weekday"](typed)
+
+
+def test_the_weekday_is_kept_as_its_full_name(tmp_path: Path) -> None:
+    assert load_settings(write_config(tmp_path, '[schedule]\nweekday = " thu "\n'), env=KEY).schedule.weekday == (
+        "Thursday"
+    )
+
+
+def test_a_zone_that_is_not_a_place_is_said_aloud_with_a_city_to_choose(tmp_path: Path) -> None:
+    path = write_config(tmp_path, '[schedule]\ntimezone = "EST"\n')
+    (notice,) = load_settings(path, env=KEY).notices
+    assert notice.startswith(f"{path}: [schedule] timezone: time zone 'EST' is UTC−5 all year, without daylight")
+    assert "'America/New_York'" in notice
+    (from_env,) = load_settings(path, env={**KEY, "NEWSLETTER_SCHEDULE_TIMEZONE": "Etc/GMT+2"}).notices
+    assert from_env.startswith("NEWSLETTER_SCHEDULE_TIMEZONE: time zone 'Etc/GMT+2' is UTC−2 all year")
+    assert "Etc/GMT+2 is 2 hours behind UTC, and UTC+2 is Etc/GMT-2" in from_env
+    assert load_settings(path, env={**KEY, "NEWSLETTER_SCHEDULE_TIMEZONE": "Europe/Berlin"}).notices == ()
+
+
+# Every check of a value, set from the environment: the message names the variable and never the file.
+BAD_VARIABLES = [
+    ("NEWSLETTER_NEWSLETTER_BASE_URL", "running.example.com", "must be an http(s) URL"),
+    ("NEWSLETTER_SENDER_FROM", "nobody", "must be one address"),
+    ("NEWSLETTER_DELIVERY_BATCH_SIZE", "0", "must be at least 1"),
+    ("NEWSLETTER_SMTP_CONNECTIONS", "0", "must be at least 1"),
+    ("NEWSLETTER_DAEMON_TICK_SECONDS", "0", "must be greater than 0"),
+    ("NEWSLETTER_WEB_TRUSTED_PROXIES", "nginx", "'nginx' is not an IP address or network"),
+    ("NEWSLETTER_SCHEDULE_TIMEZONE", "Factory", "must be an IANA zone name"),
+    ("NEWSLETTER_SCHEDULE_WEEKDAY", "Funday", "must be one of Monday"),
+    ("NEWSLETTER_SCHEDULE_TIME", "7am", "must be HH:MM"),
+    ("NEWSLETTER_BOUNCES_ADDRESS", "bounces+x@example.com", 'must be one bare address without "+"'),
+    ("NEWSLETTER_BOUNCES_MAILBOX", "imap://user@mail.example.com/INBOX", "must be a Maildir path or an imaps://"),
+    ("NEWSLETTER_BOUNCES_PROCESSED_FOLDER", " ", "must name a folder"),
+    ("NEWSLETTER_BOUNCES_SOFT_BOUNCE_LIMIT", "9", "must be at least 1 and at most soft_bounce_window"),
+    ("NEWSLETTER_DATABASE_URL", "sqlite:///no/such/folder/newsletter.db", "its folder"),
+]
+
+
+@pytest.mark.parametrize(("variable", "value", "expected"), BAD_VARIABLES, ids=[row[0] for row in BAD_VARIABLES])
+def test_a_bad_environment_value_is_blamed_on_its_variable_never_on_the_file(
+    project_dir: Path, variable: str, value: str, expected: str
+) -> None:
+    message = config_error(project_dir / "config.toml", env={**KEY, variable: value})
+    assert message.startswith(variable), message
+    assert expected in message
+    blamed = message.partition(" must ")[0]  # a limit checked against another key names that key's origin after
+    assert "config.toml" not in blamed
+
+
+def test_a_limit_checked_against_another_key_names_where_both_came_from(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "[bounces]\nsoft_bounce_limit = 3\n")
+    message = config_error(path, env={**KEY, "NEWSLETTER_BOUNCES_SOFT_BOUNCE_WINDOW": "2"})
+    assert message == (
+        f"{path}: [bounces] soft_bounce_limit must be at least 1 and at most soft_bounce_window "
+        "(NEWSLETTER_BOUNCES_SOFT_BOUNCE_WINDOW), got 3 of 2"
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "meant"),
+    [
+        ("NEWSLETTER_SMTP_PASWORD", "NEWSLETTER_SMTP_PASSWORD"),
+        ("NEWSLETTER_DATABSE_URL", "NEWSLETTER_DATABASE_URL"),
+        ("NEWSLETTER_SECRETKEY", "NEWSLETTER_SECRET_KEY"),
+        ("NEWSLETTER_CONFG", "NEWSLETTER_CONFIG"),
+        ("NEWSLETTER_WEBHOOKS_MAILGUN_SIGNINGKEY", "NEWSLETTER_WEBHOOKS_MAILGUN_SIGNING_KEY"),
+        ("NEWSLETTER_SMTP_HOTS", "NEWSLETTER_SMTP_HOST"),
+    ],
+)
+def test_a_misspelled_variable_is_refused_naming_the_one_it_was_meant_to_be(
+    tmp_path: Path, variable: str, meant: str
+) -> None:
+    message = config_error(write_config(tmp_path, ""), env={**KEY, variable: "x"})
+    assert f"not a variable newsletter reads: {variable} (did you mean {meant}?)" in message
+
+
+def test_a_variable_close_to_nothing_is_refused_by_name_and_tooling_variables_are_left_alone(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "")
+    message = config_error(path, env={**KEY, "NEWSLETTER_COLOUR": "green", "NEWSLETTER_SMTP_PORTT": "25"})
+    assert "not a variable newsletter reads: NEWSLETTER_COLOUR; NEWSLETTER_SMTP_PORTT (did you mean" in message
+    tooling = {"NEWSLETTER_TEST_DATABASE_URL": "postgresql://x/y", "NEWSLETTER_BENCH_DATABASE_URL": "postgresql://x/z"}
+    assert load_settings(path, env={**KEY, **tooling}).notices == ()
+
+
+def test_the_cli_refuses_a_misspelled_variable_in_its_environment(
+    project_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from newsletter.cli import main
+
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", KEY["NEWSLETTER_SECRET_KEY"])
+    monkeypatch.setenv("NEWSLETTER_SMTP_PASWORD", "hunter2")
+    result = CliRunner().invoke(main, ["--config", str(project_dir / "config.toml"), "lessons"])
+    assert result.exit_code == 1
+    assert "NEWSLETTER_SMTP_PASWORD (did you mean NEWSLETTER_SMTP_PASSWORD?)" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_newsletter_config_naming_no_file_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from newsletter.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    missing = tmp_path / "nowhere.toml"
+    with pytest.raises(ConfigError, match=r"no such config file \(named by NEWSLETTER_CONFIG\)"):
+        load_settings(None, env={**KEY, "NEWSLETTER_CONFIG": str(missing)})
+    monkeypatch.setenv("NEWSLETTER_CONFIG", str(missing))
+    result = CliRunner().invoke(main, ["lessons"])
+    assert result.exit_code == 1 and "(named by NEWSLETTER_CONFIG)" in result.output
+
+
+def test_a_database_folder_that_does_not_exist_is_refused_not_created(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    path = write_config(project, '[database]\nurl = "sqlite:///var/lib/newsletter/newsletter.db"\n')
+    message = config_error(path, env={})
+    assert message.startswith(f"{path}: [database] url names the SQLite file {project / 'var/lib/newsletter'}")
+    assert "does not exist: correct the url, or create the folder first" in message
+    assert not (project / "var").exists()
+    assert not (project / SECRET_KEY_FILENAME).exists()

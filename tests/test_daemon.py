@@ -20,15 +20,16 @@ from pathlib import Path
 import httpx2
 import pytest
 from daemon_process import STOP_WITHIN_SECONDS, DaemonProcess, daemon_env, wait_for
-from smtp_sink import FaultPlan, SmtpSink, stall
+from smtp_sink import FaultPlan, SmtpSink, permanent, stall, temporary
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import sessionmaker
 from starlette.applications import Starlette
 from starlette.routing import Route
 
 from newsletter.config import load_settings
-from newsletter.daemon import Daemon, JsonFormatter, TextFormatter
+from newsletter.daemon import Daemon
 from newsletter.db import Database, make_engine
+from newsletter.logs import JsonFormatter, TextFormatter, shortened_address
 from newsletter.metrics import ProcessMetrics
 from newsletter.models import Delivery
 from newsletter.project import Project
@@ -198,10 +199,53 @@ def test_two_daemons_on_one_database_send_nothing_twice(
     project.db.dispose()
 
 
+@pytest.mark.slow
+def test_a_sign_up_gets_its_confirmation_within_seconds_not_at_the_next_tick(
+    project_dir: Path, env: dict[str, str], database_url: str, daemons: Callable[..., DaemonProcess]
+) -> None:
+    with SmtpSink() as sink:
+        # Ticks ten minutes apart: only the sign-up's nudge can send the confirmation in time.
+        environment = {**daemon_env(database_url, sink.port, env), "NEWSLETTER_DAEMON_TICK_SECONDS": "600"}
+        daemon = daemons(project_dir, environment)
+        wait_for(daemon.ticked, "the first tick")
+        with httpx2.Client(base_url=daemon.url, timeout=10) as client:
+            form = client.get("/subscribe").text
+            csrf = re.search(r'name="csrf_token" value="([^"]+)"', form)
+            assert csrf is not None
+            fields = {"email": "noor@example.com", "name": "Noor", "weekday": "Monday", "time": "07:00"}
+            started = time.monotonic()
+            answer = client.post("/subscribe", data={**fields, "timezone": "UTC", "csrf_token": csrf.group(1)})
+            assert answer.status_code == 200 and "Check your inbox" in answer.text
+            wait_for(lambda: sink.count == 1, "the confirmation", seconds=15)
+            elapsed = time.monotonic() - started
+            # Sign-ups that come together share a tick; each gets its email.
+            for number in range(3):
+                client.post(
+                    "/subscribe",
+                    data={
+                        **fields,
+                        "email": f"more{number}@example.com",
+                        "timezone": "UTC",
+                        "csrf_token": csrf.group(1),
+                    },
+                )
+            wait_for(lambda: sink.count == 4, "three more confirmations", seconds=15)
+        daemon.terminate()
+
+    assert elapsed < 5, f"the confirmation took {elapsed:.1f} s"
+    assert sink.messages[0].recipients == ("noor@example.com",)
+    assert b"Confirm your subscription" in sink.messages[0].data
+    lines = [str(record["message"]) for record in daemon.records() if record.get("event") == "delivery"]
+    assert lines[0] == "sent 'confirmation' to n…@example.com"
+    assert "noor@example.com" not in daemon.log_path.read_text()
+
+
 # In-process: the tick, housekeeping and the health routes, with a clock and transports the test controls.
 
 
-def test_a_tick_sends_and_counts_and_logs_one_line(project: Project, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_tick_logs_one_line_per_delivery_and_one_of_counts(
+    project: Project, caplog: pytest.LogCaptureFixture
+) -> None:
     with project.db.session() as session:
         add_subscriber(session, project, SubscriberInput("ada@example.com"), confirmed=False, now=datetime.now(UTC))
     transport = MemoryTransport()
@@ -213,8 +257,49 @@ def test_a_tick_sends_and_counts_and_logs_one_line(project: Project, caplog: pyt
     snapshot = daemon.metrics.snapshot()
     assert (snapshot.sent, snapshot.ticks, snapshot.tick_failures) == (1, 1, 0)
     assert [record.getMessage().split(" in ")[0] for record in caplog.records] == [
-        "tick: 1 sent, 0 retry, 0 failed, 0 skipped"
+        "sent 'confirmation' to a…@example.com",
+        "tick: 1 sent, 0 retry, 0 failed, 0 skipped",
     ]
+    assert caplog.records[0].fields == {  # type: ignore[attr-defined]
+        "event": "delivery",
+        "outcome": "sent",
+        "lesson": "confirmation",
+        "to": "a…@example.com",
+    }
+
+
+def test_each_outcome_gets_its_line_and_an_idle_tick_says_nothing(
+    project: Project, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = datetime.now(UTC)
+    with project.db.session() as session:
+        for address in ("ann@example.com", "bob@soft.example.net", "cy@hard.example.org"):
+            add_subscriber(session, project, SubscriberInput(address), confirmed=True, now=now)
+        session.execute(update(Delivery).values(due_at=now - timedelta(minutes=1)))  # lesson 1 due for all three
+    faults = FaultPlan({"*@soft.example.net": temporary(450), "*@hard.example.org": permanent(550)})
+    with SmtpSink(faults=faults) as sink:
+        relay = SmtpTransport("127.0.0.1", sink.port, "none", connections=1, timeout=5)
+        daemon = Daemon(project, host="127.0.0.1", port=0, tick_seconds=1, transport=relay)
+        with caplog.at_level("INFO", logger="newsletter.daemon"):
+            daemon.tick()
+            lines = [record.getMessage() for record in caplog.records]
+            caplog.clear()
+            daemon.tick()  # the retry is not due yet: nothing to do, nothing to say
+            assert caplog.records == []
+    assert sorted(lines[:-1]) == [
+        "deferred 'muscle' to b…@soft.example.net: the relay said try later, it will be retried",
+        "failed 'muscle' to c…@hard.example.org: refused (`newsletter deliveries --status failed`)",
+        "sent 'muscle' to a…@example.com",
+    ]
+    assert lines[-1].startswith("tick: 1 sent, 1 retry, 1 failed, 0 skipped in ")
+    assert not any("ann@" in line or "bob@" in line or "cy@" in line for line in lines)
+
+
+def test_an_address_in_the_log_shows_its_first_character_and_domain() -> None:
+    assert shortened_address("ann@example.com") == "a…@example.com"
+    assert shortened_address("x@a.example") == "x…@a.example"
+    assert shortened_address('"odd@local"@example.com') == '"…@example.com'
+    assert shortened_address("nobody") == "n…"
 
 
 def test_a_failing_tick_is_logged_counted_and_makes_health_degraded(

@@ -126,3 +126,68 @@ def test_a_reader_does_not_queue_behind_a_writer_on_sqlite(project: Project) -> 
         # A second writing session would wait out the busy timeout here and fail with "database is locked".
         with database.reading() as reader:
             assert reader.scalar(select(func.count()).select_from(Subscriber)) == 0
+
+
+def test_a_new_sqlite_file_beside_a_newsletter_database_is_refused_until_db_upgrade_creates_it(
+    project_dir: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connect(settings).dispose()  # the project's own newsletter.db, as after its first send
+    misnamed = settings.replace("database", url="sqlite:///newsleter.db")
+    with pytest.raises(DatabaseError) as caught:
+        connect(misnamed)
+    assert str(caught.value) == (
+        f"the database {project_dir / 'newsleter.db'} does not exist, but beside it is the newsletter database "
+        "newsletter.db: [database] url probably names the wrong file. Correct it, or run `newsletter db upgrade` "
+        "to start the new, empty database newsleter.db"
+    )
+    assert not (project_dir / "newsleter.db").exists()
+    (project_dir / "notes.db").write_text("not a database")  # other files are not taken for a database
+    monkeypatch.setenv("NEWSLETTER_DATABASE_URL", "sqlite:///newsleter.db")
+    config = str(project_dir / "config.toml")
+    refused = CliRunner().invoke(main, ["--config", config, "subscribers", "list"])
+    assert refused.exit_code == 1
+    assert "NEWSLETTER_DATABASE_URL probably names the wrong file" in refused.output
+    created = CliRunner().invoke(main, ["--config", config, "db", "upgrade"])
+    assert created.exit_code == 0, created.output
+    assert created.stdout.strip() == f"database upgraded from revision none to {HEAD_REVISION}"
+    connect(misnamed).dispose()
+
+
+def test_a_new_empty_database_in_a_project_with_a_signing_key_file_is_said_aloud(
+    any_project: Project, caplog: pytest.LogCaptureFixture
+) -> None:
+    from newsletter.config import secret_key_file
+
+    settings = any_project.settings
+    secret_key_file(settings).write_text("an-earlier-key\n")
+    with caplog.at_level("WARNING", logger="newsletter.db"):
+        connect(settings).dispose()
+        connect(settings).dispose()
+    said = [record.getMessage() for record in caplog.records if record.name == "newsletter.db"]
+    assert len(said) == 1, said
+    assert said[0].startswith("created a new, empty database ")
+    assert "if you expected subscribers in it, NEWSLETTER_DATABASE_URL names the wrong one" in said[0]
+
+
+def test_a_command_says_on_stderr_that_it_created_an_empty_database(project_dir: Path) -> None:
+    (project_dir / ".secret-key").write_text("an-earlier-key\n")
+    environment = {name: value for name, value in os.environ.items() if not name.startswith("NEWSLETTER_")}
+    command = [sys.executable, "-m", "newsletter", "--config", str(project_dir / "config.toml"), "subscribers"]
+    first = subprocess.run(
+        [*command, "list"], check=False, env=environment, capture_output=True, text=True, timeout=120
+    )
+    assert first.returncode == 0, first.stderr
+    assert f"created a new, empty database sqlite:///{project_dir / 'newsletter.db'}" in first.stderr
+    again = subprocess.run(
+        [*command, "list"], check=False, env=environment, capture_output=True, text=True, timeout=120
+    )
+    assert again.returncode == 0 and "created" not in again.stderr
+
+
+def test_a_new_project_makes_its_key_and_database_together_without_a_warning(project_dir: Path) -> None:
+    environment = {name: value for name, value in os.environ.items() if not name.startswith("NEWSLETTER_")}
+    command = [sys.executable, "-m", "newsletter", "--config", str(project_dir / "config.toml"), "subscribers", "list"]
+    first = subprocess.run(command, check=False, env=environment, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    assert "note: generated a signing key" in first.stderr
+    assert "created a new, empty database" not in first.stderr

@@ -177,6 +177,19 @@ def test_a_claim_never_hands_one_row_to_two_senders(any_project: Project) -> Non
     assert len(claimed) == len(set(claimed)) == 30
 
 
+def test_a_run_for_one_lesson_sends_only_its_deliveries_and_tells_each_outcome(any_project: Project) -> None:
+    add_readers(any_project, ["ada@example.com"])  # lesson 1 due at FIRST_SLOT
+    add_readers(any_project, ["bo@example.com"], confirmed=False)  # a confirmation due at once
+    transport = MemoryTransport()
+    told: list[tuple[str, str, str]] = []
+    summary = send_due(
+        any_project, transport, now=FIRST_SLOT, lesson="confirmation", on_outcome=lambda *outcome: told.append(outcome)
+    )
+    assert summary.sent == 1 and [message.recipients for message in transport.sent] == [("bo@example.com",)]
+    assert told == [("sent", "confirmation", "bo@example.com")]
+    assert ledger(any_project)["ada@example.com", 1].status == "pending"
+
+
 def test_dry_run_lists_without_claiming(project: Project) -> None:
     add_readers(project, ["ada@example.com"])
     planned = dry_run(project, FIRST_SLOT)

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from newsletter.cli import main
+from newsletter.project import Project
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 _COMMAND_SPAN = re.compile(r"(?:^|\s)(?:\.venv/bin/)?newsletter\s+([a-z][a-z-]*)(.*)$")
@@ -98,3 +99,78 @@ def test_every_command_the_readme_mentions_exists() -> None:
             f"`newsletter {' '.join(path)} {option}` (README: {span!r})" for option in options if option not in known
         ]
     assert missing == []
+
+
+ENGINE = README.parent / "newsletter"
+# Folders whose files are not modules of ours to describe: Alembic's environment and its migration scripts.
+NOT_DESCRIBED = {"migrations"}
+
+
+def where_things_live() -> dict[str, str]:
+    """Each name in the first column of README's "Where things live" table → the row's second column."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("## Where things live") :]
+    section = section[: section.index("\n## ", 1)]
+    rows: dict[str, str] = {}
+    for first, second in re.findall(r"^\| (`[^|]+`) \| (.+) \|$", section, re.MULTILINE):
+        for name in re.findall(r"`([^`]+)`", first):
+            rows[name] = second
+    return rows
+
+
+def test_where_things_live_lists_every_module_and_every_module_of_each_package() -> None:
+    rows = where_things_live()
+    modules = sorted(path.name for path in ENGINE.glob("*.py") if path.stem not in ("__init__", "__main__"))
+    packages = sorted(f"{path.name}/" for path in ENGINE.iterdir() if (path / "__init__.py").is_file())
+    missing = [name for name in [*modules, *packages] if name not in rows]
+    assert not missing, f'README "Where things live" does not list {missing}'
+    gone = sorted(set(rows) - set(modules) - set(packages))
+    assert not gone, f'README "Where things live" lists what is not in newsletter/: {gone}'
+    for package in packages:
+        if package.rstrip("/") in NOT_DESCRIBED:
+            continue
+        folder = ENGINE / package
+        inside = [path.stem for path in folder.glob("*.py") if path.stem != "__init__"]
+        inside += [f"{path.name}/" for path in folder.iterdir() if (path / "__init__.py").is_file()]
+        named = set(re.findall(r"`([^`]+)`", rows[package]))
+        unnamed = sorted(set(inside) - named)
+        assert not unnamed, f'README "Where things live": the {package} row does not name {unnamed}'
+
+
+def readme_paragraph(opening: str) -> str:
+    text = README.read_text(encoding="utf-8")
+    start = text.index(opening)
+    return " ".join(text[start : text.index("\n\n", start)].split())
+
+
+def test_the_readme_says_what_healthz_answers(project: Project) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from starlette.applications import Starlette
+    from starlette.testclient import TestClient
+
+    from newsletter.metrics import STALE_GRACE, STALE_TICKS, ProcessMetrics
+    from newsletter.web.health import _FAULT_CLASSES, health_routes
+
+    said = readme_paragraph("`/healthz` answers JSON")
+    named = set(re.findall(r"`([^`]+)`", said))
+    moments = [datetime(2026, 3, 2, 7, 0, tzinfo=UTC)]
+    metrics = ProcessMetrics(tick_seconds=30, clock=lambda: moments[-1])
+    moments.append(moments[0] + timedelta(hours=1))  # an hour without a tick
+    with TestClient(Starlette(routes=health_routes(project, metrics))) as client:
+        degraded = client.get("/healthz")
+        metrics.record_tick(0.1, "the relay refused the login")
+        failed = client.get("/healthz").json()
+        metrics.record_tick(0.1)
+        ok = client.get("/healthz")
+    assert (ok.status_code, ok.json()["status"], degraded.status_code) == (200, "ok", 503)
+    assert '200 with `"status": "ok"`, or 503 with `"status": "degraded"` and `problems`' in said
+    assert set(ok.json()) - {"status", "problems"} <= named, "a key of /healthz the README does not name"
+    assert {reason for _, reason in _FAULT_CLASSES} <= named, "a database fault the README does not name"
+    (stale,) = degraded.json()["problems"]
+    assert stale.startswith("no tick has finished for ") and "no tick has finished" in said
+    assert (
+        failed["problems"] == ["the last tick failed: the relay refused the login"] and "the last tick failed" in said
+    )
+    words = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}
+    assert f"for {words[STALE_TICKS]} tick intervals plus {STALE_GRACE.total_seconds():g} s" in said

@@ -75,12 +75,16 @@ def test_a_throttle_is_a_domains_slow_down_not_one_mailboxs_trouble(
     assert is_throttle(error) is throttle
 
 
-def test_a_throttling_domain_waits_its_pause_while_the_others_are_sent(any_project: Project) -> None:
+def test_a_throttling_domain_waits_its_pause_while_the_others_are_sent(
+    any_project: Project, caplog: pytest.LogCaptureFixture
+) -> None:
     add_readers(any_project, SLOW + FINE)
     busy = FaultPlan({"*@slow.example.com": temporary(421, times=None, text="4.7.0 Too many messages, slow down")})
     with SmtpSink(faults=busy) as sink:
         assert send(any_project, sink, FIRST_SLOT)["sent"] == len(FINE)
         refused = send(any_project, sink, FIRST_SLOT + PAUSE / 2)
+    said = [record.getMessage() for record in caplog.records if "slow down" in record.getMessage()]
+    assert len(said) == 1 and said[0].startswith("slow.example.com asked to slow down (421)")  # once, no address
     assert refused == {"sent": 0, "retry": 0, "failed": 0}  # the pause holds: nobody at slow.example.com is tried
     assert sorted(m.recipients[0] for m in sink.messages) == FINE
     rows = first_lessons(any_project)

@@ -136,6 +136,20 @@ def test_a_template_syntax_error_names_file_and_line(settings: Settings) -> None
         )
 
 
+def test_a_render_time_error_in_the_layout_names_the_layout_and_its_line(settings: Settings) -> None:
+    layout = settings.newsletter.templates / "layout.mjml.j2"
+    lines = layout.read_text(encoding="utf-8").splitlines()
+    number = lines.index('<mjml lang="en">') + 2
+    lines.insert(number - 1, "{{ 1 // 0 }}")
+    layout.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    renderer = Renderer(settings, load_series(settings.newsletter.lessons))
+    recipient = Recipient("a@example.com", "A", "Monday", "https://x/u", "https://x/p")
+    with pytest.raises(TemplateError) as caught:
+        renderer.confirmation(recipient)
+    said = "ZeroDivisionError: integer division or modulo by zero"
+    assert str(caught.value) == f"{layout.resolve()} line {number}: {said}"
+
+
 def test_a_template_that_makes_invalid_mjml_names_the_template_and_lesson(settings: Settings) -> None:
     template = settings.newsletter.templates / "lesson.mjml.j2"
     source = template.read_text(encoding="utf-8")

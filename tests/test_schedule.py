@@ -378,7 +378,7 @@ def test_parse_weekday_accepts_names_and_abbreviations(text: str, expected: int)
     assert WEEKDAY_NAMES[expected].lower().startswith(text.strip().lower())
 
 
-@pytest.mark.parametrize("text", ["", "Mo", "Mondays", "Funday", "7", "0", "Montag"])
+@pytest.mark.parametrize("text", ["", "Mo", "Mond", "Wednes", "Satur", "Mondays", "Funday", "7", "0", "Montag"])
 def test_parse_weekday_refuses_everything_else_listing_the_days(text: str) -> None:
     with pytest.raises(SubscriberError, match="Monday, Tuesday, Wednesday, Thursday, Friday, Saturday, Sunday"):
         parse_weekday(text)

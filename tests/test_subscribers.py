@@ -410,6 +410,19 @@ def test_cli_add_then_add_again(run: Run) -> None:
     assert "already subscribed: ann@example.com (status active); nothing changed" in again.stderr
 
 
+def test_cli_add_and_set_say_what_a_zone_without_summer_time_means(run: Run) -> None:
+    added = run("subscribers", "add", "ann@example.com", "--timezone", "est", "--confirmed")
+    assert added.exit_code == 0, added.output
+    assert "(active, Monday 07:00 EST)" in added.stdout
+    assert added.stderr.startswith("note: --timezone: time zone 'EST' is UTC−5 all year, without daylight saving")
+    assert "'America/New_York'" in added.stderr
+    moved = run("subscribers", "set", "ann@example.com", "--timezone", "America/New_York")
+    assert moved.exit_code == 0 and moved.stderr == ""
+    offset = run("subscribers", "set", "ann@example.com", "--timezone", "GMT+2")  # not "corrected" to GMT+0
+    assert offset.exit_code == 1
+    assert "'GMT+2' is an offset from UTC, not a time zone" in offset.stderr and "GMT+0" not in offset.stderr
+
+
 @pytest.mark.parametrize(
     "args",
     [

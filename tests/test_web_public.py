@@ -120,6 +120,25 @@ def test_the_subscribe_form_asks_for_email_name_day_time_and_a_visible_zone(clie
     assert "Intl.DateTimeFormat().resolvedOptions().timeZone" in script
 
 
+def test_the_subscribe_form_offers_places_by_their_current_names_only(client: TestClient) -> None:
+    import html
+    import json
+
+    page = client.get("/subscribe").text
+    select = page[page.index('<select id="timezone"') : page.index("</select>", page.index('<select id="timezone"'))]
+    offered = re.findall(r"<option(?: selected)?>([^<]+)</option>", select)
+    assert offered[0] == "UTC" and offered == ["UTC", *sorted(offered[1:])]
+    assert {"America/New_York", "Asia/Kolkata", "Europe/Kyiv", "America/Argentina/Buenos_Aires"} <= set(offered)
+    for not_offered in ("US/Eastern", "Asia/Calcutta", "Europe/Kiev", "America/Buenos_Aires", "GB", "Japan"):
+        assert not_offered not in offered  # other names of a place: links and deprecated spellings
+    for not_a_place in ("EST", "EST5EDT", "CET", "GMT", "Etc/GMT+5", "Etc/UTC", "Factory", "localtime"):
+        assert not_a_place not in offered
+    assert all("/" in zone for zone in offered[1:])
+    aliases = json.loads(html.unescape(re.search(r"data-zone-aliases='([^']*)'", select).group(1)))
+    assert aliases["Asia/Calcutta"] == "Asia/Kolkata" and aliases["US/Eastern"] == "America/New_York"
+    assert set(aliases.values()) <= set(offered)
+
+
 def test_subscribing_queues_a_confirmation_with_the_chosen_schedule(client: TestClient, project: Project) -> None:
     status, page = sign_up(client)
     assert status == 200 and "Check your inbox" in page and "ann@example.com" in page

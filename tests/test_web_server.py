@@ -139,3 +139,42 @@ def _lines_until(lines: Iterator[str], wanted: str) -> list[str]:
         if line == wanted:
             break
     return seen
+
+
+def test_serve_sends_a_confirmation_within_seconds_of_the_sign_up_and_no_lesson(
+    server: tuple[subprocess.Popen[bytes], str], project: Project
+) -> None:
+    import re
+
+    from sqlalchemy import update
+
+    from newsletter.models import Delivery
+
+    process, base = server
+    with project.db.session() as session:  # a reader whose lesson 1 is due: lessons are not serve's to send
+        add_subscriber(session, project, SubscriberInput("kai@example.com"), confirmed=True, now=datetime.now(UTC))
+        session.execute(update(Delivery).values(due_at=datetime.now(UTC)))
+    arrived = project.settings.delivery.outbox / "new"
+    with httpx2.Client(base_url=base, timeout=10) as client:
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/subscribe").text)
+        assert csrf is not None
+        fields = {"email": "noor@example.com", "weekday": "Monday", "time": "07:00", "timezone": "UTC"}
+        started = time.monotonic()
+        answer = client.post("/subscribe", data={**fields, "csrf_token": csrf.group(1)})
+        assert answer.status_code == 200 and "Check your inbox" in answer.text
+        while time.monotonic() - started < 10 and not (arrived.is_dir() and any(arrived.iterdir())):
+            time.sleep(0.05)
+        elapsed = time.monotonic() - started
+    time.sleep(1)  # anything else it were to send would land meanwhile
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=15)
+    assert process.stdout is not None
+    output = process.stdout.read().decode(errors="replace")
+    assert elapsed < 5, f"the confirmation took {elapsed:.1f} s:\n{output}"
+    (message,) = [path.read_bytes() for path in arrived.iterdir()]
+    assert b"To: noor@example.com" in message and b"Confirm your subscription" in message
+    assert "note: this process sends each sign-up's confirmation at once, and no lesson" in output
+    assert "sent 'confirmation' to n…@example.com" in output
+    with project.db.session() as session:
+        statuses = dict(session.execute(select(Delivery.lesson, Delivery.status)).all())
+    assert statuses == {"muscle": "pending", "confirmation": "sent"}

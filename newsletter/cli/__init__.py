@@ -43,7 +43,9 @@ class NewsletterGroup(click.Group):
 def main(ctx: click.Context, config_path: str | None) -> None:
     """Turn one article into a weekly lesson series, delivered on each subscriber's own clock."""
     ctx.ensure_object(dict)
-    ctx.obj["config_path"] = config_path
+    # From the environment, the path is left to load_settings, which then names NEWSLETTER_CONFIG in its errors.
+    from_env = ctx.get_parameter_source("config_path") is click.core.ParameterSource.ENVIRONMENT
+    ctx.obj["config_path"] = None if from_env else config_path
 
 
 def _register() -> None:

@@ -229,7 +229,8 @@ def run_command(ctx: click.Context, host: str | None, port: int | None, log_form
     Runs until SIGTERM or Ctrl-C, then finishes the message on the wire, records it and exits 0. Several
     daemons (or cron `send` runs) may share one database; each due email is claimed by exactly one of them.
     """
-    from newsletter.daemon import Daemon, configure_logging
+    from newsletter.daemon import Daemon
+    from newsletter.logs import configure_logging
 
     configure_logging(log_format)
     project = open_project(ctx)

@@ -103,7 +103,7 @@ def send_command(
                         now=now,
                         limit=limit,
                         stop=stop,
-                        on_outcome=lambda _outcome: progress.advance(task),
+                        on_outcome=lambda *_outcome: progress.advance(task),
                     )
             else:
                 summary = send_due(project, transport, now=now, limit=limit, stop=stop)

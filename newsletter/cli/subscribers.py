@@ -29,6 +29,7 @@ from newsletter.models import SUBSCRIBER_STATUSES, Subscriber
 from newsletter.plan import upcoming_sends
 from newsletter.project import Project
 from newsletter.schedule import WEEKDAY_NAMES
+from newsletter.zones import caveat
 
 PROGRESS_MIN_BYTES = 1 << 20  # below this an import finishes before a bar would be worth drawing
 WEEKDAY_HELP = "Weekday for lessons: Monday…Sunday or Mon…Sun (default: [schedule] weekday)."
@@ -77,6 +78,13 @@ def subscribers_group() -> None:
     """Add, import, list, export and manage subscribers."""
 
 
+def _note_zone(zone: str | None) -> None:
+    """Say what a zone that is not a place means (EST has no summer time), as config.toml's is said."""
+    said = caveat(zone) if zone else None
+    if said:
+        click.echo(f"note: --timezone: {said}", err=True)
+
+
 @subscribers_group.command("add")
 @click.argument("email")
 @click.option("--name", default="", help="Display name, used in the greeting and the To header.")
@@ -107,6 +115,7 @@ def add_command(
         subscriber = domain.add_subscriber(session, project, data, confirmed=confirmed, now=resolve_now(now))
         what = "" if confirmed else "; confirmation email queued"
         _console().print(f"added {escape(_state(project, session, subscriber))}{what}")
+    _note_zone(subscriber.timezone if timezone else None)
 
 
 @subscribers_group.command("import")
@@ -289,6 +298,7 @@ def set_command(
             session, project, subscriber, now=moment, weekday=weekday, send_time=send_time, timezone=timezone
         )
         _console().print(f"updated {escape(_state(project, session, subscriber))}")
+    _note_zone(subscriber.timezone if timezone else None)
 
 
 @subscribers_group.command("unsubscribe")

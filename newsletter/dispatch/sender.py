@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 # for the database thread, few enough that a crash repeats little (see `Dispatcher`).
 IN_FLIGHT_PER_CONNECTION = 2
 GATHER_SECONDS = 0.002  # how long a commit may wait for more messages to land with it
+# Told of every outcome as it is counted: (outcome, the lesson's slug or "confirmation", the address).
+OnOutcome = Callable[[str, str, str], None]
 
 
 @dataclass(frozen=True)
@@ -78,9 +80,11 @@ class Dispatcher:
         clock: Clock,
         owner: str | None = None,
         stop: threading.Event | None = None,
-        on_outcome: Callable[[str], None] | None = None,
+        on_outcome: OnOutcome | None = None,
+        lesson: str | None = None,
     ) -> None:
         self.project = project
+        self.lesson = lesson
         self.settings = project.settings
         self.transport = transport
         self.clock = clock
@@ -169,10 +173,10 @@ class Dispatcher:
         with database.begin():
             counts = self._record(database, landed)
             flights, skipped = self._start(database, prepared, now)
-        for outcome in counts:
-            self._count(outcome)
-        for _ in range(skipped):
-            self._count("skipped")
+        for outcome, item in counts:
+            self._count(outcome, item)
+        for item in skipped:
+            self._count("skipped", item)
         return flights
 
     def _take(self, room: int) -> list[Claimed]:
@@ -196,7 +200,7 @@ class Dispatcher:
                 return []
         now = self.clock()
         with self.project.db.engine.begin() as database:
-            ids = wire.claim_due(database, self.owner, now, self._lease, size)
+            ids = wire.claim_due(database, self.owner, now, self._lease, size, lesson=self.lesson)
             if self._remaining is not None:
                 self._remaining -= len(ids)
             claimed = wire.load_claimed(database, ids) if ids else []
@@ -220,30 +224,33 @@ class Dispatcher:
 
     def _start(
         self, database: Connection, prepared: list[tuple[Claimed, Envelope | NewsletterError]], now: datetime
-    ) -> tuple[list[_Flight], int]:
-        """Mark the rows on the wire; return the flights to send and how many rows were skipped."""
-        skipped = 0
+    ) -> tuple[list[_Flight], list[Claimed]]:
+        """Mark the rows on the wire; return the flights to send and the rows skipped."""
+        skipped: list[Claimed] = []
         ready = [(item, envelope) for item, envelope in prepared if isinstance(envelope, Envelope)]
         for item, error in prepared:
-            if not isinstance(error, Envelope):
-                held = wire.record_held(database, item.delivery_id, self.owner, "render", f"cannot render: {error}")
-                skipped += held
+            if not isinstance(error, Envelope) and wire.record_held(
+                database, item.delivery_id, self.owner, "render", f"cannot render: {error}"
+            ):
+                skipped.append(item)
         marked = wire.start_many(database, [(item, envelope.message_id) for item, envelope in ready], self.owner, now)
         flights = []
         for item, envelope in ready:
             if item.delivery_id in marked:
                 flights.append(_Flight(item, envelope))
             elif wire.why_not_started(database, item, self.owner) == "skipped":
-                skipped += 1
+                skipped.append(item)
         return flights, skipped
 
-    def _record(self, database: Connection, landed: list[_Landed]) -> list[str]:
-        """Write each outcome; the sent ones as one batch. Returns the outcomes to count."""
+    def _record(self, database: Connection, landed: list[_Landed]) -> list[tuple[str, Claimed]]:
+        """Write each outcome; the sent ones as one batch. Returns the outcomes to count, with their rows."""
         settings, series, gates, owner = self.settings, self.project.series, self.project.gates, self.owner
-        counts: list[str | None] = []
+        counts: list[tuple[str | None, Claimed]] = []
         sent = [(done.flight.item, done.reply, done.at) for done in landed if done.kind == "sent"]
         if sent:
-            counts += ["sent"] * len(outcomes.record_sent_many(database, settings, series, gates, sent, owner))
+            counts += [
+                ("sent", item) for item in outcomes.record_sent_many(database, settings, series, gates, sent, owner)
+            ]
             self._pauses.clear_recovered(database, sent)
         for done in landed:
             item, error = done.flight.item, done.error
@@ -253,19 +260,19 @@ class Dispatcher:
                     if pacing.is_throttle(error)
                     else None
                 )
-                counts.append(
-                    outcomes.record_retry(
-                        database, settings, series, gates, item, owner, error, done.at, paused_until=paused
-                    )
+                outcome = outcomes.record_retry(
+                    database, settings, series, gates, item, owner, error, done.at, paused_until=paused
                 )
+                counts.append((outcome, item))
             elif done.kind == "failed" and isinstance(error, PermanentSendError):
-                counts.append(outcomes.record_failure(database, settings, series, gates, item, owner, error, done.at))
+                outcome = outcomes.record_failure(database, settings, series, gates, item, owner, error, done.at)
+                counts.append((outcome, item))
             elif done.kind == "held":
                 held = wire.record_held(database, item.delivery_id, owner, done.hold, str(error))
-                counts.append("skipped" if held else None)
+                counts.append(("skipped" if held else None, item))
             elif done.kind == "released":
                 wire.release_started(database, item.delivery_id, owner)
-        return [outcome for outcome in counts if outcome]
+        return [(outcome, item) for outcome, item in counts if outcome]
 
     def _connection(self) -> None:
         """One connection's thread: send what it is given, report how each landed, until told to stop."""
@@ -295,10 +302,10 @@ class Dispatcher:
             return _Landed(flight, "held", self.clock(), error=surprise, hold="error")
         return _Landed(flight, "sent", self.clock(), reply=reply)
 
-    def _count(self, outcome: str) -> None:
+    def _count(self, outcome: str, item: Claimed) -> None:
         self.summary.add(outcome)
         if self.on_outcome:
-            self.on_outcome(outcome)
+            self.on_outcome(outcome, item.lesson, item.subscriber.email)
 
 
 def send_due(
@@ -308,10 +315,14 @@ def send_due(
     now: datetime | None = None,
     limit: int | None = None,
     stop: threading.Event | None = None,
-    on_outcome: Callable[[str], None] | None = None,
+    on_outcome: OnOutcome | None = None,
+    lesson: str | None = None,
 ) -> SendSummary:
-    """Send everything due at `now` (default: the real clock) over `transport`; one `newsletter send` run."""
-    dispatcher = Dispatcher(project, transport, clock=clock_from(now), stop=stop, on_outcome=on_outcome)
+    """Send everything due at `now` (default: the real clock) over `transport`; one `newsletter send` run.
+
+    `lesson` sends only the due deliveries of that lesson (`newsletter serve` sends confirmations).
+    """
+    dispatcher = Dispatcher(project, transport, clock=clock_from(now), stop=stop, on_outcome=on_outcome, lesson=lesson)
     return dispatcher.run(limit)
 
 

@@ -66,7 +66,8 @@ class DomainPauses:
         until = self._until[domain] = pause_domain(connection, self.settings, domain, error.reply, now)
         if was is None or was <= now:
             waits = until.isoformat(timespec="seconds")
-            log.warning("%s asked to slow down (%s): its readers wait until %s", domain, error.reply, waits)
+            # The code, not the reply: a reply names the recipient, and the log keeps addresses out.
+            log.warning("%s asked to slow down (%s): its readers wait until %s", domain, error.code, waits)
         waiting = [claimed for claimed in held if domain_of(claimed.subscriber.email) == domain]
         for claimed in waiting:
             held.remove(claimed)

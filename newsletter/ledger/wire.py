@@ -66,14 +66,18 @@ def release_expired(connection: Connection, now: datetime) -> int:
     return int(result.rowcount or 0)
 
 
-def claim_due(connection: Connection, owner: str, now: datetime, lease: timedelta, limit: int) -> list[int]:
-    """Take up to `limit` due rows for this sender in one statement; concurrent senders never share a row."""
+def claim_due(
+    connection: Connection, owner: str, now: datetime, lease: timedelta, limit: int, *, lesson: str | None = None
+) -> list[int]:
+    """Take up to `limit` due rows (of one `lesson` if given) in one statement; concurrent senders never share a row."""
     due = (
         select(DELIVERIES.c.id)
         .where(DELIVERIES.c.status == "pending", DELIVERIES.c.due_at <= now)
         .order_by(DELIVERIES.c.due_at)
         .limit(limit)
     )
+    if lesson is not None:
+        due = due.where(DELIVERIES.c.lesson == lesson)
     if connection.dialect.name == "postgresql":
         due_rows = due.with_for_update(skip_locked=True).cte("due").prefix_with("MATERIALIZED")
         ids = select(due_rows.c.id)

@@ -33,7 +33,7 @@ from starlette.staticfiles import StaticFiles
 from newsletter.config import Settings, load_settings
 from newsletter.project import Project
 from newsletter.web import changes, media, outbox, preferences, preview, signup, unsubscribe, webhooks
-from newsletter.web.livereload import ProjectHolder, events_endpoint, watch_project
+from newsletter.web.livereload import OutboxChanges, ProjectHolder, events_endpoint, watch_outbox, watch_project
 from newsletter.web.pages import ENVIRONMENT, HERE, WebContext, page, studio_only_async, web_context
 from newsletter.web.proxies import ForwardedClient, TrustedProxies
 from newsletter.web.ratelimit import RateLimiter
@@ -69,6 +69,7 @@ def create_app(
     clock: Callable[[], datetime] | None = None,
     reload_settings: Callable[[], Settings] | None = None,
     extra_routes: Sequence[BaseRoute] = (),
+    on_signup: Callable[[], None] | None = None,
 ) -> Starlette:
     """Build the app for a project.
 
@@ -76,7 +77,8 @@ def create_app(
     behind NEWSLETTER_WEB_ADMIN_TOKEN, even for this machine. `studio=False` serves only the public pages.
     `live_reload` watches lessons, templates and config.toml; `reload_settings` says how to read the settings
     again (default: the same config file). `clock` gives "now" (tests and `--now` pin it). `extra_routes` come
-    first (the daemon's /healthz and /metrics).
+    first (the daemon's /healthz and /metrics). `on_signup` is called after each sign-up is stored (the daemon
+    ticks at once, so the confirmation goes out within seconds; `newsletter serve` says who will send it).
     """
     if isinstance(project_or_settings, ProjectHolder):
         holder = project_or_settings  # the daemon's: it reloads the course itself
@@ -95,6 +97,8 @@ def create_app(
         subscribe_limiter=RateLimiter(settings.web.subscribe_rate_per_hour),
         login_limiter=RateLimiter(LOGIN_ATTEMPTS_PER_HOUR),
         studio=studio,
+        outbox_changes=OutboxChanges(),
+        on_signup=on_signup or (lambda: None),
     )
 
     routes: list[BaseRoute] = [
@@ -107,7 +111,11 @@ def create_app(
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     if studio:
-        events = studio_only_async(events_endpoint(lambda request: web_context(request).holder))
+        events = studio_only_async(
+            events_endpoint(
+                lambda request: web_context(request).holder, lambda request: web_context(request).outbox_changes
+            )
+        )
         routes += [*preview.routes, *changes.routes, *outbox.routes, Route("/_studio/events", events, name="events")]
     else:
         routes.append(Route("/", lambda request: RedirectResponse("/subscribe", status_code=307)))
@@ -115,12 +123,16 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         stop = asyncio.Event()
-        watcher = asyncio.create_task(watch_project(holder, stop)) if live_reload else None
+        watchers = []
+        if live_reload:
+            watchers.append(asyncio.create_task(watch_project(holder, stop)))
+            if studio:
+                watchers.append(asyncio.create_task(watch_outbox(holder, context.outbox_changes, stop)))
         try:
             yield
         finally:
             stop.set()
-            if watcher is not None:
+            for watcher in watchers:
                 await watcher
             holder.close()
 

@@ -1,4 +1,7 @@
-"""The outbox as an inbox: the Maildir the outbox transport writes, listed and opened in the studio."""
+"""The outbox as an inbox: the Maildir the outbox transport writes, listed and opened in the studio.
+
+The list updates itself: it reloads when the studio's event stream says a message landed (`livereload`).
+"""
 
 from __future__ import annotations
 
@@ -73,9 +76,11 @@ def _missing(request: Request) -> HTMLResponse:
 
 
 def outbox_list(request: Request) -> Response:
-    folder = web_context(request).project.settings.delivery.outbox
+    context = web_context(request)
+    folder = context.project.settings.delivery.outbox
+    version = context.outbox_changes.version  # read first: a message landing while we list reloads the page
     messages = list(reversed(read_outbox(folder)))
-    return page(request, "outbox_list.html", {"messages": messages, "folder": folder})
+    return page(request, "outbox_list.html", {"messages": messages, "folder": folder, "outbox_version": version})
 
 
 def outbox_message(request: Request) -> Response:

@@ -19,7 +19,7 @@ from starlette.responses import HTMLResponse, Response
 
 from newsletter.errors import LessonError, NewsletterError
 from newsletter.project import Project
-from newsletter.web.livereload import ProjectHolder
+from newsletter.web.livereload import OutboxChanges, ProjectHolder
 from newsletter.web.ratelimit import RateLimiter
 from newsletter.web.security import CsrfCheck, StudioGuard, set_csrf_cookie, url_origin
 
@@ -36,7 +36,9 @@ class WebContext:
     guard: StudioGuard
     subscribe_limiter: RateLimiter
     login_limiter: RateLimiter
-    studio: bool = True
+    studio: bool
+    outbox_changes: OutboxChanges
+    on_signup: Callable[[], None]  # after a sign-up is stored: the daemon ticks at once, `serve` says who sends
 
     @property
     def project(self) -> Project:

@@ -18,7 +18,6 @@ import threading
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar
-from zoneinfo import available_timezones
 
 import anyio
 import anyio.to_thread
@@ -38,6 +37,7 @@ from newsletter.subscribers import next_lesson_due
 from newsletter.web.health import fault_class
 from newsletter.web.pages import page, web_context
 from newsletter.web.security import CsrfCheck, set_csrf_cookie
+from newsletter.zones import form_zones
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -46,9 +46,9 @@ DATABASE_WAIT_SECONDS = 5.0
 RETRY_AFTER_SECONDS = 60
 
 
-@functools.cache
 def zone_names() -> tuple[str, ...]:
-    return tuple(sorted(available_timezones() - {"localtime", "posixrules", "Factory"}))
+    """The zones the forms offer: UTC and the places, no aliases or deprecated links (`newsletter.zones`)."""
+    return form_zones()
 
 
 class DatabaseTimeout(Exception):

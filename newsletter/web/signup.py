@@ -34,6 +34,7 @@ from newsletter.web.public import (
     zone_names,
 )
 from newsletter.web.security import CSRF_FIELD
+from newsletter.zones import aliases
 
 
 def _subscribe_defaults(project: Project) -> dict[str, str]:
@@ -49,7 +50,14 @@ def _subscribe_defaults(project: Project) -> dict[str, str]:
 
 
 def _subscribe_form(request: Request, fields: dict[str, str], errors: dict[str, str], status: int = 200) -> Response:
-    values = {"fields": fields, "errors": errors, "weekdays": WEEKDAY_NAMES, "zones": zone_names()}
+    # The browser may report an old spelling (Chromium says Asia/Calcutta): the script maps it to the one offered.
+    values = {
+        "fields": fields,
+        "errors": errors,
+        "weekdays": WEEKDAY_NAMES,
+        "zones": zone_names(),
+        "zone_aliases": aliases(),
+    }
     return form_page(request, "public_subscribe.html", values, "subscribe", status)
 
 
@@ -87,6 +95,7 @@ async def subscribe_submit(request: Request) -> Response:
     project, now = context.project, context.clock()
     evidence = {"ip": client, "user_agent": request.headers.get("user-agent", "")}  # consent records
     await in_session(project, lambda session: request_subscription(session, project, data, now=now, **evidence))
+    context.on_signup()
     # The same page whatever the address's state, and whether or not an email goes out (the per-address
     # limit, a suppressed address), so the form never tells who is subscribed.
     return page(

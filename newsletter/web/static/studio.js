@@ -1,4 +1,5 @@
-// The studio's own script: tabs, frames sized to their email, and live reload over server-sent events.
+// The studio's own script: tabs, frames sized to their email, and live reload over server-sent events
+// (of the course's files everywhere, of the outbox on its list).
 (function () {
   "use strict";
 
@@ -59,6 +60,11 @@
     source.addEventListener("version", function (event) {
       if (status) status.classList.add("on");
       if (event.data !== drawnWith) location.reload();
+    });
+    // Only the outbox list follows the outbox: a message landing must not reload the lesson being edited.
+    var outbox = document.querySelector("[data-outbox-version]");
+    source.addEventListener("outbox", function (event) {
+      if (outbox && event.data !== outbox.getAttribute("data-outbox-version")) location.reload();
     });
     source.addEventListener("error", function () {
       if (status) status.classList.remove("on");
