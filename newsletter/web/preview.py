@@ -6,7 +6,7 @@ import email
 import itertools
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import datetime, time, timedelta
 from email.message import EmailMessage
 from zoneinfo import ZoneInfo
 
@@ -22,6 +22,7 @@ from newsletter.checklist.signing import dns_serving, public_key_record
 from newsletter.errors import NewsletterError
 from newsletter.message import WIRE_POLICY
 from newsletter.models import CONFIRMATION, Delivery
+from newsletter.plan import DayCount
 from newsletter.project import SAMPLE_NAME, Project
 from newsletter.render import RenderedEmail
 from newsletter.subscribers import NAME_MAX
@@ -123,16 +124,6 @@ def _dkim_dns(project: Project) -> DnsTxtLookup | None:
 def force_scheme(html: str, scheme: str) -> str:
     """Make the email's dark-mode rules apply always (dark) or never (light)."""
     return _DARK_MEDIA.sub("@media all" if scheme == "dark" else "@media not all", html)
-
-
-@dataclass(frozen=True)
-class DayCount:
-    day: date
-    count: int
-
-    @property
-    def label(self) -> str:
-        return f"{self.day:%a} {self.day.day} {self.day:%b}"
 
 
 def upcoming_sends(project: Project, now: datetime, days: int = UPCOMING_DAYS) -> tuple[int, list[DayCount]]:
