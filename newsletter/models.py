@@ -142,7 +142,7 @@ class Delivery(Base):
     status: Mapped[DeliveryStatus] = mapped_column(String(16), default="pending")
     hold: Mapped[HoldReason | None] = mapped_column(String(16))  # why it is held
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_owner: Mapped[str | None] = mapped_column(String(64))  # while sending; once sent, who sent it
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     message_id: Mapped[str | None] = mapped_column(String(255))  # fixed when first put on the wire
     smtp_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

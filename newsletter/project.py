@@ -96,18 +96,18 @@ class Project:
     def list_id(self) -> str:
         return list_id(self.settings, self.series.title, self.series.slug)
 
-    def links(self, subscriber_id: int, now: datetime | None = None) -> Links:
-        """Signed links for one subscriber (confirm, one-click unsubscribe, preferences)."""
+    def links(self, subscriber_id: int, now: datetime | None = None, *, confirm: bool = True) -> Links:
+        """Signed links for one subscriber (confirm, one-click unsubscribe, preferences); lessons need no confirm."""
         base = self.settings.newsletter.base_url.rstrip("/")
         key = self.settings.secret_key
         return Links(
-            confirm=base + CONFIRM_PATH + tokens.issue(key, "confirm", subscriber_id, now),
+            confirm=base + CONFIRM_PATH + tokens.issue(key, "confirm", subscriber_id, now) if confirm else "",
             unsubscribe=base + UNSUBSCRIBE_PATH + tokens.issue(key, "unsubscribe", subscriber_id, now),
             preferences=base + PREFERENCES_PATH + tokens.issue(key, "preferences", subscriber_id, now),
         )
 
-    def recipient(self, subscriber: Subscriber, now: datetime | None = None) -> Recipient:
-        links = self.links(subscriber.id, now)
+    def recipient(self, subscriber: Subscriber, now: datetime | None = None, *, confirm: bool = True) -> Recipient:
+        links = self.links(subscriber.id, now, confirm=confirm)
         return Recipient(
             email=subscriber.email,
             name=subscriber.name,
@@ -152,7 +152,8 @@ class Project:
     ) -> Envelope:
         """The email for one subscriber and one lesson (or the confirmation) as the wire bytes, signed."""
         now = now or datetime.now(UTC)
-        recipient = self.recipient(subscriber, now)  # its signed links serve the body and the headers alike
+        # Its signed links serve the body and the headers alike; only the confirmation email links to confirm.
+        recipient = self.recipient(subscriber, now, confirm=lesson == CONFIRMATION)
         if lesson == CONFIRMATION:
             # Until the address's owner confirms, the name is a stranger's text: it goes nowhere in the email,
             # so the sign-up form cannot carry a message of anyone's choosing to any address.

@@ -94,3 +94,15 @@ def test_rate_limiter_keeps_its_bound_and_counts_every_call(tmp_path: Path) -> N
         assert run["keys_kept"] == min(run["clients"], result["max_keys"]) and run["calls_per_second"] > 0
         assert 0 < run["allowed"] <= run["calls"]
     assert 50 < result["bytes_per_key"] < 2000
+
+
+@pytest.mark.parametrize("file_format", ["generic", "mailchimp"])
+def test_import_speed_imports_every_row_and_plans_every_reader_who_is_not_suppressed(
+    tmp_path: Path, file_format: str
+) -> None:
+    result = run_benchmark("import_speed", tmp_path, "--rows", "400", "--format", file_format)
+    assert result["subscribers"] == 400 and result["summary"].startswith(f"{file_format}.csv (utf-8")
+    assert result["suppressed_rows"] == (40 if file_format == "mailchimp" else 0)
+    assert result["planned_deliveries"] == 400 - result["suppressed_rows"]
+    assert result["rows_per_second"] == pytest.approx(400 / result["seconds"], rel=0.01)
+    assert 10 < result["peak_rss_mb"] < 1000 and result["file_bytes"] > 400 * 20

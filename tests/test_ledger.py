@@ -10,7 +10,8 @@ from sqlalchemy import select, update
 
 from newsletter.ledger import Gate, apply_gates, load_readers, plan_next, put_waiting
 from newsletter.ledger.course import preview, reconcile
-from newsletter.ledger.wire import Claimed, record_sent
+from newsletter.ledger.outcomes import record_sent_many
+from newsletter.ledger.wire import Claimed
 from newsletter.models import Delivery, Subscriber
 from newsletter.project import Project
 from newsletter.subscribers import SubscriberInput, add_subscriber
@@ -88,24 +89,57 @@ def test_the_send_path_reads_the_schedule_back_and_never_moves_anyone_back(any_p
         # The reader moved to Thursdays while lesson 1 was on the wire, and has two hard bounces behind them.
         session.execute(update(Subscriber).values(weekday=3, hard_bounces=2))
         session.execute(update(Delivery).values(status="sending", lease_owner="me"))
-        assert record_sent(
-            session.connection(), any_project.settings, any_project.series, {}, item, "me", FIRST_SLOT, "250"
-        )
+        sent = [(item, "250", FIRST_SLOT)]
+        assert record_sent_many(session.connection(), any_project.settings, any_project.series, {}, sent, "me")
     assert rows(any_project, reader)["knees"].due_at.weekday() == 3
     assert reader_state(any_project, reader) == ("active", "muscle", 1)
     with any_project.db.session() as session:
         # A late resend of lesson 1 once they are past it: it does not move them back.
         session.execute(update(Subscriber).values(last_lesson="brain", position=3, hard_bounces=1))
         session.execute(update(Delivery).where(Delivery.lesson == "muscle").values(status="sending", lease_owner="me"))
-        assert record_sent(
-            session.connection(), any_project.settings, any_project.series, {}, item, "me", FIRST_SLOT, "250"
-        )
+        sent = [(item, "250", FIRST_SLOT)]
+        assert record_sent_many(session.connection(), any_project.settings, any_project.series, {}, sent, "me")
         subscriber = session.get(Subscriber, reader)
         assert subscriber is not None and (subscriber.last_lesson, subscriber.position, subscriber.hard_bounces) == (
             "brain",
             3,
             0,
         )
+
+
+def test_a_batch_of_sent_messages_moves_every_reader_on_and_plans_each_next_lesson(any_project: Project) -> None:
+    readers = [add_reader(any_project, f"r{n}@example.com") for n in range(5)]
+    with any_project.db.session() as session:
+        # r3 had "knees" already (a retried lesson, received out of order); r4 left while lesson 1 was on the wire.
+        put_waiting(session.connection(), readers[3], "knees", FIRST_SLOT, None)
+        session.execute(update(Delivery).where(Delivery.lesson == "knees").values(status="sent"))
+        session.execute(update(Subscriber).where(Subscriber.id == readers[4]).values(status="paused"))
+        session.execute(update(Delivery).where(Delivery.lesson == "muscle").values(status="sending", lease_owner="me"))
+        ids = dict(
+            session.execute(select(Delivery.subscriber_id, Delivery.id).where(Delivery.lesson == "muscle")).all()
+        )
+    items = [Claimed(ids[reader], "muscle", FIRST_SLOT, None, Subscriber(id=reader)) for reader in readers]
+    with any_project.db.session() as session:
+        sent = [(item, "250 ok", FIRST_SLOT) for item in items]
+        recorded = record_sent_many(session.connection(), any_project.settings, any_project.series, {}, sent, "me")
+    assert len(recorded) == 5
+    for reader in readers[:3]:
+        assert rows(any_project, reader)["knees"].status == "pending"
+        assert reader_state(any_project, reader) == ("active", "muscle", 1)
+    assert rows(any_project, readers[3])["brain"].status == "pending"  # the rule, asked again
+    assert set(rows(any_project, readers[4])) == {"muscle"} and reader_state(any_project, readers[4])[0] == "paused"
+    with any_project.db.session() as session:  # another sender took a row over meanwhile: only ours count
+        session.execute(update(Delivery).where(Delivery.lesson == "knees").values(status="sending", lease_owner="me"))
+        knees = dict(
+            session.execute(select(Delivery.subscriber_id, Delivery.id).where(Delivery.lesson == "knees")).all()
+        )
+        later = [
+            (Claimed(knees[r], "knees", FIRST_SLOT, None, Subscriber(id=r)), "250", FIRST_SLOT) for r in readers[:3]
+        ]
+        taken = later[1][0].delivery_id
+        session.execute(update(Delivery).where(Delivery.id == taken).values(lease_owner="them"))
+        recorded = record_sent_many(session.connection(), any_project.settings, any_project.series, {}, later, "me")
+    assert [item.subscriber.id for item in recorded] == [readers[0], readers[2]]
 
 
 def test_gates_hold_and_release_waiting_rows(any_project: Project) -> None:

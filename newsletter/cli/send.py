@@ -16,6 +16,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from newsletter.cli.options import now_option, open_project, resolve_now
 from newsletter.dispatch import count_due, dry_run, send_due, send_test
+from newsletter.dispatch.processes import send_in_processes
+from newsletter.ledger.course import CourseNote
 from newsletter.transports import transport_from_settings
 
 
@@ -45,9 +47,20 @@ def stop_on_signals() -> Iterator[threading.Event]:
     help="Show exactly what a run would do (course changes, what it sends, what stays held); change nothing.",
 )
 @click.option("--limit", type=click.IntRange(min=1), help="Send at most this many messages, then stop.")
-@click.option("--json", "as_json", is_flag=True, help='Print {"sent", "retry", "failed", "skipped"} as JSON.')
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Sender processes side by side, each with [smtp] connections connections: use the machine's cores.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help='Print {"sent", "retry", "failed", "skipped", "held", …} as JSON.'
+)
 @click.pass_context
-def send_command(ctx: click.Context, now: datetime | None, rehearse: bool, limit: int | None, as_json: bool) -> None:
+def send_command(
+    ctx: click.Context, now: datetime | None, rehearse: bool, limit: int | None, processes: int, as_json: bool
+) -> None:
     """Send every lesson and confirmation that is due, then exit.
 
     Safe to run from cron and from several processes or machines at once: each due email is claimed by
@@ -76,7 +89,9 @@ def send_command(ctx: click.Context, now: datetime | None, rehearse: bool, limit
     console = Console(stderr=True)
     try:
         with stop_on_signals() as stop:
-            if console.is_terminal and not as_json:
+            if processes > 1:
+                summary = send_in_processes(project.settings.config_path, processes, now=now, limit=limit, stop=stop)
+            elif console.is_terminal and not as_json:
                 waiting = count_due(project, resolve_now(now))
                 total = min(waiting, limit) if limit else waiting
                 columns = (TextColumn("sending"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -94,9 +109,12 @@ def send_command(ctx: click.Context, now: datetime | None, rehearse: bool, limit
                 summary = send_due(project, transport, now=now, limit=limit, stop=stop)
     finally:
         transport.close()
-    held = summary.course.held_line() if summary.course else ""
+    note = summary.course or CourseNote()
+    held = note.held_line()
     if as_json:
-        click.echo(json.dumps({**summary.as_dict(), "held": held}))
+        by_lesson = [[lesson, reason, count] for (lesson, reason), count in sorted(note.held.items())]
+        report = {**summary.as_dict(), "held": held, "held_by_lesson": by_lesson, "course_changes": note.changes}
+        click.echo(json.dumps(report))
     else:
         for change in summary.course.changes if summary.course else ():
             click.echo(f"course: {change}", err=True)

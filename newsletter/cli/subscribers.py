@@ -22,16 +22,15 @@ from sqlalchemy.orm import Session
 
 from newsletter import subscribers as domain
 from newsletter.cli.options import now_option, open_project, parse_now, resolve_now
-from newsletter.csvio import COLUMNS, export_subscribers, import_subscribers
+from newsletter.csvio import check_start_week, export_subscribers, import_subscribers
 from newsletter.db import connect, current_revision, upgrade
-from newsletter.errors import DatabaseError
+from newsletter.errors import DatabaseError, SubscriberError
 from newsletter.models import SUBSCRIBER_STATUSES, Subscriber
 from newsletter.plan import upcoming_sends
 from newsletter.project import Project
 from newsletter.schedule import WEEKDAY_NAMES
 
 PROGRESS_MIN_BYTES = 1 << 20  # below this an import finishes before a bar would be worth drawing
-KNOWN = ", ".join(COLUMNS)
 WEEKDAY_HELP = "Weekday for lessons: Monday…Sunday or Mon…Sun (default: [schedule] weekday)."
 TIME_HELP = "Local send time, 24-hour HH:MM (default: [schedule] time)."
 ZONE_HELP = "IANA time zone such as Europe/London (default: [schedule] timezone)."
@@ -116,17 +115,39 @@ def add_command(
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--confirmed", is_flag=True, help="Everyone in the file already agreed elsewhere: no confirmation email.")
 @click.option("--encoding", help="The file's encoding, if the guess is wrong (default: BOM, else UTF-8, else cp1252).")
+@click.option(
+    "--start-week",
+    type=int,
+    metavar="N",
+    help="Readers moved from another tool get the lesson of week N next, as if weeks 1 to N-1 were sent "
+    "(weeks + 1: they finished). For rows without a position of their own.",
+)
 @now_option
 @click.pass_context
-def import_command(ctx: click.Context, file: Path, confirmed: bool, encoding: str | None, now: datetime | None) -> None:
-    """Import subscribers from a CSV file with a header row.
+def import_command(
+    ctx: click.Context,
+    file: Path,
+    confirmed: bool,
+    encoding: str | None,
+    start_week: int | None,
+    now: datetime | None,
+) -> None:
+    """Import subscribers from a CSV file with a header row, or another tool's export.
 
-    Columns (any order and case): email (required), name, timezone, weekday, time, and status and
-    position as `subscribers export` writes them. Empty cells take the [schedule] defaults. Addresses
-    already known are left unchanged, so importing the same file twice changes nothing. Every good row is
-    imported; each bad row is listed with its line number and reason, and the exit status is then 1.
+    Columns (any order and case): email (required), name (or first name and last name), timezone,
+    weekday, time, and status and position as `subscribers export` writes them. An export of Mailchimp,
+    Kit, Substack, listmonk or Buttondown is recognised by its header: names, time zones, sign-up dates
+    and states are read the tool's way, and unsubscribed, cleaned, bounced or complained readers are
+    stored suppressed. Empty cells take the [schedule] defaults. Addresses already known are left
+    unchanged, so importing the same file twice changes nothing. Every good row is imported; each bad row
+    is listed with its line number and reason, and the exit status is then 1.
     """
     project = open_project(ctx)
+    if start_week is not None:
+        try:
+            check_start_week(project.series, start_week)
+        except SubscriberError as error:
+            raise click.BadParameter(str(error), param_hint="--start-week") from None
     err = _console(err=True)
     with Progress(
         TextColumn("importing"),
@@ -144,19 +165,21 @@ def import_command(ctx: click.Context, file: Path, confirmed: bool, encoding: st
                 bar.update(task, completed=done, total=total)
 
         report = import_subscribers(
-            project, file, confirmed=confirmed, now=resolve_now(now), encoding=encoding, progress=advance
+            project,
+            file,
+            confirmed=confirmed,
+            now=resolve_now(now),
+            encoding=encoding,
+            start_week=start_week,
+            progress=advance,
         )
-    if report.ignored_columns:
-        ignored = ", ".join(repr(column) for column in report.ignored_columns)
-        err.print(f"ignored {len(report.ignored_columns)} column(s) {escape(ignored)}: known columns are {KNOWN}")
+    for note in report.notes():
+        err.print(escape(note))
     for rejected in report.rejected:
         err.print(f"{escape(str(file))} {escape(str(rejected))}")
     if report.rejected_unlisted:
         err.print(f"… and {report.rejected_unlisted} more rejected rows, not listed")
-    _console().print(
-        f"{file.name} ({report.encoding}): {report.added} added, {report.unchanged} unchanged, "
-        f"{report.rejected_count} rejected"
-    )
+    _console().print(escape(report.summary(file.name)))
     if report.rejected_count:
         ctx.exit(1)
 

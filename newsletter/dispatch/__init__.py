@@ -3,10 +3,11 @@
     queue.py    a run's counts, clock and name, and what is due (`send --dry-run`, the progress bar)
     sender.py   `Dispatcher`: one run over the SMTP connections; `send_due`, `send_test`
 
-Crash safety: `smtp_started_at` is committed before the message goes on the wire and each outcome is
-committed before the next message goes out on that connection, guarded by `lease_owner`; one commit does
-both, so the send path costs one commit per message. A sender killed mid-run repeats at most the messages
-that were on its open connections, and a repeat carries the same Message-ID. Concurrency: the claim is one
+Crash safety: `smtp_started_at` is committed before a message goes on the wire, and outcomes are committed
+in batches (whatever has landed when the database thread comes round), guarded by `lease_owner`; the same
+commit marks the next messages started. At most `IN_FLIGHT_PER_CONNECTION × connections` messages are
+marked but not yet recorded, so a sender process killed at any moment repeats at most that many, each
+with the same Message-ID; it never loses one. Concurrency: the claim is one
 UPDATE … WHERE id IN (due rows) RETURNING, with `FOR UPDATE SKIP LOCKED` on PostgreSQL and `BEGIN
 IMMEDIATE` on SQLite, so any number of senders split the work and never take the same row.
 """

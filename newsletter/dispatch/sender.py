@@ -1,16 +1,16 @@
-"""One sender run: claim due rows, render, hand them to the SMTP connections, record each outcome."""
+"""One sender run: claim due rows, render them, keep the SMTP connections busy, record outcomes in batches."""
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import partial
-from queue import SimpleQueue
 
 from sqlalchemy import Connection
 
@@ -22,7 +22,7 @@ from newsletter.errors import (
     TransportError,
     UncarriedSendError,
 )
-from newsletter.ledger import wire
+from newsletter.ledger import outcomes, wire
 from newsletter.ledger.course import reconcile
 from newsletter.ledger.wire import Claimed
 from newsletter.message import lesson_message_id, message_id_for
@@ -31,18 +31,43 @@ from newsletter.project import Project
 from newsletter.transports import Envelope, Transport
 
 log = logging.getLogger(__name__)
-# A sent message's outcome, to be written by the commit that starts that connection's next message.
-_Record = Callable[[Connection], "str | None"]
+# Messages a connection may have on the wire or queued for it at once: enough that no connection waits
+# for the database thread, few enough that a crash repeats little (see `Dispatcher`).
+IN_FLIGHT_PER_CONNECTION = 2
+GATHER_SECONDS = 0.002  # how long a commit may wait for more messages to land with it
+
+
+@dataclass(frozen=True)
+class _Flight:
+    """A message marked on the wire, handed to a connection."""
+
+    item: Claimed
+    envelope: Envelope
+
+
+@dataclass(frozen=True)
+class _Landed:
+    """What the relay said about one flight: `kind` sent, retry, failed, held or released."""
+
+    flight: _Flight
+    kind: str
+    at: datetime
+    reply: str = ""
+    error: NewsletterError | None = None
+    hold: HoldReason = "error"
 
 
 class Dispatcher:
     """One sender run: this thread does all database and rendering work, one thread per SMTP connection sends.
 
-    The database thread commits once per message: that commit records the outcome of the message a
-    connection just finished and marks the next one `smtp_started_at` before handing it to that connection.
-    So each connection has at most one message that may have been delivered but is not yet recorded, and a
-    crash repeats at most one message per connection. Keeping the database and the renderer on one thread
-    also keeps Python's GIL from stretching SQLite's single-writer transactions.
+    Up to `IN_FLIGHT_PER_CONNECTION × connections` messages are marked on the wire (`smtp_started_at`
+    committed) ahead of the connections that send them. Whenever messages land, this thread records all
+    that have landed and marks as many new ones, in one transaction, with batched statements: at speed one
+    commit covers several messages, and no connection waits for the database. The crash contract follows:
+    a sender killed at any moment repeats at most the messages marked but not yet recorded — never more
+    than `IN_FLIGHT_PER_CONNECTION × connections` for the process — and a repeat carries the same Message-ID.
+    Keeping the database and the renderer on one thread also keeps Python's GIL from stretching SQLite's
+    single-writer transactions.
     """
 
     def __init__(
@@ -63,11 +88,15 @@ class Dispatcher:
         self.stop = stop or threading.Event()
         self.on_outcome = on_outcome
         self.summary = SendSummary()
+        self.connections = max(1, self.settings.smtp.connections if self.settings.delivery.transport == "smtp" else 1)
+        self.window = IN_FLIGHT_PER_CONNECTION * self.connections
         self._fatal: TransportError | None = None
         self._lease = timedelta(seconds=self.settings.delivery.lease_seconds)
         self._claimed: deque[Claimed] = deque()
         self._remaining: int | None = None
         self._nothing_due = False
+        self._work: queue.SimpleQueue[_Flight | None] = queue.SimpleQueue()
+        self._landed: queue.SimpleQueue[_Landed | BaseException] = queue.SimpleQueue()
 
     def run(self, limit: int | None = None) -> SendSummary:
         """Send everything due (up to `limit` messages), then return the counts."""
@@ -77,9 +106,19 @@ class Dispatcher:
         with self.project.db.session() as session:
             self.summary.course = reconcile(session, self.project, now)
         self._remaining = limit
-        connections = max(1, self.settings.smtp.connections if self.settings.delivery.transport == "smtp" else 1)
-        with ThreadPoolExecutor(max_workers=connections, thread_name_prefix="send") as pool:
-            self._coordinate(pool, connections)
+        workers = [
+            threading.Thread(target=self._connection, name=f"send-{n}", daemon=True) for n in range(self.connections)
+        ]
+        for worker in workers:
+            worker.start()
+        try:
+            with self.project.db.engine.connect() as database:
+                self._coordinate(database)
+        finally:
+            for _ in workers:
+                self._work.put(None)
+            for worker in workers:
+                worker.join()
         # Stopped early: rows claimed but never started go back at once instead of waiting out their lease.
         with self.project.db.engine.begin() as database:
             wire.release_unstarted(database, [item.delivery_id for item in self._claimed], self.owner)
@@ -87,55 +126,66 @@ class Dispatcher:
             raise self._fatal
         return self.summary
 
-    def _coordinate(self, pool: ThreadPoolExecutor, connections: int) -> None:
-        """Give each connection its next message as it comes free, until nothing is due and nothing is in flight."""
-        finished: SimpleQueue[_Record | BaseException] = SimpleQueue()
-        free: list[_Record | None] = [None] * connections  # a free connection, and how to record what it sent
-        sending = 0
-        with self.project.db.engine.connect() as database:
-            while free or sending:
-                if free:
-                    record = free.pop()
-                else:
-                    done = finished.get()
-                    sending -= 1
-                    if isinstance(done, BaseException):
-                        raise done  # a bug in a connection's thread
-                    record = done
-                item = self._next()
-                if item is None:
-                    if record is not None:
-                        self._commit(database, record, None)
-                    continue  # nothing more for this connection
-                envelope = self._commit(database, record, item)
-                if envelope is None:
-                    free.append(None)  # that row did not go out; the connection takes the next one
-                else:
-                    # The row now says "on the wire": a crash from here on may repeat this message, never lose it.
-                    pool.submit(self._send, item, envelope, finished)
-                    sending += 1
+    def _coordinate(self, database: Connection) -> None:
+        """Record what landed and start what fits in the window, one transaction at a time, until all is done."""
+        in_flight = 0
+        while True:
+            landed = self._drain(block=in_flight >= self.window)
+            starting = self._take(self.window - in_flight + len(landed))
+            if not landed and not starting:
+                if in_flight == 0:
+                    return
+                landed = self._drain(block=True)
+            flights = self._commit(database, landed, starting)
+            for flight in flights:
+                self._work.put(flight)
+            in_flight += len(flights) - len(landed)
 
-    def _commit(self, database: Connection, record: _Record | None, item: Claimed | None) -> Envelope | None:
-        """One transaction: record a connection's last message, and start `item` (rendered first) if given."""
+    def _drain(self, *, block: bool) -> list[_Landed]:
+        """Everything that has landed; with `block`, wait for at least one first, then briefly for a few more.
+
+        The short wait lets one commit cover a message from each connection: the connections have more
+        queued meanwhile, so it costs them nothing.
+        """
+        found: list[_Landed] = []
+        deadline = time.monotonic() + GATHER_SECONDS
+        while True:
+            wait = (not found) if block else False
+            remaining = deadline - time.monotonic()
+            gather = block and bool(found) and len(found) < self.connections and remaining > 0
+            try:
+                landed = self._landed.get(block=wait or gather, timeout=remaining if gather else None)
+            except queue.Empty:
+                return found
+            if isinstance(landed, BaseException):
+                raise landed  # a bug in a connection's thread
+            found.append(landed)
+
+    def _commit(self, database: Connection, landed: list[_Landed], starting: list[Claimed]) -> list[_Flight]:
+        """One transaction: record what landed, then mark `starting` on the wire (rendered first)."""
         now = self.clock()
-        prepared = self._prepare(item, now) if item else None
+        prepared = [(item, self._prepare(item, now)) for item in starting]
         with database.begin():
-            outcome = record(database) if record else None
-            started = self._start(database, item, prepared, now) if item else None
-        self._count(outcome)
-        if isinstance(started, Envelope):
-            return started
-        self._count(started)
-        return None
+            counts = self._record(database, landed)
+            flights, skipped = self._start(database, prepared, now)
+        for outcome in counts:
+            self._count(outcome)
+        for _ in range(skipped):
+            self._count("skipped")
+        return flights
 
-    def _next(self) -> Claimed | None:
-        """The next claimed row; a new batch is claimed when the last one is used up."""
-        if self.stop.is_set() or self._fatal is not None:
-            return None
-        if not self._claimed and not self._nothing_due:
-            self._claimed.extend(self._claim_batch())
-            self._nothing_due = not self._claimed
-        return self._claimed.popleft() if self._claimed else None
+    def _take(self, room: int) -> list[Claimed]:
+        """Up to `room` claimed rows; a new batch is claimed when the last one is used up."""
+        taken: list[Claimed] = []
+        while len(taken) < room and not self.stop.is_set() and self._fatal is None:
+            if not self._claimed:
+                if self._nothing_due:
+                    break
+                self._claimed.extend(self._claim_batch())
+                self._nothing_due = not self._claimed
+                continue
+            taken.append(self._claimed.popleft())
+        return taken
 
     def _claim_batch(self) -> list[Claimed]:
         size = self.settings.delivery.batch_size
@@ -162,74 +212,80 @@ class Dispatcher:
             return NewsletterError(f"{type(error).__name__}: {error}")
 
     def _message_id(self, item: Claimed) -> str:
-        return item.message_id or lesson_message_id(
-            self.settings, self.project.series.slug, item.subscriber.id, item.lesson
-        )
+        series = self.project.series
+        return item.message_id or lesson_message_id(self.settings, series.slug, item.subscriber.id, item.lesson)
 
     def _start(
-        self, database: Connection, item: Claimed, prepared: Envelope | NewsletterError | None, now: datetime
-    ) -> Envelope | str | None:
-        """Mark the row on the wire and return the envelope to send; else "skipped", or None if the lease was lost."""
-        if not isinstance(prepared, Envelope):
-            held = wire.record_held(database, item.delivery_id, self.owner, "render", f"cannot render: {prepared}")
-            return "skipped" if held else None
-        if wire.mark_started(database, item, self.owner, now, prepared.message_id):
-            return prepared
-        return wire.why_not_started(database, item, self.owner)
+        self, database: Connection, prepared: list[tuple[Claimed, Envelope | NewsletterError]], now: datetime
+    ) -> tuple[list[_Flight], int]:
+        """Mark the rows on the wire; return the flights to send and how many rows were skipped."""
+        skipped = 0
+        ready = [(item, envelope) for item, envelope in prepared if isinstance(envelope, Envelope)]
+        for item, error in prepared:
+            if not isinstance(error, Envelope):
+                held = wire.record_held(database, item.delivery_id, self.owner, "render", f"cannot render: {error}")
+                skipped += held
+        marked = wire.start_many(database, [(item, envelope.message_id) for item, envelope in ready], self.owner, now)
+        flights = []
+        for item, envelope in ready:
+            if item.delivery_id in marked:
+                flights.append(_Flight(item, envelope))
+            elif wire.why_not_started(database, item, self.owner) == "skipped":
+                skipped += 1
+        return flights, skipped
 
-    def _send(self, item: Claimed, envelope: Envelope, finished: SimpleQueue[_Record | BaseException]) -> None:
-        """On a connection's thread: put one message on the wire and report how to record what happened."""
-        try:
-            finished.put(self._attempt(item, envelope))
-        except BaseException as error:  # a bug: the database thread re-raises it
-            finished.put(error)
+    def _record(self, database: Connection, landed: list[_Landed]) -> list[str]:
+        """Write each outcome; the sent ones as one batch. Returns the outcomes to count."""
+        settings, series, gates, owner = self.settings, self.project.series, self.project.gates, self.owner
+        counts: list[str | None] = []
+        sent = [(done.flight.item, done.reply, done.at) for done in landed if done.kind == "sent"]
+        if sent:
+            counts += ["sent"] * len(outcomes.record_sent_many(database, settings, series, gates, sent, owner))
+        for done in landed:
+            item, error = done.flight.item, done.error
+            if done.kind == "retry" and isinstance(error, TransientSendError):
+                counts.append(outcomes.record_retry(database, settings, series, gates, item, owner, error, done.at))
+            elif done.kind == "failed" and isinstance(error, PermanentSendError):
+                counts.append(outcomes.record_failure(database, settings, series, gates, item, owner, error, done.at))
+            elif done.kind == "held":
+                held = wire.record_held(database, item.delivery_id, owner, done.hold, str(error))
+                counts.append("skipped" if held else None)
+            elif done.kind == "released":
+                wire.release_started(database, item.delivery_id, owner)
+        return [outcome for outcome in counts if outcome]
 
-    def _attempt(self, item: Claimed, envelope: Envelope) -> _Record:
+    def _connection(self) -> None:
+        """One connection's thread: send what it is given, report how each landed, until told to stop."""
+        while (flight := self._work.get()) is not None:
+            try:
+                self._landed.put(self._attempt(flight))
+            except BaseException as error:  # a bug: the database thread re-raises it
+                self._landed.put(error)
+
+    def _attempt(self, flight: _Flight) -> _Landed:
+        if self._fatal is not None or self.stop.is_set():
+            return _Landed(flight, "released", self.clock())  # stopping: what is not on the wire yet stays unsent
         try:
-            reply = self.transport.send(envelope)
+            reply = self.transport.send(flight.envelope)
         except TransientSendError as error:
-            return partial(self._recorded, wire.record_retry, item, error, self.clock())
+            return _Landed(flight, "retry", self.clock(), error=error)
         except PermanentSendError as error:
-            return partial(self._recorded, wire.record_failure, item, error, self.clock())
+            return _Landed(flight, "failed", self.clock(), error=error)
         except UncarriedSendError as error:
-            return partial(self._held, item.delivery_id, "relay", str(error))
+            return _Landed(flight, "held", self.clock(), error=error, hold="relay")
         except TransportError as error:
             self._fatal = self._fatal or error
-            return partial(self._released, item.delivery_id)
+            return _Landed(flight, "released", self.clock())
         except Exception as error:  # a bug or a surprise in one delivery: hold it, go on with the others
-            log.exception("delivery %d: sending failed unexpectedly", item.delivery_id)
-            return partial(self._held, item.delivery_id, "error", f"unexpected error: {type(error).__name__}: {error}")
-        return partial(self._sent, item, reply, self.clock())
+            log.exception("delivery %d: sending failed unexpectedly", flight.item.delivery_id)
+            surprise = NewsletterError(f"unexpected error: {type(error).__name__}: {error}")
+            return _Landed(flight, "held", self.clock(), error=surprise, hold="error")
+        return _Landed(flight, "sent", self.clock(), reply=reply)
 
-    def _sent(self, item: Claimed, reply: str, now: datetime, database: Connection) -> str | None:
-        project = self.project
-        recorded = wire.record_sent(
-            database, self.settings, project.series, project.gates, item, self.owner, now, reply
-        )
-        return "sent" if recorded else None
-
-    def _recorded(
-        self,
-        record: Callable[..., str | None],
-        item: Claimed,
-        error: NewsletterError,
-        now: datetime,
-        database: Connection,
-    ) -> str | None:
-        project = self.project
-        return record(database, self.settings, project.series, project.gates, item, self.owner, error, now)
-
-    def _held(self, delivery_id: int, reason: HoldReason, detail: str, database: Connection) -> str | None:
-        return "skipped" if wire.record_held(database, delivery_id, self.owner, reason, detail) else None
-
-    def _released(self, delivery_id: int, database: Connection) -> None:
-        wire.release_started(database, delivery_id, self.owner)
-
-    def _count(self, outcome: str | None) -> None:
-        if outcome:
-            self.summary.add(outcome)
-            if self.on_outcome:
-                self.on_outcome(outcome)
+    def _count(self, outcome: str) -> None:
+        self.summary.add(outcome)
+        if self.on_outcome:
+            self.on_outcome(outcome)
 
 
 def send_due(

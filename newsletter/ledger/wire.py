@@ -11,20 +11,15 @@ import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Update, bindparam, case, exists, or_, select, update
 
-from newsletter.errors import PermanentSendError, TransientSendError
-from newsletter.events import record_event
-from newsletter.ledger.waiting import DELIVERIES, RECEIVING, SUBSCRIBERS, Gates, Reader, cancel_waiting, plan_next
-from newsletter.lessons import Series
+from newsletter.ledger.waiting import DELIVERIES, RECEIVING, SUBSCRIBERS
 from newsletter.models import CONFIRMATION, HoldReason, Subscriber
-from newsletter.planning import Progress
-from newsletter.schedule import Cadence
 
 if TYPE_CHECKING:
-    from newsletter.config import Settings
+    pass
 
 MAX_RETRY_DELAY = timedelta(hours=6)
 # What rendering needs to know about a subscriber (`Project.envelope`: links, greeting, schedule).
@@ -121,15 +116,35 @@ def load_claimed(connection: Connection, ids: list[int]) -> list[Claimed]:
     ]
 
 
-def mark_started(connection: Connection, item: Claimed, owner: str, now: datetime, message_id: str) -> bool:
-    """Mark the row on the wire (fixing its Message-ID) if it is still ours and its reader still wants it."""
-    started = {"delivery": item.delivery_id, "owner": owner, "started_at": now, "message_id": message_id}
-    marked = connection.execute(_mark_started_statement(receiving_statuses(item.lesson)), started)
-    return bool(marked.rowcount == 1)
+def start_many(connection: Connection, started: list[tuple[Claimed, str]], owner: str, now: datetime) -> set[int]:
+    """Mark rows on the wire, fixing each one's Message-ID; return the ids marked.
+
+    A row is marked only while it is still this sender's and its reader still wants it (the reader may have
+    paused or unsubscribed since the claim): one statement per kind of email for the whole batch.
+    """
+    marked: set[int] = set()
+    for statuses in {receiving_statuses(item.lesson) for item, _ in started}:
+        batch = [(item, mid) for item, mid in started if receiving_statuses(item.lesson) == statuses]
+        rows = [
+            {"delivery": item.delivery_id, "owner": owner, "started_at": now, "message_id": mid} for item, mid in batch
+        ]
+        result = connection.execute(_mark_started_statement(statuses), rows)
+        if result.rowcount == len(rows):
+            marked.update(item.delivery_id for item, _ in batch)
+            continue
+        ids = [item.delivery_id for item, _ in batch]
+        marked.update(
+            connection.scalars(
+                select(DELIVERIES.c.id).where(
+                    DELIVERIES.c.id.in_(ids), DELIVERIES.c.lease_owner == owner, DELIVERIES.c.smtp_started_at == now
+                )
+            )
+        )
+    return marked
 
 
 def why_not_started(connection: Connection, item: Claimed, owner: str) -> str | None:
-    """After `mark_started` said no: None if the lease was lost, else "skipped" (the reader left; cancelled)."""
+    """After `start_many` left it out: None if the lease was lost, else "skipped" (the reader left; cancelled)."""
     row = connection.execute(
         select(DELIVERIES.c.lease_owner, DELIVERIES.c.status, SUBSCRIBERS.c.status.label("reader"))
         .join(SUBSCRIBERS, SUBSCRIBERS.c.id == DELIVERIES.c.subscriber_id)
@@ -167,164 +182,7 @@ def release_unstarted(connection: Connection, delivery_ids: list[int], owner: st
         )
 
 
-def record_sent(
-    connection: Connection,
-    settings: Settings,
-    series: Series,
-    gates: Gates,
-    item: Claimed,
-    owner: str,
-    now: datetime,
-    reply: str,
-) -> bool:
-    """Sent: the row, the reader's progress and their next lesson; False if the lease was lost."""
-    sent = {"delivery": item.delivery_id, "owner": owner, "finished_at": now, "reply": reply}
-    if connection.execute(_RECORD_SENT, sent).rowcount != 1:
-        return False
-    if item.lesson != CONFIRMATION:
-        _move_on(connection, settings, series, gates, item, now, delivered=True)
-    return True
-
-
-def record_retry(
-    connection: Connection,
-    settings: Settings,
-    series: Series,
-    gates: Gates,
-    item: Claimed,
-    owner: str,
-    error: TransientSendError,
-    now: datetime,
-) -> str | None:
-    """A temporary failure: try again after backoff, or, out of attempts, record it failed and move on."""
-    row = connection.execute(
-        update(DELIVERIES)
-        .where(DELIVERIES.c.id == item.delivery_id, DELIVERIES.c.lease_owner == owner)
-        .values(error=str(error), smtp_reply=error.reply or None, lease_owner=None, lease_until=None)
-        .returning(DELIVERIES.c.attempts)
-    ).first()
-    if row is None:
-        return None
-    delivery = DELIVERIES.c.id == item.delivery_id
-    if row.attempts >= settings.delivery.max_attempts:
-        connection.execute(update(DELIVERIES).where(delivery).values(status="failed"))
-        if item.lesson != CONFIRMATION:
-            _move_on(connection, settings, series, gates, item, now, delivered=False)
-        return "failed"
-    due = now + retry_delay(settings.delivery.retry_base_seconds, row.attempts)
-    connection.execute(update(DELIVERIES).where(delivery).values(status="pending", due_at=due))
-    return "retry"
-
-
-def record_failure(
-    connection: Connection,
-    settings: Settings,
-    series: Series,
-    gates: Gates,
-    item: Claimed,
-    owner: str,
-    error: PermanentSendError,
-    now: datetime,
-) -> str | None:
-    """The recipient was refused: failed; a repeat hard bounce suppresses them, else they move on."""
-    failed = connection.execute(
-        update(DELIVERIES)
-        .where(DELIVERIES.c.id == item.delivery_id, DELIVERIES.c.lease_owner == owner)
-        .values(status="failed", error=str(error), smtp_reply=error.reply or None, lease_owner=None, lease_until=None)
-    )
-    if failed.rowcount != 1:
-        return None
-    reader = connection.execute(
-        update(SUBSCRIBERS)
-        .where(SUBSCRIBERS.c.id == item.subscriber.id)
-        .values(hard_bounces=SUBSCRIBERS.c.hard_bounces + 1)
-        .returning(SUBSCRIBERS.c.hard_bounces, SUBSCRIBERS.c.status, SUBSCRIBERS.c.last_lesson)
-    ).one()
-    if reader.hard_bounces >= settings.delivery.hard_bounce_limit and reader.status not in ("unsubscribed", "bounced"):
-        connection.execute(update(SUBSCRIBERS).where(SUBSCRIBERS.c.id == item.subscriber.id).values(status="bounced"))
-        cancel_waiting(connection, item.subscriber.id)
-        detail = error.reply or str(error)
-        record_event(
-            connection, item.subscriber.id, "bounced", source="send", at=now, lesson=reader.last_lesson, detail=detail
-        )
-    elif item.lesson != CONFIRMATION:
-        _move_on(connection, settings, series, gates, item, now, delivered=False)
-    return "failed"
-
-
-def _move_on(
-    connection: Connection,
-    settings: Settings,
-    series: Series,
-    gates: Gates,
-    item: Claimed,
-    now: datetime,
-    *,
-    delivered: bool,
-) -> None:
-    """Past this lesson (delivered, or refused for good): advance the reader and plan their next lesson.
-
-    The reader moves only forward (a catch-up lesson or a late resend never moves them back), and the
-    schedule is the one the same UPDATE reads back, so a change of day made a moment ago counts. Someone
-    who paused or unsubscribed while the lesson was on the wire keeps that status (the lesson counts).
-    """
-    index = series.index(item.lesson)
-    values = {"subscriber": item.subscriber.id, "lesson": item.lesson, "position": -1 if index is None else index + 1}
-    statement = _ADVANCE_DELIVERED if delivered else _ADVANCE_REFUSED
-    moved = connection.execute(statement, values).one()
-    if moved.status not in RECEIVING:
-        return
-    reader = Reader(
-        id=item.subscriber.id,
-        status=moved.status,
-        cadence=Cadence(timezone=moved.timezone, weekday=moved.weekday, send_time=moved.send_time),
-        progress=Progress(moved.last_lesson, {item.lesson}),
-        last_sent_at=now if delivered else None,
-    )
-    planned = plan_next(connection, settings, series, gates, reader, now=now, after=item.slot_at)
-    status = "active" if planned is not None else "completed"
-    if status != moved.status:
-        connection.execute(update(SUBSCRIBERS).where(SUBSCRIBERS.c.id == item.subscriber.id).values(status=status))
-
-
-def _advance(*, clear_hard_bounces: bool) -> Update:
-    ahead = SUBSCRIBERS.c.position < bindparam("position")
-    values: dict[str, Any] = {
-        "last_lesson": case((ahead, bindparam("lesson")), else_=SUBSCRIBERS.c.last_lesson),
-        "position": case((ahead, bindparam("position")), else_=SUBSCRIBERS.c.position),
-    }
-    if clear_hard_bounces:
-        values["hard_bounces"] = 0  # delivered mail proves the mailbox works: the count starts again
-    return (
-        update(SUBSCRIBERS)
-        .where(SUBSCRIBERS.c.id == bindparam("subscriber"))
-        .values(**values)
-        .returning(
-            SUBSCRIBERS.c.status,
-            SUBSCRIBERS.c.last_lesson,
-            SUBSCRIBERS.c.timezone,
-            SUBSCRIBERS.c.weekday,
-            SUBSCRIBERS.c.send_time,
-        )
-    )
-
-
 # The send path's statements, built once with bound parameters: building one costs more than running it.
-_ADVANCE_DELIVERED = _advance(clear_hard_bounces=True)
-_ADVANCE_REFUSED = _advance(clear_hard_bounces=False)
-_RECORD_SENT = (
-    update(DELIVERIES)
-    .where(DELIVERIES.c.id == bindparam("delivery"), DELIVERIES.c.lease_owner == bindparam("owner"))
-    .values(
-        status="sent",
-        sent_at=bindparam("finished_at"),
-        smtp_reply=bindparam("reply"),
-        error=None,
-        hold=None,
-        lease_owner=None,
-        lease_until=None,
-    )
-)
 _RELEASE_STARTED = (
     update(DELIVERIES)
     .where(DELIVERIES.c.id == bindparam("delivery"), DELIVERIES.c.lease_owner == bindparam("owner"))
