@@ -25,7 +25,7 @@ from newsletter.config import Settings, database_url
 from newsletter.errors import DatabaseError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-HEAD_REVISION = "0004"  # the newest migration; tests/test_db.py checks it matches migrations/versions
+HEAD_REVISION = "0005"  # the newest migration; tests/test_db.py checks it matches migrations/versions
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 READ_ONLY_OPTION = "newsletter_read_only"
 
