@@ -26,13 +26,12 @@ from typing import Any
 
 from common import (
     RESULTS,
-    database_url_for,
+    bench_database,
     machine,
     make_project,
     newsletter_command,
     postgres_version,
     rate,
-    reset_database,
     scratch_folder,
     write_result,
 )
@@ -152,7 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=100_000, help="rows in the generated file (N)")
     parser.add_argument("--format", choices=("generic", "mailchimp"), default="generic", help="columns of the file")
     parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
-    parser.add_argument("--database-url", help="PostgreSQL database to wipe and use (or NEWSLETTER_BENCH_DATABASE_URL)")
+    parser.add_argument(
+        "--database-url",
+        help="a PostgreSQL server (a database URL; or NEWSLETTER_TEST_DATABASE_URL) on which the benchmark makes "
+        "and then drops a database of its own",
+    )
     parser.add_argument("--profile", type=Path, help="run the import under cProfile, writing its stats here (slows it)")
     parser.add_argument("--output", type=Path, help="where to write the JSON result")
     parser.add_argument("--workdir", type=Path, help="scratch folder (default: a temporary one)")
@@ -160,9 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(arguments)
     output: Path = args.output or RESULTS / f"import_speed-{args.db}-{args.format}-{args.rows}.json"
 
-    with scratch_folder(args.workdir, args.keep) as folder:
-        url = database_url_for(args.db, folder, args.database_url)
-        reset_database(url)
+    with scratch_folder(args.workdir, args.keep) as folder, bench_database(args.db, folder, args.database_url) as url:
+        server = postgres_version(url) if args.db == "postgresql" else None
         bench = make_project(folder, url)
         source = folder / f"{args.format}.csv"
         suppressed = (write_mailchimp if args.format == "mailchimp" else write_generic)(source, args.rows)
@@ -188,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "import_speed",
         "command": " ".join(["python", "benchmarks/import_speed.py", *arguments]),
         "database": args.db,
-        "postgresql": postgres_version(url) if args.db == "postgresql" else None,
+        "postgresql": server,
         "format": args.format,
         "rows": args.rows,
         "file_bytes": file_bytes,

@@ -187,6 +187,16 @@ SUPPRESSION_REASONS = ("hard_bounce", "soft_bounces", "complaint", "erased", "op
 
 # A bounce or complaint names our Message-ID; finding its delivery must not scan the ledger.
 Index("ix_deliveries_message_id", Delivery.__table__.c.message_id)
+# `newsletter status`: the funnel counts by lesson and status from this index alone, and the latest errors
+# are the last entries of a partial index that holds only the rows with an error (migration 0005).
+Index("ix_deliveries_lesson_status_due_at", Delivery.lesson, Delivery.status, Delivery.due_at)
+Index(
+    "ix_deliveries_errors_updated_at",
+    Delivery.updated_at,
+    Delivery.id,
+    sqlite_where=Delivery.error.is_not(None),
+    postgresql_where=Delivery.error.is_not(None),
+)
 
 
 class Suppression(Base):

@@ -129,16 +129,20 @@ def _oldest_due(session: Session, now: datetime) -> DeliveryRow | None:
     return DeliveryRow(*row) if row else None
 
 
-def _funnel(session: Session, project: Project, now: datetime) -> list[LessonLine]:
+def _funnel(session: Session, project: Project, now: datetime) -> tuple[list[LessonLine], dict[str, int]]:
+    """The course funnel, and the ledger's rows by status (the funnel's columns added up)."""
     series = project.series
     positions: dict[str, int | None] = {CONFIRMATION: 0, **{lesson.slug: lesson.week for lesson in series}}
     counts: dict[str, Counter[str]] = {name: Counter() for name in positions}
-    # One statement, so the due / later split is consistent even under READ COMMITTED.
+    by_status: Counter[str] = Counter()
+    # One statement, so the due / later split is consistent even under READ COMMITTED; it is read from the
+    # (lesson, status, due_at) index alone, in the index's order, so no sort of the ledger either.
     due_now = func.sum(case((Delivery.due_at <= now, 1), else_=0))
     ledger = session.execute(
         select(Delivery.lesson, Delivery.status, func.count(), due_now).group_by(Delivery.lesson, Delivery.status)
     )
     for lesson, status, count, due in ledger:
+        by_status[status] += count
         name = lesson if lesson == CONFIRMATION else (series.identity(lesson) or lesson)
         line = counts.setdefault(name, Counter())
         positions.setdefault(name, None)
@@ -159,7 +163,7 @@ def _funnel(session: Session, project: Project, now: datetime) -> list[LessonLin
     gates = project.gates
     fields = ("sent", "sending", "due", "later", "failed", "held", "unsubscribed_after")
     ordered = sorted(positions, key=lambda name: (positions[name] is None, positions[name] or 0, name))
-    return [
+    lines = [
         LessonLine(
             position=positions[name],
             lesson=name,
@@ -168,14 +172,14 @@ def _funnel(session: Session, project: Project, now: datetime) -> list[LessonLin
         )
         for name in ordered
     ]
+    return lines, {status: int(by_status[status]) for status in DELIVERY_STATUSES}
 
 
 def status_report(project: Project, now: datetime) -> StatusReport:
     """Where the course stands at `now`, read in one transaction."""
     with project.db.reading() as session:
         subscribers = _counts(session, Subscriber.status, SUBSCRIBER_STATUSES)
-        deliveries = _counts(session, Delivery.status, DELIVERY_STATUSES)
-        lessons = _funnel(session, project, now)
+        lessons, deliveries = _funnel(session, project, now)
         oldest = _oldest_due(session, now)
         upcoming = session.execute(
             _rows_query()
@@ -183,7 +187,7 @@ def status_report(project: Project, now: datetime) -> StatusReport:
             .order_by(Delivery.due_at, Delivery.id)
             .limit(1)
         ).first()
-        errors = session.execute(
+        errors = session.execute(  # from the end of the partial index of rows with an error
             _rows_query()
             .where(Delivery.error.is_not(None), Delivery.status.in_(("failed", "held", "pending")))
             .order_by(Delivery.updated_at.desc(), Delivery.id.desc())

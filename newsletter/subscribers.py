@@ -12,6 +12,7 @@ Time is never read from the clock here: every function takes `now`.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import TYPE_CHECKING
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from newsletter.project import Project
 
 NAME_MAX = 200
+LIST_BATCH = 1000  # `list_subscribers` reads this many rows at a time
 # C0 and C1 controls plus the Unicode line and paragraph separators: anything that could end a header line.
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _CONFIRMED_STATUSES = ("active", "paused", "completed")
@@ -479,12 +481,12 @@ def next_lesson_due(session: Session, subscriber: Subscriber) -> Delivery | None
     )
 
 
-def list_subscribers(session: Session, status: str | None = None) -> list[Subscriber]:
-    """Return subscribers in the order they were added, optionally only those in one status."""
-    query = select(Subscriber).order_by(Subscriber.id)
+def list_subscribers(session: Session, status: str | None = None) -> Iterator[Subscriber]:
+    """Yield subscribers in the order they were added (optionally one status only), read in batches."""
+    query = select(Subscriber).order_by(Subscriber.id).execution_options(yield_per=LIST_BATCH)
     if status is not None:
         query = query.where(Subscriber.status == status)
-    return list(session.scalars(query))
+    yield from session.scalars(query)
 
 
 def describe(weekday: int, send_time: time, timezone: str) -> str:

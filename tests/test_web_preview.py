@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import email
+import json
 import re
 import shutil
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email import policy
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
+from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner
@@ -26,7 +30,7 @@ from newsletter.models import Delivery
 from newsletter.project import Project
 from newsletter.subscribers import SubscriberInput, add_subscriber
 from newsletter.transports import OutboxTransport
-from newsletter.web import create_app
+from newsletter.web import chart, create_app, preview
 from newsletter.web.livereload import ProjectHolder
 from newsletter.web.preview import force_scheme
 
@@ -75,20 +79,75 @@ def test_the_index_lists_every_lesson_with_subject_preheader_size_and_checklist(
         assert "passed" in row or "failing" in row
 
 
-def test_the_chart_counts_pending_sends_per_day(client: TestClient, project: Project) -> None:
+def chart_table(page: str) -> dict[str, int]:
+    return {day: int(count) for day, count in re.findall(r"<tr><td>(\w+ \d+ \w+)</td><td>(\d+)</td></tr>", page)}
+
+
+def test_the_chart_counts_what_plan_lists_per_day(client: TestClient, project: Project) -> None:
     with project.db.session() as session:
-        for number, day in enumerate(["Monday", "Monday", "Thursday"]):
-            data = SubscriberInput(f"r{number}@example.com", "", "UTC", day, "07:00")
+        for number, (zone, day) in enumerate([("UTC", "Monday"), ("UTC", "Monday"), ("Asia/Tokyo", "Thursday")]):
+            data = SubscriberInput(f"r{number}@example.com", "", zone, day, "07:00")
             add_subscriber(session, project, data, confirmed=True, now=NOW)
         add_subscriber(session, project, SubscriberInput("late@example.com"), confirmed=True, now=NOW)
         session.execute(update(Delivery).where(Delivery.subscriber_id == 4).values(due_at=NOW - timedelta(hours=1)))
     page = client.get("/").text
-    table = dict(re.findall(r"<tr><td>(\w+ \d+ \w+)</td><td>(\d+)</td></tr>", page))
+    table = chart_table(page)
     assert len(table) == 28
-    assert table["Thu 5 Mar"] == "1" and table["Mon 9 Mar"] == "2"
-    assert sum(map(int, table.values())) == 3
-    assert "1 due now" in text_of(page)
-    assert page.count('class="bar"') == 2 and "<svg" in page and "Mon 9 Mar: 2 emails" in page
+    # What `newsletter plan` prints, by day in the operator's zone: the ledger's rows and the lessons after them.
+    result = CliRunner().invoke(
+        main,
+        ["--config", str(project.settings.config_path), "plan", "--json", "--days", "29", "--now", NOW.isoformat()],
+    )
+    assert result.exit_code == 0, result.output
+    zone = ZoneInfo(project.settings.schedule.timezone)
+    listed: Counter[str] = Counter()
+    overdue = 0
+    for entry in json.loads(result.stdout):
+        due_at = datetime.fromisoformat(entry["due_at"])
+        local = due_at.astimezone(zone)
+        if due_at <= NOW:
+            overdue += 1
+        elif (label := f"{local:%a} {local.day} {local:%b}") in table:
+            listed[label] += 1
+    assert {day: count for day, count in table.items() if count} == dict(listed)
+    # Tokyo's Thursday 07:00 is Wednesday 22:00 UTC; on Monday 16 March come the projected lesson 2 of the two
+    # Monday readers and of the late reader (whose slot stays Monday 9 March: the next one is a week on).
+    assert table["Wed 4 Mar"] == 1 and table["Mon 9 Mar"] == 2 and table["Mon 16 Mar"] == 3 and table["Wed 11 Mar"] == 1
+    assert overdue == 1 and "1 due now" in text_of(page)
+    assert page.count('class="bar"') == sum(1 for count in table.values() if count) and "Mon 9 Mar: 2 emails" in page
+
+
+def test_a_large_ledger_is_counted_off_the_request_and_shown_once_ready(
+    client: TestClient, project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(chart, "SMALL_LEDGER", 0)  # every ledger is large
+    with project.db.session() as session:
+        add_subscriber(
+            session, project, SubscriberInput("r@example.com", "", "UTC", "Monday", "07:00"), confirmed=True, now=NOW
+        )
+    first = client.get("/")
+    assert first.status_code == 200
+    deadline = time.monotonic() + 30
+    while not chart_table(page := client.get("/").text) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert chart_table(page)["Mon 9 Mar"] == 1
+    assert "Counted at 12:00:00 UTC" in text_of(page)
+
+
+def test_the_index_renders_each_email_once_per_version_of_the_course(
+    client: TestClient, project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rendered: list[str] = []
+    real = preview.build_preview
+
+    def counting(*args: Any) -> Any:
+        rendered.append(args[1])
+        return real(*args)
+
+    monkeypatch.setattr(preview, "build_preview", counting)
+    for _ in range(3):
+        assert client.get("/").status_code == 200
+    assert rendered == ["confirmation", *SLUGS]
 
 
 # --- one email -------------------------------------------------------------------------------------------------------

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from itertools import groupby
+from itertools import groupby, islice
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import click
+from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -35,6 +35,8 @@ PROGRESS_MIN_BYTES = 1 << 20  # below this an import finishes before a bar would
 WEEKDAY_HELP = "Weekday for lessons: Monday…Sunday or Mon…Sun (default: [schedule] weekday)."
 TIME_HELP = "Local send time, 24-hour HH:MM (default: [schedule] time)."
 ZONE_HELP = "IANA time zone such as Europe/London (default: [schedule] timezone)."
+# Long listings stream: their columns line up within blocks of this many rows rather than over the whole.
+ALIGN_BLOCK = 500
 
 
 def _console(err: bool = False) -> Console:
@@ -200,15 +202,25 @@ def list_command(ctx: click.Context, status: str | None, as_json: bool) -> None:
     with _reading(ctx) as (_project, session):
         found = domain.list_subscribers(session, status)
         if as_json:
-            click.echo(json.dumps([_as_json(subscriber) for subscriber in found], indent=2))
+            _echo_json_list(_as_json(subscriber) for subscriber in found)
             return
-        table = Table("email", "name", "status", "schedule", "position", box=None)
-        for subscriber in found:
-            cadence = domain.describe(subscriber.weekday, subscriber.send_time, subscriber.timezone)
-            table.add_row(subscriber.email, subscriber.name, subscriber.status, cadence, str(subscriber.position))
-        console = _console()
-        console.print(table)
-        console.print(f"{len(found)} subscriber{'s' if len(found) != 1 else ''}")
+        rows = (
+            (
+                subscriber.email,
+                subscriber.name,
+                subscriber.status,
+                domain.describe(subscriber.weekday, subscriber.send_time, subscriber.timezone),
+                str(subscriber.position),
+            )
+            for subscriber in found
+        )
+        lines = _aligned(("email", "name", "status", "schedule", "position"), rows)
+        click.echo(next(lines))  # the heading
+        listed = 0
+        for line in lines:
+            click.echo(line)
+            listed += 1
+    click.echo(f"{listed} subscriber{'s' if listed != 1 else ''}")
 
 
 def _as_json(subscriber: Subscriber) -> dict[str, Any]:
@@ -378,27 +390,52 @@ def plan_command(ctx: click.Context, email: str | None, days: float, now: dateti
     """
     with _reading(ctx) as (project, session):
         sends = upcoming_sends(session, project, now=resolve_now(now), days=days, email=email)
-    if as_json:
-        click.echo(json.dumps([send.as_json() for send in sends], indent=2))
-        return
-    console = _console()
-    if not sends:
-        console.print(f"nothing due in the next {days:g} days")
-        return
-    for day, group in groupby(sends, key=lambda send: send.due_at.date()):
-        table = Table("UTC", "email", "#", "lesson", "subscriber's time", "", box=None, title_justify="left")
-        table.title = f"{day:%A %d %B %Y}"
-        for send in group:
-            local = send.local
-            table.add_row(
-                f"{send.due_at:%H:%M}",
-                send.email,
-                str(send.week),
-                send.slug,
-                f"{local:%a %H:%M} {send.timezone}",
-                f"held ({send.held})" if send.held else "projected" if send.projected else "",
+        if as_json:
+            _echo_json_list(send.as_json() for send in sends)
+            return
+        printed = False
+        for day, group in groupby(sends, key=lambda send: send.due_at.date()):
+            click.echo(("\n" if printed else "") + f"{day:%A %d %B %Y}")
+            printed = True
+            rows = (
+                (
+                    f"{send.due_at:%H:%M}",
+                    send.email,
+                    str(send.week),
+                    send.slug,
+                    f"{send.local:%a %H:%M} {send.timezone}",
+                    f"held ({send.held})" if send.held else "projected" if send.projected else "",
+                )
+                for send in group
             )
-        console.print(table)
+            for line in _aligned(("UTC", "email", "#", "lesson", "subscriber's time", ""), rows):
+                click.echo(line)
+    if not printed:
+        click.echo(f"nothing due in the next {days:g} days")
+
+
+def _echo_json_list(items: Iterable[dict[str, Any]]) -> None:
+    """Print a JSON list item by item, exactly as `json.dumps(list, indent=2)` would print it whole."""
+    opening = "["
+    for item in items:
+        click.echo(opening + "\n  " + json.dumps(item, indent=2).replace("\n", "\n  "), nl=False)
+        opening = ","
+    click.echo("[]" if opening == "[" else "\n]")
+
+
+def _aligned(heading: tuple[str, ...], rows: Iterable[tuple[str, ...]]) -> Iterator[str]:
+    """The heading and the rows as lines of columns, aligned within each block of ALIGN_BLOCK rows as they come."""
+    rows = iter(rows)
+    first = True
+    while block := list(islice(rows, ALIGN_BLOCK)):
+        table = [heading, *block] if first else block
+        widths = [max(cell_len(row[column]) for row in table) for column in range(len(heading))]
+        for row in table:
+            cells = (cell + " " * (width - cell_len(cell)) for cell, width in zip(row, widths, strict=True))
+            yield "  ".join(cells).rstrip()
+        first = False
+    if first:
+        yield "  ".join(heading).rstrip()
 
 
 @click.group("db")

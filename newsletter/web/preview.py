@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import email
-import itertools
 import re
+import weakref
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import datetime
 from email.message import EmailMessage
-from zoneinfo import ZoneInfo
+from typing import Any
 
 from dkim.crypto import UnparsableKeyError
-from sqlalchemy import func, select
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -19,12 +18,12 @@ from starlette.routing import Route
 from newsletter.checklist import CheckResult, DnsTxtLookup, run_checklist
 from newsletter.checklist.course import CALL_TO_ACTION
 from newsletter.checklist.signing import dns_serving, public_key_record
-from newsletter.errors import NewsletterError
 from newsletter.message import WIRE_POLICY
-from newsletter.models import CONFIRMATION, Delivery
+from newsletter.models import CONFIRMATION
 from newsletter.project import SAMPLE_NAME, Project
 from newsletter.render import RenderedEmail
 from newsletter.subscribers import NAME_MAX
+from newsletter.web.chart import CHART_DAYS, upcoming_chart
 from newsletter.web.pages import (
     client_address,
     error_report,
@@ -39,7 +38,6 @@ from newsletter.web.security import ADMIN_COOKIE, CSRF_FIELD
 
 GMAIL_CLIP_BYTES = 102_400  # Gmail shows "[Message clipped]" above this many bytes of HTML
 COMFORT_BYTES = 90 * 1024
-UPCOMING_DAYS = 28
 VIEWS = ("desktop", "mobile")
 SCHEMES = ("light", "dark")
 DOWNLOADS = {
@@ -125,42 +123,14 @@ def force_scheme(html: str, scheme: str) -> str:
     return _DARK_MEDIA.sub("@media all" if scheme == "dark" else "@media not all", html)
 
 
-@dataclass(frozen=True)
-class DayCount:
-    day: date
-    count: int
-
-    @property
-    def label(self) -> str:
-        return f"{self.day:%a} {self.day.day} {self.day:%b}"
+# The index's rows, made once per version of the course: a changed file makes a new Project (watching.py).
+_index_rows: weakref.WeakKeyDictionary[Project, list[dict[str, Any]]] = weakref.WeakKeyDictionary()
 
 
-def upcoming_sends(project: Project, now: datetime, days: int = UPCOMING_DAYS) -> tuple[int, list[DayCount]]:
-    """Pending deliveries already due, and per day of the operator's zone for the next `days` days.
-
-    One indexed range count per day on (status, due_at): cheap at any number of subscribers.
-    """
-    zone = ZoneInfo(project.settings.schedule.timezone)
-    today = now.astimezone(zone).date()
-    bounds = [datetime.combine(today + timedelta(days=offset), time(0), zone) for offset in range(days + 1)]
-    pending = select(func.count()).select_from(Delivery).where(Delivery.status == "pending")
-    with project.db.reading() as session:
-        overdue = session.scalar(pending.where(Delivery.due_at <= now)) or 0
-        counts = [
-            DayCount(
-                start.date(),
-                session.scalar(pending.where(Delivery.due_at > max(start, now), Delivery.due_at < end)) or 0,
-            )
-            for start, end in itertools.pairwise(bounds)
-        ]
-    return overdue, counts
-
-
-def studio_index(request: Request) -> Response:
-    context = web_context(request)
-    project, now = context.project, context.clock()
-    if context.holder.error is not None:
-        return page(request, "studio_error.html", {"report": error_report(context.holder.error, project.settings.root)})
+def index_rows(project: Project, now: datetime) -> list[dict[str, Any]]:
+    """Every email of the course rendered and checked for the sample subscriber, with its error if it fails."""
+    if (rows := _index_rows.get(project)) is not None:
+        return rows
     rows = []
     for slug, week, title in email_entries(project):
         try:
@@ -171,21 +141,26 @@ def studio_index(request: Request) -> Response:
             )
             continue
         rows.append({"slug": slug, "week": week, "title": title, "error": None, "preview": preview})
-    chart_error = ""
-    overdue, days = 0, list[DayCount]()
-    try:
-        overdue, days = upcoming_sends(project, now)
-    except NewsletterError as error:
-        chart_error = str(error)
+    _index_rows[project] = rows
+    return rows
+
+
+def studio_index(request: Request) -> Response:
+    context = web_context(request)
+    project, now = context.project, context.clock()
+    if context.holder.error is not None:
+        return page(request, "studio_error.html", {"report": error_report(context.holder.error, project.settings.root)})
+    chart = upcoming_chart(project, now)
+    sends = chart.sends if chart is not None else None
     return page(
         request,
         "studio_index.html",
         {
-            "rows": rows,
-            "overdue": overdue,
-            "days": days,
-            "peak": max([day.count for day in days] + [1]),
-            "chart_error": chart_error,
+            "rows": index_rows(project, now),
+            "chart": chart,
+            "sends": sends,
+            "peak": max([day.count for day in sends.days] + [1]) if sends else 1,
+            "chart_days": CHART_DAYS,
             "clip": GMAIL_CLIP_BYTES,
             "comfort": COMFORT_BYTES,
             "zone": project.settings.schedule.timezone,
