@@ -116,7 +116,7 @@ def send_command(
         report = {**summary.as_dict(), "held": held, "held_by_lesson": by_lesson, "course_changes": note.changes}
         click.echo(json.dumps(report))
     else:
-        for change in summary.course.changes if summary.course else ():
+        for change in note.changes:
             click.echo(f"course: {change}", err=True)
         counts = ", ".join(f"{value} {key}" for key, value in summary.as_dict().items())
         click.echo(f"{counts}{' (stopped early)' if stop.is_set() else ''}")

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections import deque
+from collections import defaultdict, deque
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import cast
 
@@ -48,14 +49,8 @@ class DomainPauses:
     def passing(self, connection: Connection, claimed: list[Claimed], now: datetime) -> list[Claimed]:
         """The claimed rows whose domain is not paused; the others go back unsent, to wait for the pause."""
         self._until = pauses(connection)
-        kept: list[Claimed] = []
-        for item in claimed:
-            until = self._until.get(domain_of(item.subscriber.email))
-            if until is not None and until > now:
-                release_unstarted(connection, [item.delivery_id], self.owner, due_at=until)
-            else:
-                kept.append(item)
-        return kept
+        paused = {domain: until for domain, until in self._until.items() if until > now}
+        return self._send_back(connection, claimed, paused) if paused else claimed
 
     def pause(
         self, connection: Connection, item: Claimed, error: TransientSendError, now: datetime, held: deque[Claimed]
@@ -68,11 +63,26 @@ class DomainPauses:
             waits = until.isoformat(timespec="seconds")
             # The code, not the reply: a reply names the recipient, and the log keeps addresses out.
             log.warning("%s asked to slow down (%s): its readers wait until %s", domain, error.code, waits)
-        waiting = [claimed for claimed in held if domain_of(claimed.subscriber.email) == domain]
-        for claimed in waiting:
-            held.remove(claimed)
-        release_unstarted(connection, [claimed.delivery_id for claimed in waiting], self.owner, due_at=until)
+        kept = self._send_back(connection, held, {domain: until})
+        held.clear()
+        held.extend(kept)
         return until
+
+    def _send_back(
+        self, connection: Connection, rows: Iterable[Claimed], paused: Mapping[str, datetime]
+    ) -> list[Claimed]:
+        """The rows of no paused domain; the others go back unsent, to wait until their domain's pause ends."""
+        kept: list[Claimed] = []
+        waiting: dict[datetime, list[int]] = defaultdict(list)
+        for item in rows:
+            until = paused.get(domain_of(item.subscriber.email))
+            if until is None:
+                kept.append(item)
+            else:
+                waiting[until].append(item.delivery_id)
+        for until, ids in waiting.items():  # one statement per paused domain, not per row
+            release_unstarted(connection, ids, self.owner, due_at=until)
+        return kept
 
     def clear_recovered(self, connection: Connection, sent: list[tuple[Claimed, str, datetime]]) -> None:
         """A domain that accepts mail after its pause ended loses its strikes."""
