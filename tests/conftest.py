@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -180,3 +181,23 @@ def any_project(project_dir: Path, env: dict[str, str], database_url: str) -> It
     yield opened
     if "db" in opened.__dict__:
         opened.db.dispose()
+
+
+def race(workers: list[subprocess.Popen[str]], timeout: float) -> list[list[float]]:
+    """Let processes that each printed "ready" go at once; return the times each then printed on one line."""
+    for worker in workers:
+        assert worker.stdout is not None and worker.stdout.readline() == "ready\n"
+    for worker in workers:
+        assert worker.stdin is not None
+        worker.stdin.write("go\n")
+        worker.stdin.flush()
+    return [[float(stamp) for stamp in worker.communicate(timeout=timeout)[0].split()] for worker in workers]
+
+
+def assert_one_rate_limit(stamps: list[list[float]], per_second: float) -> None:
+    """Two racing processes' stamps overlap and are spaced as one limit's slots, not two limits' side by side."""
+    first, second = stamps
+    assert max(first[0], second[0]) < min(first[-1], second[-1]), "the two processes did not overlap"
+    everything = sorted(first + second)
+    # One shared limit: every slot 1/rate apart. Two separate limits would finish in about half that.
+    assert everything[-1] - everything[0] >= (len(everything) - 1) / per_second * 0.9

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from conftest import assert_one_rate_limit, race
 from smtp_sink import FaultPlan, SmtpSink, permanent, temporary
 from sqlalchemy import select, update
 
@@ -204,19 +205,10 @@ def test_the_send_rate_is_one_limit_for_every_sender_of_the_database(
                 env=environment,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
+                text=True,
             )
             for folder in folders
         ]
-        for sender in senders:
-            assert sender.stdout is not None and sender.stdout.readline() == b"ready\n"
-        for sender in senders:
-            assert sender.stdin is not None
-            sender.stdin.write(b"go\n")
-            sender.stdin.flush()
-        stamps = [[float(stamp) for stamp in sender.communicate(timeout=60)[0].split()] for sender in senders]
-    first, second = stamps
-    assert max(first[0], second[0]) < min(first[-1], second[-1]), "the two senders did not overlap"
-    everything = sorted(first + second)
-    # One shared limit: 20 slots 25 ms apart. Two separate limits would finish in about half that.
-    assert everything[-1] - everything[0] >= 19 * 0.025 * 0.9
+        stamps = race(senders, timeout=60)
+    assert_one_rate_limit(stamps, per_second=40)
     assert sink.count == 22

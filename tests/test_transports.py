@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
+from conftest import assert_one_rate_limit, race
 from smtp_sink import (
     FaultPlan,
     SmtpSink,
@@ -339,19 +340,7 @@ def test_rate_limit_is_shared_by_processes_through_its_state_file(tmp_path: Path
         )
         for _ in range(2)
     ]
-    for worker in workers:
-        assert worker.stdout is not None and worker.stdout.readline() == "ready\n"
-    for worker in workers:
-        assert worker.stdin is not None
-        worker.stdin.write("go\n")
-        worker.stdin.flush()
-    stamps = [[float(stamp) for stamp in worker.communicate(timeout=20)[0].split()] for worker in workers]
-
-    first, second = stamps
-    assert max(first[0], second[0]) < min(first[-1], second[-1]), "the two processes did not overlap"
-    everything = sorted(first + second)
-    # One shared limit: 20 slots 25 ms apart. Two separate limits would finish in about half that.
-    assert everything[-1] - everything[0] >= 19 * 0.025 * 0.9
+    assert_one_rate_limit(race(workers, timeout=20), per_second=40)
 
 
 def test_rate_limiter_refuses_a_rate_that_is_not_positive() -> None:
