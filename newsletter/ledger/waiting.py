@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, cast
 
 from sqlalchemy import Connection, Executable, Table, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.elements import BindParameter
 
 from newsletter.lessons import Series
 from newsletter.message import message_id_for
@@ -70,6 +71,22 @@ class Reader:
     last_slot_at: datetime | None = None
 
 
+# Built once, the ids bound at each call: a statement built per call leaves reference cycles (its bound
+# parameters) for the garbage collector, which a plan over a million readers would pile up between collections.
+_WANTED: BindParameter[list[int]] = bindparam("ids", expanding=True)
+_HISTORIES = select(
+    DELIVERIES.c.subscriber_id, DELIVERIES.c.lesson, DELIVERIES.c.sent_at, DELIVERIES.c.slot_at, DELIVERIES.c.status
+).where(DELIVERIES.c.subscriber_id.in_(_WANTED), DELIVERIES.c.lesson != CONFIRMATION)
+_READERS = select(
+    SUBSCRIBERS.c.id,
+    SUBSCRIBERS.c.status,
+    SUBSCRIBERS.c.timezone,
+    SUBSCRIBERS.c.weekday,
+    SUBSCRIBERS.c.send_time,
+    SUBSCRIBERS.c.last_lesson,
+).where(SUBSCRIBERS.c.id.in_(_WANTED))
+
+
 def load_readers(connection: Connection, ids: Iterable[int]) -> dict[int, Reader]:
     """Readers with their progress: two queries however many ids there are (callers batch them)."""
     wanted = list(ids)
@@ -78,15 +95,7 @@ def load_readers(connection: Connection, ids: Iterable[int]) -> dict[int, Reader
     history: dict[int, tuple[set[str], datetime | None, datetime | None]] = {sid: (set(), None, None) for sid in wanted}
     # The status is filtered here, not in SQL: given `status IN (…)`, SQLite (without ANALYZE statistics)
     # walks the (status, due_at) index over every sent row of the ledger instead of the few rows per reader.
-    rows = connection.execute(
-        select(
-            DELIVERIES.c.subscriber_id,
-            DELIVERIES.c.lesson,
-            DELIVERIES.c.sent_at,
-            DELIVERIES.c.slot_at,
-            DELIVERIES.c.status,
-        ).where(DELIVERIES.c.subscriber_id.in_(wanted), DELIVERIES.c.lesson != CONFIRMATION)
-    )
+    rows = connection.execute(_HISTORIES, {"ids": wanted})
     for subscriber_id, lesson, sent_at, slot_at, status in rows:
         if status not in RECEIVED:
             continue
@@ -98,11 +107,7 @@ def load_readers(connection: Connection, ids: Iterable[int]) -> dict[int, Reader
             last_slot = slot_at
         history[subscriber_id] = (received, last_sent, last_slot)
     readers = {}
-    columns = SUBSCRIBERS.c
-    query = select(
-        columns.id, columns.status, columns.timezone, columns.weekday, columns.send_time, columns.last_lesson
-    ).where(columns.id.in_(wanted))
-    for row in connection.execute(query):
+    for row in connection.execute(_READERS, {"ids": wanted}):
         received, last_sent, last_slot = history[row.id]
         readers[row.id] = Reader(
             id=row.id,
