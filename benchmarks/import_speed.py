@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         "format": args.format,
         "rows": args.rows,
         "file_bytes": file_bytes,
-        "seconds": round(seconds, 2),
+        "seconds": round(seconds, 3),
         "rows_per_second": rate(args.rows, seconds),
         "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
         "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
