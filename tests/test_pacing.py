@@ -17,6 +17,7 @@ from smtp_sink import FaultPlan, SmtpSink, permanent, temporary
 from sqlalchemy import select, update
 
 from newsletter.dispatch import send_due
+from newsletter.dispatch.sender import IN_FLIGHT_PER_CONNECTION
 from newsletter.errors import TransientSendError
 from newsletter.ledger.pacing import is_throttle
 from newsletter.models import Delivery, DomainPause, Subscriber
@@ -28,7 +29,10 @@ CONFIRMED_AT = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)  # a Monday
 FIRST_SLOT = datetime(2026, 3, 2, 7, 0, tzinfo=UTC)
 PAUSE = timedelta(seconds=300)  # [delivery] domain_pause_seconds
 SECONDS_OF_A_RUN = timedelta(seconds=30)  # a run's clock starts at --now and runs on
-SLOW = [f"slow{n}@slow.example.com" for n in range(6)]
+CONNECTIONS = 2
+# Three windows of readers at the throttling domain: what is on the wire when the refusal comes back meets
+# it, the rest must go back untried.
+SLOW = [f"slow{n}@slow.example.com" for n in range(3 * IN_FLIGHT_PER_CONNECTION * CONNECTIONS)]
 FINE = [f"fine{n}@fine.example.org" for n in range(6)]
 
 
@@ -52,7 +56,7 @@ def pauses(project: Project) -> dict[str, DomainPause]:
 
 
 def send(project: Project, sink: SmtpSink, now: datetime) -> dict[str, int]:
-    with closing(SmtpTransport("127.0.0.1", sink.port, "none", connections=2, timeout=5.0)) as transport:
+    with closing(SmtpTransport("127.0.0.1", sink.port, "none", connections=CONNECTIONS, timeout=5.0)) as transport:
         summary = send_due(project, transport, now=now)
     return {"sent": summary.sent, "retry": summary.retry, "failed": summary.failed}
 
@@ -101,7 +105,7 @@ def test_a_throttling_domain_waits_its_pause_while_the_others_are_sent(
     with SmtpSink() as recovered:
         later = max(row.due_at for row in waiting)
         assert send(any_project, recovered, later)["sent"] == len(SLOW)
-    assert sorted(m.recipients[0] for m in recovered.messages) == SLOW
+    assert sorted(m.recipients[0] for m in recovered.messages) == sorted(SLOW)
     assert pauses(any_project) == {}  # accepted again after the pause: its strikes are forgotten
 
 

@@ -4,8 +4,8 @@
     sender.py   `Dispatcher`: one run over the SMTP connections; `send_due`, `send_test`
 
 Crash safety: `smtp_started_at` is committed before a message goes on the wire, and outcomes are committed
-in batches (whatever has landed when the database thread comes round), guarded by `lease_owner`; the same
-commit marks the next messages started. At most `IN_FLIGHT_PER_CONNECTION × connections` messages are
+in batches (half the window, or whatever has landed within `GATHER_SECONDS`), guarded by `lease_owner`;
+the same commit marks the next messages started. At most `IN_FLIGHT_PER_CONNECTION × connections` messages are
 marked but not yet recorded, so a sender process killed at any moment repeats at most that many, each
 with the same Message-ID; it never loses one. Concurrency: the claim is one
 UPDATE … WHERE id IN (due rows) RETURNING, with `FOR UPDATE SKIP LOCKED` on PostgreSQL and `BEGIN

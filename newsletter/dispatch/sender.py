@@ -31,10 +31,12 @@ from newsletter.project import Project
 from newsletter.transports import Envelope, Transport
 
 log = logging.getLogger(__name__)
-# Messages a connection may have on the wire or queued for it at once: enough that no connection waits
-# for the database thread, few enough that a crash repeats little (see `Dispatcher`).
-IN_FLIGHT_PER_CONNECTION = 2
-GATHER_SECONDS = 0.002  # how long a commit may wait for more messages to land with it
+# Messages a connection may have on the wire or queued for it at once: enough that one commit records
+# half of them while the other half keeps the connection busy, few enough that a crash repeats little
+# (see `Dispatcher`). Each commit costs the same few statements and one transaction whatever it records,
+# so how many messages a commit covers is what sets a sender's speed on the database's side.
+IN_FLIGHT_PER_CONNECTION = 8
+GATHER_SECONDS = 0.025  # how long a commit may wait for half the window to land with it
 # Told of every outcome as it is counted: (outcome, the lesson's slug or "confirmation", the address).
 OnOutcome = Callable[[str, str, str], None]
 
@@ -62,10 +64,11 @@ class _Landed:
 class Dispatcher:
     """One sender run: this thread does all database and rendering work, one thread per SMTP connection sends.
 
-    Up to `IN_FLIGHT_PER_CONNECTION × connections` messages are marked on the wire (`smtp_started_at`
-    committed) ahead of the connections that send them. Whenever messages land, this thread records all
-    that have landed and marks as many new ones, in one transaction, with batched statements: at speed one
-    commit covers several messages, and no connection waits for the database. The crash contract follows:
+    Up to `IN_FLIGHT_PER_CONNECTION × connections` messages (the window) are marked on the wire
+    (`smtp_started_at` committed) ahead of the connections that send them. Once half the window has
+    landed (or `GATHER_SECONDS` have passed since the first did), this thread records them and marks as
+    many new ones, in one transaction, with batched statements: at speed one commit covers half the
+    window, and the half still queued keeps every connection busy meanwhile. The crash contract follows:
     a sender killed at any moment repeats at most the messages marked but not yet recorded — never more
     than `IN_FLIGHT_PER_CONNECTION × connections` for the process — and a repeat carries the same Message-ID.
     Keeping the database and the renderer on one thread also keeps Python's GIL from stretching SQLite's
@@ -94,6 +97,7 @@ class Dispatcher:
         self.summary = SendSummary()
         self.connections = max(1, self.settings.smtp.connections if self.settings.delivery.transport == "smtp" else 1)
         self.window = IN_FLIGHT_PER_CONNECTION * self.connections
+        self.half_window = max(1, self.window // 2)
         self._fatal: TransportError | None = None
         self._lease = timedelta(seconds=self.settings.delivery.lease_seconds)
         self._claimed: deque[Claimed] = deque()
@@ -135,29 +139,29 @@ class Dispatcher:
         """Record what landed and start what fits in the window, one transaction at a time, until all is done."""
         in_flight = 0
         while True:
-            landed = self._drain(block=in_flight >= self.window)
+            landed = self._drain(block=in_flight >= self.window, enough=min(in_flight, self.half_window))
             starting = self._take(self.window - in_flight + len(landed))
             if not landed and not starting:
                 if in_flight == 0:
                     return
-                landed = self._drain(block=True)
+                landed = self._drain(block=True, enough=in_flight)
             flights = self._commit(database, landed, starting)
             for flight in flights:
                 self._work.put(flight)
             in_flight += len(flights) - len(landed)
 
-    def _drain(self, *, block: bool) -> list[_Landed]:
-        """Everything that has landed; with `block`, wait for at least one first, then briefly for a few more.
+    def _drain(self, *, block: bool, enough: int) -> list[_Landed]:
+        """Everything that has landed; with `block`, wait for one, then up to `GATHER_SECONDS` for `enough`.
 
-        The short wait lets one commit cover a message from each connection: the connections have more
-        queued meanwhile, so it costs them nothing.
+        The wait lets one commit cover many messages: the connections have the rest of the window queued
+        meanwhile, so it costs them nothing.
         """
         found: list[_Landed] = []
         deadline = time.monotonic() + GATHER_SECONDS
         while True:
             wait = (not found) if block else False
             remaining = deadline - time.monotonic()
-            gather = block and bool(found) and len(found) < self.connections and remaining > 0
+            gather = block and bool(found) and len(found) < enough and remaining > 0
             try:
                 landed = self._landed.get(block=wait or gather, timeout=remaining if gather else None)
             except queue.Empty:
