@@ -148,10 +148,15 @@ def _lines(families: Iterable[_Family]) -> Iterable[str]:
             yield f"{name}{{{rendered}}} {_number(value)}" if rendered else f"{name} {_number(value)}"
 
 
-def exposition(snapshot: MetricsSnapshot, ledger: LedgerGauges) -> str:
-    """The Prometheus text format for the process counters and the ledger gauges."""
+def exposition(
+    snapshot: MetricsSnapshot, ledger: LedgerGauges, *, ledger_age: float = 0.0, ledger_read_seconds: float = 0.0
+) -> str:
+    """The Prometheus text format for the process counters and the ledger gauges.
+
+    `ledger_age` is how many seconds ago the gauges were read, `ledger_read_seconds` how long that took.
+    """
     families = [
-        _Family("newsletter_database_up", "gauge", "1 when the database answered this scrape.").add(
+        _Family("newsletter_database_up", "gauge", "1 when the database answered the last ledger reading.").add(
             int(ledger.reachable)
         ),
         _Family("newsletter_deliveries", "gauge", "Delivery ledger rows by status."),
@@ -168,6 +173,12 @@ def exposition(snapshot: MetricsSnapshot, ledger: LedgerGauges) -> str:
         ),
         _Family("newsletter_process_start_time_seconds", "gauge", "When this process started, Unix time.").add(
             snapshot.started_at.timestamp()
+        ),
+        _Family("newsletter_ledger_age_seconds", "gauge", "How long ago the ledger gauges were read.").add(
+            round(ledger_age, 3)
+        ),
+        _Family("newsletter_ledger_read_seconds", "gauge", "How long the last reading of the ledger gauges took.").add(
+            round(ledger_read_seconds, 4)
         ),
     ]
     if ledger.reachable:

@@ -214,6 +214,7 @@ def check_readers_case(case: dict[str, Any], requests: int) -> None:
     assert case["plan"]["seconds"] > 0 and 20 < case["plan"]["peak_rss_mb"] < 500 and case["plan"]["cpu_seconds"] > 0
     assert case["status"]["seconds"] > 0 and case["status"]["peak_rss_mb"] > 20
     assert case["metrics"]["requests"] == requests and case["metrics"]["median_ms"] > 0
+    assert case["metrics"]["ledger_read_ms"] > 0  # what the reading the scrapes reuse cost, read off the page
     assert case["studio_index"]["bytes"] > 1000 and case["studio_index"]["server_peak_rss_mb"] > 20
 
 

@@ -387,6 +387,37 @@ def test_health_turns_degraded_when_ticks_stop_and_when_the_database_is_gone(pro
     engine.dispose()
 
 
+def test_metrics_reuse_one_reading_of_the_ledger_then_read_it_again_off_the_scrape(project: Project) -> None:
+    clock = Clock(datetime(2026, 3, 2, 7, 0, tzinfo=UTC))
+    routes = health_routes(project, ProcessMetrics(tick_seconds=10, clock=clock))
+
+    def sign_up(email: str) -> None:
+        with project.db.session() as session:
+            add_subscriber(session, project, SubscriberInput(email), confirmed=False, now=clock.now)
+
+    def scrape() -> Samples:
+        (page,) = fetch(routes, "/metrics")
+        return parse_prometheus(page.text)
+
+    sign_up("ada@example.com")
+    first = scrape()  # the first scrape reads the database itself
+    assert metric(first, "newsletter_subscribers", status="pending") == 1
+    assert metric(first, "newsletter_ledger_age_seconds") == 0 and metric(first, "newsletter_ledger_read_seconds") > 0
+
+    sign_up("bob@example.com")
+    clock.now += timedelta(seconds=10)
+    again = scrape()  # ten seconds on, the same reading: no second count of the ledger
+    assert metric(again, "newsletter_subscribers", status="pending") == 1
+    assert metric(again, "newsletter_ledger_age_seconds") == 10
+
+    clock.now += timedelta(seconds=1)
+    stale = scrape()  # too old: served at once all the same, and a fresh reading starts off the request
+    assert metric(stale, "newsletter_subscribers", status="pending") == 1
+    assert metric(stale, "newsletter_ledger_age_seconds") == 11
+    wait_for(lambda: metric(scrape(), "newsletter_subscribers", status="pending") == 2, "the fresh reading")
+    assert metric(scrape(), "newsletter_ledger_age_seconds") == 0
+
+
 def test_log_formats_are_one_line_each() -> None:
     import logging
 

@@ -4,13 +4,19 @@
 database does not answer (with a class of fault such as "connection refused", never the driver's message,
 which names hosts and ports), the last dispatch tick failed, or nothing has happened for several tick
 intervals. A process that serves pages without ticking (`newsletter serve`) is judged on the database only.
-`/metrics` is the Prometheus text format: the ledger gauges read from the database at each scrape, and this
-process's counters; when the database does not answer, the counters are still served.
+`/metrics` is the Prometheus text format: this process's counters, and the ledger gauges from the last
+reading of the database (see `LedgerReadings`: at most `LEDGER_MAX_AGE` old, read off the request); when the
+database does not answer, the counters are still served.
 """
 
 from __future__ import annotations
 
 import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
@@ -23,6 +29,8 @@ from newsletter.operations import ledger_gauges
 from newsletter.project import Project
 
 NO_STORE = {"Cache-Control": "no-store"}
+# How old the ledger gauges of a scrape may be before the scrape starts a fresh reading (for the next one).
+LEDGER_MAX_AGE = timedelta(seconds=10)
 # What a driver's message says, as a class of fault: its own words name hosts, ports, users and files.
 _FAULT_CLASSES = (
     (re.compile(r"refused", re.IGNORECASE), "connection refused"),
@@ -83,8 +91,63 @@ def _database_problem(project: Project) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class LedgerReading:
+    """The ledger gauges as one reading found them, the moment it was asked for, and how long it took."""
+
+    gauges: LedgerGauges
+    at: datetime
+    seconds: float
+
+
+class LedgerReadings:
+    """The ledger gauges for `/metrics`: one reading of the database at a time, reused for `LEDGER_MAX_AGE`.
+
+    Counting deliveries and subscribers by status reads every row of both tables: about a third of a
+    second at a million readers on SQLite, more while a sender writes. Paid by each scrape, and by each
+    of several scrapers, it would make the scrape as slow as the ledger is large. Instead the first
+    scrape reads; later ones get the last reading at once, and one older than `max_age` starts a single
+    fresh reading in a thread, which the next scrape gets (Prometheus scrapes every 15 s or more, so the
+    gauges are at most one scrape behind). `/metrics` exports the reading's age and duration.
+    """
+
+    def __init__(self, read: Callable[[datetime], LedgerGauges], max_age: timedelta = LEDGER_MAX_AGE) -> None:
+        self._read = read
+        self.max_age = max_age
+        self._lock = threading.Lock()
+        self._latest: LedgerReading | None = None
+        self._reading: threading.Thread | None = None
+
+    def latest(self, now: datetime) -> LedgerReading:
+        """The last reading, read now if there is none yet; a stale one starts a fresh reading."""
+        with self._lock:
+            latest = self._latest
+            if latest is not None and now - latest.at > self.max_age and self._reading is None:
+                self._reading = threading.Thread(target=self._refresh, args=(now,), name="ledger-gauges", daemon=True)
+                self._reading.start()
+        return latest or self._refresh(now)
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait for a reading in progress, if any (tests, and a process that stops)."""
+        reading = self._reading
+        if reading is not None:
+            reading.join(timeout)
+
+    def _refresh(self, now: datetime) -> LedgerReading:
+        started = time.perf_counter()
+        try:
+            gauges = self._read(now)
+        except (SQLAlchemyError, NewsletterError):
+            gauges = LedgerGauges(reachable=False)
+        reading = LedgerReading(gauges, now, time.perf_counter() - started)
+        with self._lock:
+            self._latest, self._reading = reading, None
+        return reading
+
+
 def health_routes(project: Project, metrics: ProcessMetrics) -> list[Route]:
     """The two routes; mount them on the web app of any process that has a `ProcessMetrics`."""
+    readings = LedgerReadings(lambda now: ledger_gauges(project, now))
 
     def healthz(request: Request) -> Response:
         database_problem = _database_problem(project)
@@ -106,11 +169,10 @@ def health_routes(project: Project, metrics: ProcessMetrics) -> list[Route]:
 
     def metrics_text(request: Request) -> Response:
         snapshot = metrics.snapshot()
-        try:
-            ledger = ledger_gauges(project, snapshot.taken_at)
-        except (SQLAlchemyError, NewsletterError):
-            ledger = LedgerGauges(reachable=False)
-        return PlainTextResponse(exposition(snapshot, ledger), media_type=CONTENT_TYPE, headers=NO_STORE)
+        reading = readings.latest(snapshot.taken_at)
+        age = (snapshot.taken_at - reading.at).total_seconds()
+        text = exposition(snapshot, reading.gauges, ledger_age=age, ledger_read_seconds=reading.seconds)
+        return PlainTextResponse(text, media_type=CONTENT_TYPE, headers=NO_STORE)
 
     return [
         Route("/healthz", healthz, methods=["GET"], name="healthz"),
