@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import resource
+import socket
 from typing import Any
 
 import h11
@@ -62,6 +63,12 @@ class DeadlineH11Protocol(H11Protocol):
         self._head_deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # asyncio turns Nagle's algorithm off only on sockets whose protocol number says TCP, and a
+            # listener made by `socket.create_server` (the daemon's) says 0: h11 writes the head and the body
+            # apart, and the body then waits for the client's delayed ACK, 40 ms a response on keep-alive.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().connection_made(transport)
         self._track_waiting()
         self._make_room()
