@@ -27,6 +27,11 @@ from newsletter.project import Project
 from newsletter.subscribers import get_subscriber
 
 RECENT_ERRORS = 10
+# The latest errors are read backwards from the partial index of rows with an error, keeping the rows in
+# these statuses. Written as the statuses left out: `status IN (…)` let SQLite's planner pick the
+# (status, due_at) index instead and read every pending row (1 s at a million readers) to sort them.
+ERROR_STATUSES = ("failed", "held", "pending")
+_NOT_ERROR_STATUSES = tuple(status for status in DELIVERY_STATUSES if status not in ERROR_STATUSES)
 DELIVERY_FILTERS = (*DELIVERY_STATUSES, "retry")
 # subscribers.create_subscriber writes this detail when an address arrives already suppressed (an imported
 # suppression list): such a reader never unsubscribed after a lesson, so the funnel leaves them out.
@@ -189,7 +194,7 @@ def status_report(project: Project, now: datetime) -> StatusReport:
         ).first()
         errors = session.execute(  # from the end of the partial index of rows with an error
             _rows_query()
-            .where(Delivery.error.is_not(None), Delivery.status.in_(("failed", "held", "pending")))
+            .where(Delivery.error.is_not(None), Delivery.status.not_in(_NOT_ERROR_STATUSES))
             .order_by(Delivery.updated_at.desc(), Delivery.id.desc())
             .limit(RECENT_ERRORS)
         )

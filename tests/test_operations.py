@@ -19,7 +19,7 @@ from typing import NamedTuple
 import pytest
 from click.testing import CliRunner
 from smtp_sink import FaultPlan, SmtpSink, permanent, temporary
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from newsletter.cli import main
 from newsletter.dispatch import send_due
@@ -150,6 +150,25 @@ def test_the_oldest_overdue_delivery_and_the_latest_errors(course: Project) -> N
     assert errors["bo@example.com"].status == "failed" and "550" in (errors["bo@example.com"].smtp_reply or "")
     assert errors["cy@example.com"].status == "pending" and "450" in (errors["cy@example.com"].smtp_reply or "")
     assert report.next_due is not None and report.next_due.due_at > LATER
+
+
+def test_the_latest_errors_are_read_from_their_own_index_not_from_every_pending_row(course: Project) -> None:
+    assert course.db.engine.dialect.name == "sqlite"  # the plan asked about; PostgreSQL's follows its statistics
+    statements: list[tuple[str, object]] = []
+
+    def keep(conn: object, cursor: object, statement: str, parameters: object, *_: object) -> None:
+        statements.append((statement, parameters))
+
+    event.listen(course.db.engine, "before_cursor_execute", keep)
+    try:
+        report = status_report(course, LATER)
+    finally:
+        event.remove(course.db.engine, "before_cursor_execute", keep)
+    assert report.recent_errors  # the ledger has some, so the statement ran and found them
+    (latest,) = [(sql, args) for sql, args in statements if "deliveries.error IS NOT NULL" in sql]
+    with course.db.engine.connect() as connection:
+        plan = " / ".join(row[-1] for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {latest[0]}", latest[1]))
+    assert "USING INDEX ix_deliveries_errors_updated_at" in plan and "TEMP B-TREE" not in plan, plan
 
 
 def test_nothing_overdue_when_every_due_email_went_out(project: Project) -> None:
