@@ -245,3 +245,24 @@ def test_a_batch_of_readers_is_read_by_reader_not_by_status(project: Project) ->
             for sql, params in statements
         ]
     assert plans and not [plan for plan in plans if "ix_deliveries_status_due_at" in plan], plans
+
+
+@pytest.mark.parametrize(
+    "items",
+    [
+        [],
+        [{}],
+        [{"email": "zoë@example.com", "slug": 'a "quoted"\nline', "held": None, "projected": True, "week": 2}],
+        [{"ratio": 1.5, "huge": 1e20, "nan": float("nan"), "inf": float("-inf")}],
+        [{"nested": {"list": [1, 2]}, "empty": []}, {"flat": "after a nested one"}],
+        [{"n": n, "name": f"reader {n}"} for n in range(1203)],  # more than one write's worth of items
+    ],
+)
+def test_a_json_list_is_printed_exactly_as_json_dumps_would_print_it_whole(
+    items: list[dict[str, Any]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from newsletter.cli.subscribers import ECHO_ITEMS, _echo_json_list
+
+    assert ECHO_ITEMS < 1203  # the long case takes more than one write
+    _echo_json_list(iter(items))
+    assert capsys.readouterr().out == json.dumps(items, indent=2) + "\n"

@@ -414,13 +414,33 @@ def plan_command(ctx: click.Context, email: str | None, days: float, now: dateti
         click.echo(f"nothing due in the next {days:g} days")
 
 
+_ENCODE = json.JSONEncoder().encode  # one value or key, by the C encoder `json.dumps` uses without indent
+ECHO_ITEMS = 500  # items printed per write: flat memory, and not one write per item
+
+
+def _list_item(item: dict[str, Any]) -> str:
+    """`json.dumps(item, indent=2)` as an element of an indented list.
+
+    With `indent`, json.dumps runs its pure-Python encoder: a fifth of `plan --json` at a million readers.
+    A flat object (the plan's entries, the subscribers) is written here from its encoded keys and values,
+    which gives the same text; anything nested goes to json.dumps.
+    """
+    flat = all(isinstance(key, str) and not isinstance(value, dict | list | tuple) for key, value in item.items())
+    if not item or not flat:
+        return json.dumps(item, indent=2).replace("\n", "\n  ")
+    return "{\n" + ",\n".join(f"    {_ENCODE(key)}: {_ENCODE(value)}" for key, value in item.items()) + "\n  }"
+
+
 def _echo_json_list(items: Iterable[dict[str, Any]]) -> None:
     """Print a JSON list item by item, exactly as `json.dumps(list, indent=2)` would print it whole."""
-    opening = "["
+    opening, chunk = "[", []
     for item in items:
-        click.echo(opening + "\n  " + json.dumps(item, indent=2).replace("\n", "\n  "), nl=False)
+        chunk.append(opening + "\n  " + _list_item(item))
         opening = ","
-    click.echo("[]" if opening == "[" else "\n]")
+        if len(chunk) == ECHO_ITEMS:
+            click.echo("".join(chunk), nl=False)
+            chunk.clear()
+    click.echo("".join(chunk) + ("[]" if opening == "[" else "\n]"))
 
 
 def _aligned(heading: tuple[str, ...], rows: Iterable[tuple[str, ...]]) -> Iterator[str]:
