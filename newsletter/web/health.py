@@ -127,12 +127,6 @@ class LedgerReadings:
                 self._reading.start()
         return latest or self._refresh(now)
 
-    def wait(self, timeout: float | None = None) -> None:
-        """Wait for a reading in progress, if any (tests, and a process that stops)."""
-        reading = self._reading
-        if reading is not None:
-            reading.join(timeout)
-
     def _refresh(self, now: datetime) -> LedgerReading:
         started = time.perf_counter()
         try:
