@@ -24,8 +24,8 @@ def bounces_command(ctx: click.Context, dry_run: bool, as_json: bool, now: datet
     bounce, or name no delivery of ours, stay in the mailbox and are counted. Running it twice records
     nothing twice.
     """
-    # Imported here: the mailbox, DSN and ARF parsers (and DKIM's DNS resolver) cost every other command
-    # a quarter of a second of start-up.
+    # Imported here: the mailbox, DSN and ARF parsers would cost every other command about 70 ms of
+    # start-up (median of five imports of the CLI, 0.68 s against 0.61 s).
     from newsletter.feedback.sweep import process_mailbox
 
     project = open_project(ctx)
