@@ -15,7 +15,9 @@ the daemon's log, or stderr for a command).
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -75,6 +77,40 @@ def _tune_sqlite(engine: Engine) -> None:
 class Database:
     engine: Engine
     sessions: sessionmaker[Session]
+
+    @property
+    def line_file(self) -> Path | None:
+        """The file senders queue on for SQLite's write lock (`in_line`): `<database>-lock`; None on PostgreSQL."""
+        name = self.engine.url.database if self.dialect == "sqlite" else None
+        if not name or name == ":memory:" or name.startswith("file:"):
+            return None
+        return Path(name + "-lock")
+
+    @contextmanager
+    def in_line(self) -> Iterator[None]:
+        """Wait in line with the other senders for SQLite's write lock; hold the line until the block ends.
+
+        SQLite's busy handler retries a locked `BEGIN IMMEDIATE` after sleeping 1, 2, 5, 10, 15, 20, 25… ms,
+        so two senders whose transactions take a few milliseconds each spend much of their time asleep
+        (4–5 s of a 13 s `send --processes 2` run, measured). An OS lock on a file beside the database wakes
+        the next in line the moment the holder lets go, and the kernel lets go for a process that dies. Each
+        call opens its own descriptor, so threads of one process queue too. Only the send path's short
+        transactions queue here, none opening another inside, so a wait always ends; every other writer
+        meets SQLite's busy timeout as before. On PostgreSQL (row locks) and without a file, it waits for nothing.
+        """
+        path = self.line_file
+        try:
+            descriptor = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644) if path is not None else None
+        except OSError:
+            descriptor = None  # a folder we cannot create the file in: SQLite's own busy handler still serves
+        if descriptor is None:
+            yield
+            return
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(descriptor)  # closing the only descriptor lets go of the lock
 
     @property
     def dialect(self) -> str:

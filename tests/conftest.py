@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -201,3 +202,27 @@ def assert_one_rate_limit(stamps: list[list[float]], per_second: float) -> None:
     everything = sorted(first + second)
     # One shared limit: every slot 1/rate apart. Two separate limits would finish in about half that.
     assert everything[-1] - everything[0] >= (len(everything) - 1) / per_second * 0.9
+
+
+# Holds the project's send line (`Database.in_line`) until killed; says so by printing one line.
+HOLD_THE_LINE = """
+import sys, time
+from newsletter.project import Project
+project = Project.open(sys.argv[1])
+with project.db.in_line():
+    print("holding", flush=True)
+    time.sleep(600)
+"""
+
+
+def hold_the_line(project_dir: Path, database_url: str) -> subprocess.Popen[str]:
+    """A process holding the send line of the project's database, started and holding when this returns."""
+    environment = {**os.environ, "NEWSLETTER_SECRET_KEY": "test", "NEWSLETTER_DATABASE_URL": database_url}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_THE_LINE, str(project_dir / "config.toml")],
+        env=environment,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline() == "holding\n"
+    return holder

@@ -6,11 +6,13 @@ import ast
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import hold_the_line
 from sqlalchemy import inspect, text
 
 from newsletter.cli import main
@@ -191,3 +193,61 @@ def test_a_new_project_makes_its_key_and_database_together_without_a_warning(pro
     assert first.returncode == 0, first.stderr
     assert "note: generated a signing key" in first.stderr
     assert "created a new, empty database" not in first.stderr
+
+
+def test_senders_queue_on_a_file_beside_sqlite_and_a_killed_holder_lets_go(project: Project, project_dir: Path) -> None:
+
+    database = project.db
+    holder = hold_the_line(project_dir, project.settings.database.url)
+    entered = threading.Event()
+
+    def wait_in_line() -> None:
+        with database.in_line():
+            entered.set()
+
+    waiter = threading.Thread(target=wait_in_line, daemon=True)
+    try:
+        waiter.start()
+        assert not entered.wait(0.5), "the line let a second process in while another held it"
+    finally:
+        holder.kill()  # SIGKILL: nothing of the holder's runs, the kernel lets go of its lock
+        holder.communicate()
+    assert entered.wait(30), "the line stayed held after its holder was killed"
+    waiter.join()
+
+
+def test_threads_of_one_process_queue_in_line_one_at_a_time(project: Project) -> None:
+
+    database, inside, order = project.db, threading.Event(), []
+    leave = threading.Event()
+
+    def first() -> None:
+        with database.in_line():
+            inside.set()
+            leave.wait(30)
+            order.append("first left")
+
+    def second() -> None:
+        with database.in_line():
+            order.append("second entered")
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    threads[0].start()
+    assert inside.wait(30)
+    threads[1].start()
+    threads[1].join(0.3)
+    assert order == [], "the second thread got in while the first was in line"
+    leave.set()
+    for thread in threads:
+        thread.join(30)
+    assert order == ["first left", "second entered"]
+
+
+def test_the_line_is_a_file_beside_sqlite_and_nothing_on_postgresql(any_project: Project, project_dir: Path) -> None:
+    database = any_project.db
+    if database.dialect == "sqlite":
+        assert database.line_file == project_dir / "newsletter.db-lock"
+        return
+    assert database.line_file is None
+    with database.in_line(), database.in_line():  # nested: row locks need no line, so nothing waits
+        pass

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import email
+import threading
 from contextlib import ExitStack, closing
 from datetime import UTC, datetime, timedelta
 from email import policy
 from pathlib import Path
 
 import pytest
+from conftest import hold_the_line
 from smtp_sink import FaultPlan, SmtpSink, drop_after_data, permanent, stall, temporary
 from sqlalchemy import select, update
 
@@ -238,3 +240,20 @@ def test_leaving_while_a_lesson_is_on_the_wire_is_not_undone_by_its_record(proje
         assert (reader.status, reader.position) == (status, 1)
     assert ledger(project)["leaving@example.com", 1].status == "sent"
     assert ("leaving@example.com", 2) not in ledger(project)
+
+
+def test_a_sender_on_sqlite_waits_in_line_until_the_one_before_it_lets_go(project: Project, project_dir: Path) -> None:
+
+    add_readers(project, ["ada@example.com", "bo@example.com"])
+    holder = hold_the_line(project_dir, project.settings.database.url)  # another sender, mid-transaction
+    transport, summaries = MemoryTransport(), []
+    sender = threading.Thread(target=lambda: summaries.append(send_due(project, transport, now=FIRST_SLOT)))
+    try:
+        sender.start()
+        sender.join(0.5)
+        assert sender.is_alive() and transport.sent == [], "the sender wrote while another held the line"
+    finally:
+        holder.kill()
+        holder.communicate()
+    sender.join(30)
+    assert summaries[0].sent == 2 and len(transport.sent) == 2

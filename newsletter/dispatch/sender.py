@@ -72,7 +72,8 @@ class Dispatcher:
     a sender killed at any moment repeats at most the messages marked but not yet recorded — never more
     than `IN_FLIGHT_PER_CONNECTION × connections` for the process — and a repeat carries the same Message-ID.
     Keeping the database and the renderer on one thread also keeps Python's GIL from stretching SQLite's
-    single-writer transactions.
+    single-writer transactions, and on SQLite each transaction waits its turn in `Database.in_line`, so
+    senders running side by side hand the write lock on without sleeping.
     """
 
     def __init__(
@@ -110,7 +111,8 @@ class Dispatcher:
     def run(self, limit: int | None = None) -> SendSummary:
         """Send everything due (up to `limit` messages), then return the counts."""
         now = self.clock()
-        with self.project.db.engine.begin() as database:
+        db = self.project.db
+        with db.in_line(), db.engine.begin() as database:
             wire.release_expired(database, now)
         with self.project.db.session() as session:
             self.summary.course = reconcile(session, self.project, now)
@@ -129,7 +131,7 @@ class Dispatcher:
             for worker in workers:
                 worker.join()
         # Stopped early: rows claimed but never started go back at once instead of waiting out their lease.
-        with self.project.db.engine.begin() as database:
+        with db.in_line(), db.engine.begin() as database:
             wire.release_unstarted(database, [item.delivery_id for item in self._claimed], self.owner)
         if self._fatal is not None:
             raise self._fatal
@@ -174,7 +176,7 @@ class Dispatcher:
         """One transaction: record what landed, then mark `starting` on the wire (rendered first)."""
         now = self.clock()
         prepared = [(item, self._prepare(item, now)) for item in starting]
-        with database.begin():
+        with self.project.db.in_line(), database.begin():
             counts = self._record(database, landed)
             flights, skipped = self._start(database, prepared, now)
         for outcome, item in counts:
@@ -203,7 +205,8 @@ class Dispatcher:
             if size <= 0:
                 return []
         now = self.clock()
-        with self.project.db.engine.begin() as database:
+        db = self.project.db
+        with db.in_line(), db.engine.begin() as database:
             ids = wire.claim_due(database, self.owner, now, self._lease, size, lesson=self.lesson)
             if self._remaining is not None:
                 self._remaining -= len(ids)
