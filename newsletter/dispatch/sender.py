@@ -208,10 +208,19 @@ class Dispatcher:
         db = self.project.db
         with db.in_line(), db.engine.begin() as database:
             ids = wire.claim_due(database, self.owner, now, self._lease, size, lesson=self.lesson)
-            if self._remaining is not None:
-                self._remaining -= len(ids)
-            claimed = wire.load_claimed(database, ids) if ids else []
-            return self._pauses.passing(database, claimed, now)
+        if self._remaining is not None:
+            self._remaining -= len(ids)
+        if not ids:
+            return []
+        # The rows are ours until the lease ends, so loading them is a read: the other senders need not wait
+        # for it (on SQLite it was a sixth of the time a sender held the write lock).
+        with db.reading() as session:
+            claimed = wire.load_claimed(session.connection(), ids)
+            paused = self._pauses.read(session.connection(), now)
+        if not paused:
+            return claimed
+        with db.in_line(), db.engine.begin() as database:
+            return self._pauses.passing(database, claimed, paused)
 
     def _prepare(self, item: Claimed, now: datetime) -> Envelope | NewsletterError:
         """Render and compose the message (no database work), or the error that stops it."""

@@ -46,10 +46,13 @@ class DomainPauses:
         self.owner = owner
         self._until: dict[str, datetime] = {}  # domains with strikes; a time past means the pause is over
 
-    def passing(self, connection: Connection, claimed: list[Claimed], now: datetime) -> list[Claimed]:
-        """The claimed rows whose domain is not paused; the others go back unsent, to wait for the pause."""
+    def read(self, connection: Connection, now: datetime) -> dict[str, datetime]:
+        """Read the pauses again (with each claim); return the domains paused at `now` (a read: no write lock)."""
         self._until = pauses(connection)
-        paused = {domain: until for domain, until in self._until.items() if until > now}
+        return {domain: until for domain, until in self._until.items() if until > now}
+
+    def passing(self, connection: Connection, claimed: list[Claimed], paused: Mapping[str, datetime]) -> list[Claimed]:
+        """The claimed rows whose domain is not `paused`; the others go back unsent, to wait for the pause."""
         return self._send_back(connection, claimed, paused) if paused else claimed
 
     def pause(
