@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import ssl
 import subprocess
@@ -17,6 +18,8 @@ from typing import Any, Protocol
 
 import pytest
 from conftest import assert_one_rate_limit, race
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from smtp_sink import (
     FaultPlan,
     SmtpSink,
@@ -40,6 +43,7 @@ from newsletter.transports import (
     read_outbox,
     transport_from_settings,
 )
+from newsletter.transports.smtp import dot_stuffed
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -113,6 +117,16 @@ def test_bytes_arrive_exactly_as_given(sink: SmtpSink, transport_for: TransportF
     assert received.mail_from == "bounces@example.test"
     assert received.recipients == ("reader@example.test",)
     assert received.message_id == "<lesson-1@example.test>"
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from([b".", b"\r", b"\n", b"\r\n", b"x", b".."]), max_size=12).map(b"".join))
+def test_dot_stuffing_gives_smtplibs_bytes(message: bytes) -> None:
+    """What `dot_stuffed` puts on the wire is byte for byte what smtplib's own DATA would: the reference below."""
+    reference = re.sub(rb"(?m)^\.", b"..", message)
+    reference += b"" if reference.endswith(b"\r\n") else b"\r\n"
+
+    assert dot_stuffed(message) == reference + b".\r\n"
 
 
 def test_sequential_messages_share_one_connection(sink: SmtpSink, transport_for: TransportFactory) -> None:

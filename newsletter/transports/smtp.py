@@ -52,10 +52,29 @@ class _Connection(smtplib.SMTP):
         return super().rcpt(recip, options)
 
     def data(self, msg: Buffer | str) -> tuple[int, bytes]:
+        """smtplib's DATA, with the message dot-stuffed by `dot_stuffed` instead of smtplib's regex."""
         self.stage = "DATA"
-        code, text = super().data(msg)
+        self.putcmd("data")
+        code, text = self.getreply()
+        if code != 354:
+            raise smtplib.SMTPDataError(code, text)
+        self.send(dot_stuffed(msg.encode("ascii") if isinstance(msg, str) else bytes(msg)))
+        code, text = self.getreply()
         self.data_reply = _reply(code, text)
         return code, text
+
+
+def dot_stuffed(message: bytes) -> bytes:
+    """The message as DATA carries it (RFC 5321 4.5.2): a "." doubled at the start of every line, then CRLF.CRLF.
+
+    The same bytes as smtplib's `data()`, which runs a regular expression over the whole message: 0.1 ms for
+    a 23 KB lesson, all of it holding the GIL that the sender's database thread is waiting for while it holds
+    SQLite's write lock. `bytes.replace` finds the few lines that need it in a few microseconds.
+    """
+    stuffed = message.replace(b"\n.", b"\n..")
+    if stuffed.startswith(b"."):
+        stuffed = b"." + stuffed
+    return stuffed + (b".\r\n" if stuffed.endswith(b"\r\n") else b"\r\n.\r\n")
 
 
 class _TlsConnection(_Connection, smtplib.SMTP_SSL):
