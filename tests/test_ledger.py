@@ -6,7 +6,7 @@ import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from newsletter.ledger import Gate, apply_gates, load_readers, plan_next, put_waiting
 from newsletter.ledger.course import preview, reconcile
@@ -140,6 +140,52 @@ def test_a_batch_of_sent_messages_moves_every_reader_on_and_plans_each_next_less
         session.execute(update(Delivery).where(Delivery.id == taken).values(lease_owner="them"))
         recorded = record_sent_many(session.connection(), any_project.settings, any_project.series, {}, later, "me")
     assert [item.subscriber.id for item in recorded] == [readers[0], readers[2]]
+
+
+def test_a_batch_is_recorded_in_three_statements_whatever_its_size(any_project: Project) -> None:
+    """Mark sent, move the readers on, plan their next lessons: no statement per reader, no query asking again."""
+    readers = [add_reader(any_project, f"s{n}@example.com") for n in range(12)]
+    with any_project.db.session() as session:
+        session.execute(update(Delivery).where(Delivery.lesson == "muscle").values(status="sending", lease_owner="me"))
+        ids = dict(session.execute(select(Delivery.subscriber_id, Delivery.id)).all())
+    statements: list[str] = []
+
+    def remember(_connection: object, _cursor: object, statement: str, *_: object) -> None:
+        statements.append(statement)
+
+    event.listen(any_project.db.engine, "before_cursor_execute", remember)
+    try:
+        for batch in (readers[:2], readers[2:]):
+            items = [Claimed(ids[r], "muscle", FIRST_SLOT, None, Subscriber(id=r)) for r in batch]
+            with any_project.db.session() as session:
+                sent = [(item, "250 ok", FIRST_SLOT) for item in items]
+                settings, series = any_project.settings, any_project.series
+                assert len(record_sent_many(session.connection(), settings, series, {}, sent, "me")) == len(batch)
+    finally:
+        event.remove(any_project.db.engine, "before_cursor_execute", remember)
+    verbs = [statement.split()[0] for statement in statements if statement.split()[0] not in ("BEGIN", "COMMIT")]
+    assert verbs == ["UPDATE", "UPDATE", "INSERT"] * 2
+    assert all(rows(any_project, reader)["knees"].status == "pending" for reader in readers)
+
+
+def test_one_reader_twice_in_a_batch_is_moved_on_once_per_lesson(any_project: Project) -> None:
+    """A lesson and a late resend of the one before it, landing together: both count, the next is planned once."""
+    reader = add_reader(any_project, "twice@example.com")
+    with any_project.db.session() as session:
+        put_waiting(session.connection(), reader, "knees", FIRST_SLOT, None)
+        session.execute(update(Delivery).values(status="sending", lease_owner="me"))
+        ids = dict(session.execute(select(Delivery.lesson, Delivery.id)).all())
+    items = [Claimed(ids[lesson], lesson, FIRST_SLOT, None, Subscriber(id=reader)) for lesson in ("muscle", "knees")]
+    with any_project.db.session() as session:
+        sent = [(item, "250 ok", FIRST_SLOT) for item in items]
+        recorded = record_sent_many(session.connection(), any_project.settings, any_project.series, {}, sent, "me")
+    assert len(recorded) == 2
+    assert {lesson: row.status for lesson, row in rows(any_project, reader).items()} == {
+        "muscle": "sent",
+        "knees": "sent",
+        "brain": "pending",
+    }
+    assert reader_state(any_project, reader) == ("active", "knees", 2)
 
 
 def test_gates_hold_and_release_waiting_rows(any_project: Project) -> None:

@@ -18,7 +18,7 @@ from datetime import datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Executable, Update, and_, bindparam, case, select, update
+from sqlalchemy import Connection, Executable, Update, and_, bindparam, case, literal_column, null, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from newsletter.errors import PermanentSendError, TransientSendError
@@ -129,37 +129,31 @@ def move_on(connection: Connection, settings: Settings, series: Series, gates: G
 def _put_many(
     connection: Connection, gates: Gates, plans: list[tuple[Passed, Reader, NextSend]]
 ) -> set[tuple[int, str]]:
-    """Write every planned next lesson in one insert-or-reset; return the (subscriber, lesson) pairs written."""
+    """Write every planned next lesson in one insert-or-reset; return the (subscriber, lesson) pairs written.
+
+    The statement returns the rows it wrote, so a reader who had that lesson already (the insert-or-reset
+    left their row alone) is simply missing: no second query, and no trust in an executemany's row count,
+    which SQLAlchemy does not give for this statement on PostgreSQL (-1, so every batch used to ask again).
+    """
     if not plans:
         return set()
-    rows: list[dict[str, object]] = []
-    wanted: set[tuple[int, str]] = set()
+    # One row per (reader, lesson), the last planned: one statement may not insert-or-reset a row twice.
+    rows: dict[tuple[int, str], dict[str, object]] = {}
     for _, reader, planned in plans:
         gate = gates.get(planned.lesson.slug)
-        rows.append(
-            {
-                "subscriber_id": reader.id,
-                "lesson": planned.lesson.slug,
-                "slot_at": planned.due_at,
-                "due_at": planned.due_at,
-                "status": "held" if gate else "pending",
-                "hold": gate.reason if gate else None,
-                "error": gate.detail if gate else None,
-                "attempts": 0,
-                "message_id": None,
-            }
-        )
-        wanted.add((reader.id, planned.lesson.slug))
-    if connection.execute(_put_many_statement(connection.dialect.name), rows).rowcount == len(rows):
-        return wanted
-    # Some reader had that lesson already (the insert-or-reset left their row alone): find out who.
-    had = connection.execute(
-        select(DELIVERIES.c.subscriber_id, DELIVERIES.c.lesson).where(
-            DELIVERIES.c.subscriber_id.in_([subscriber for subscriber, _ in wanted]),
-            DELIVERIES.c.status.in_(("sent", "sending", "failed")),
-        )
-    )
-    return wanted - {(row.subscriber_id, row.lesson) for row in had}
+        rows[reader.id, planned.lesson.slug] = {
+            "subscriber_id": reader.id,
+            "lesson": planned.lesson.slug,
+            "slot_at": planned.due_at,
+            "due_at": planned.due_at,
+            "status": "held" if gate else "pending",
+            "hold": gate.reason if gate else None,
+            "error": gate.detail if gate else None,
+            "attempts": 0,
+            "message_id": None,
+        }
+    written = connection.execute(_put_many_statement(connection.dialect.name), list(rows.values()))
+    return {(row.subscriber_id, row.lesson) for row in written}
 
 
 @cache
@@ -168,12 +162,13 @@ def _put_many_statement(dialect_name: str) -> Executable:
     statement = dialect.insert(DELIVERIES)
     reset = ("slot_at", "due_at", "status", "hold", "error", "attempts", "message_id", "updated_at")
     values = {name: statement.excluded[name] for name in reset}
-    values.update({"smtp_reply": None, "lease_owner": None, "lease_until": None, "smtp_started_at": None})
+    values.update({name: null() for name in ("smtp_reply", "lease_owner", "lease_until", "smtp_started_at")})
+    # Constants, not bound values, after VALUES: SQLAlchemy then sends a batch as one multi-row INSERT
+    # (its "insertmanyvalues"); with a bound value there it would run one INSERT per row.
+    kept = (DELIVERIES.c.status != literal_column(f"'{status}'") for status in ("sent", "sending", "failed"))
     upsert: Executable = statement.on_conflict_do_update(
-        index_elements=["subscriber_id", "lesson"],
-        set_=values,
-        where=and_(*(DELIVERIES.c.status != status for status in ("sent", "sending", "failed"))),
-    )
+        index_elements=["subscriber_id", "lesson"], set_=values, where=and_(*kept)
+    ).returning(DELIVERIES.c.subscriber_id, DELIVERIES.c.lesson)
     return upsert
 
 
