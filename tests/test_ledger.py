@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import shutil
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from pathlib import Path
 
-from sqlalchemy import event, select, update
+from sqlalchemy import Integer, String, Update, bindparam, event, select, update
 
 from newsletter.ledger import Gate, apply_gates, load_readers, plan_next, put_waiting
 from newsletter.ledger.course import preview, reconcile
 from newsletter.ledger.outcomes import record_sent_many
+from newsletter.ledger.rows import MAX_ROWS, execute_rows, rows_subquery
+from newsletter.ledger.waiting import SUBSCRIBERS
 from newsletter.ledger.wire import Claimed
 from newsletter.models import Delivery, Subscriber
 from newsletter.project import Project
@@ -186,6 +189,40 @@ def test_one_reader_twice_in_a_batch_is_moved_on_once_per_lesson(any_project: Pr
         "brain": "pending",
     }
     assert reader_state(any_project, reader) == ("active", "knees", 2)
+
+
+def test_execute_rows_takes_any_number_of_rows_at_most_max_rows_a_statement(any_project: Project) -> None:
+    readers = [add_reader(any_project, f"n{n}@example.com") for n in range(2 * MAX_ROWS + 5)]
+    with any_project.db.session() as session:
+        session.execute(update(Subscriber).where(Subscriber.id == readers[-1]).values(status="paused"))
+
+    @cache
+    def renamed(size: int) -> Update:
+        named = rows_subquery("named", size, {"id": Integer(), "name": String()})
+        return (
+            update(SUBSCRIBERS)
+            .where(SUBSCRIBERS.c.id == named.c.id, SUBSCRIBERS.c.status == bindparam("only"))
+            .values(name=named.c.name)
+        )
+
+    statements: list[str] = []
+
+    def remember(_connection: object, _cursor: object, statement: str, *_: object) -> None:
+        statements.append(statement)
+
+    rows = [{"id": reader, "name": f"Reader {n}"} for n, reader in enumerate(readers)]
+    event.listen(any_project.db.engine, "before_cursor_execute", remember)
+    try:
+        with any_project.db.session() as session:
+            changed = execute_rows(session.connection(), renamed, rows, only="active")
+    finally:
+        event.remove(any_project.db.engine, "before_cursor_execute", remember)
+    assert changed == len(readers) - 1  # the rows changed, summed over the statements: not the paused reader
+    assert [statement.split()[0] for statement in statements if statement.startswith("UPDATE")] == ["UPDATE"] * 3
+    with any_project.db.reading() as session:
+        names = dict(session.execute(select(Subscriber.id, Subscriber.name)).all())
+    assert [names[reader] for reader in readers[:-1]] == [f"Reader {n}" for n in range(len(readers) - 1)]
+    assert names[readers[-1]] == "Reader"
 
 
 def test_gates_hold_and_release_waiting_rows(any_project: Project) -> None:

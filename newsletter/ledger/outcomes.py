@@ -18,15 +18,29 @@ from datetime import datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Executable, Update, and_, bindparam, case, literal_column, null, select, update
+from sqlalchemy import (
+    Connection,
+    Executable,
+    Integer,
+    Text,
+    Update,
+    and_,
+    bindparam,
+    case,
+    literal_column,
+    null,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from newsletter.errors import PermanentSendError, TransientSendError
 from newsletter.events import record_event
+from newsletter.ledger.rows import execute_rows, rows_subquery
 from newsletter.ledger.waiting import DELIVERIES, RECEIVING, SUBSCRIBERS, Gates, Reader, cancel_waiting, plan_next
 from newsletter.ledger.wire import Claimed, retry_delay
 from newsletter.lessons import Series
-from newsletter.models import CONFIRMATION
+from newsletter.models import CONFIRMATION, UTCDateTime
 from newsletter.planning import NextSend, Progress, next_send
 from newsletter.schedule import Cadence
 
@@ -53,8 +67,8 @@ def record_sent_many(
 ) -> list[Claimed]:
     """Record accepted messages (claimed item, relay's reply, when): return the items recorded (still ours)."""
     ids = [item.delivery_id for item, _, _ in sent]
-    rows = [{"delivery": i.delivery_id, "owner": owner, "finished_at": at, "reply": reply} for i, reply, at in sent]
-    if connection.execute(_RECORD_SENT, rows).rowcount != len(rows):
+    rows = [{"delivery": i.delivery_id, "finished_at": at, "reply": reply} for i, reply, at in sent]
+    if execute_rows(connection, _record_sent_statement, rows, owner=owner) != len(rows):
         # Some lease was lost (another sender took the row over): a sent row keeps the name of the sender
         # that recorded it, so the rows this statement wrote are the ones sent under our name.
         ours = set(
@@ -273,10 +287,16 @@ def _advance(*, clear_hard_bounces: bool) -> Update:
 
 # The send path's statements, built once with bound parameters: building one costs more than running it.
 _ADVANCE = {True: _advance(clear_hard_bounces=True), False: _advance(clear_hard_bounces=False)}
-_RECORD_SENT = (
-    update(DELIVERIES)
-    .where(DELIVERIES.c.id == bindparam("delivery"), DELIVERIES.c.lease_owner == bindparam("owner"))
-    .where(DELIVERIES.c.status == "sending")
-    .values(status="sent", sent_at=bindparam("finished_at"), smtp_reply=bindparam("reply"), error=None, hold=None)
-    .values(lease_until=None)  # lease_owner stays: which sender sent it (and how a batch knows its own rows)
-)
+
+
+@cache
+def _record_sent_statement(size: int) -> Update:
+    """Mark `size` rows sent, each with its own time and reply, in one statement (`ledger.rows`)."""
+    landed = rows_subquery("landed", size, {"delivery": Integer(), "finished_at": UTCDateTime(), "reply": Text()})
+    return (
+        update(DELIVERIES)
+        .where(DELIVERIES.c.id == landed.c.delivery, DELIVERIES.c.lease_owner == bindparam("owner"))
+        .where(DELIVERIES.c.status == "sending")
+        .values(status="sent", sent_at=landed.c.finished_at, smtp_reply=landed.c.reply, error=None, hold=None)
+        .values(lease_until=None)  # lease_owner stays: which sender sent it (and how a batch knows its own rows)
+    )

@@ -10,13 +10,14 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cache
+from functools import cache, partial
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, Update, bindparam, case, exists, or_, select, update
+from sqlalchemy import Connection, Integer, String, Update, bindparam, case, exists, or_, select, update
 
+from newsletter.ledger.rows import execute_rows, rows_subquery
 from newsletter.ledger.waiting import DELIVERIES, RECEIVING, SUBSCRIBERS
-from newsletter.models import CONFIRMATION, HoldReason, Subscriber
+from newsletter.models import CONFIRMATION, HoldReason, Subscriber, UTCDateTime
 
 if TYPE_CHECKING:
     pass
@@ -129,11 +130,9 @@ def start_many(connection: Connection, started: list[tuple[Claimed, str]], owner
     marked: set[int] = set()
     for statuses in {receiving_statuses(item.lesson) for item, _ in started}:
         batch = [(item, mid) for item, mid in started if receiving_statuses(item.lesson) == statuses]
-        rows = [
-            {"delivery": item.delivery_id, "owner": owner, "started_at": now, "message_id": mid} for item, mid in batch
-        ]
-        result = connection.execute(_mark_started_statement(statuses), rows)
-        if result.rowcount == len(rows):
+        rows = [{"delivery": item.delivery_id, "message_id": mid} for item, mid in batch]
+        statement = partial(_mark_started_statement, statuses)
+        if execute_rows(connection, statement, rows, owner=owner, started_at=now) == len(rows):
             marked.update(item.delivery_id for item, _ in batch)
             continue
         ids = [item.delivery_id for item, _ in batch]
@@ -210,20 +209,22 @@ _RECORD_HELD = (
 
 
 @cache
-def _mark_started_statement(statuses: tuple[str, ...]) -> Update:
-    """Mark a row on the wire if it is still this sender's and its subscriber is in one of `statuses`."""
+def _mark_started_statement(statuses: tuple[str, ...], size: int) -> Update:
+    """Mark `size` rows on the wire, each if still this sender's and its subscriber in one of `statuses`.
+
+    One statement over the rows' values (`ledger.rows`), each with its own Message-ID.
+    """
     # `or_` of equalities rather than IN: an IN list is expanded anew on every execution.
     status_ok = or_(*(SUBSCRIBERS.c.status == status for status in statuses))
     wanted = exists().where(SUBSCRIBERS.c.id == DELIVERIES.c.subscriber_id, status_ok)
+    started = rows_subquery("started", size, {"delivery": Integer(), "message_id": String()})
     return (
         update(DELIVERIES)
-        .where(DELIVERIES.c.id == bindparam("delivery"), DELIVERIES.c.lease_owner == bindparam("owner"))
+        .where(DELIVERIES.c.id == started.c.delivery, DELIVERIES.c.lease_owner == bindparam("owner"))
         .where(DELIVERIES.c.status == "sending", wanted)
         .values(
-            smtp_started_at=bindparam("started_at"),
+            smtp_started_at=bindparam("started_at", type_=UTCDateTime()),
             attempts=DELIVERIES.c.attempts + 1,
-            message_id=case(
-                (DELIVERIES.c.message_id.is_(None), bindparam("message_id")), else_=DELIVERIES.c.message_id
-            ),
+            message_id=case((DELIVERIES.c.message_id.is_(None), started.c.message_id), else_=DELIVERIES.c.message_id),
         )
     )
