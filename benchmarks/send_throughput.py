@@ -19,6 +19,8 @@ every phase delivered exactly its messages (each ceiling over exactly its connec
 that every reader got lesson 1 once (with `--limit M`: M sent once, the rest still pending); the sink's
 CPU share in each phase says whether it had cycles to spare. It prints one table (`--json`: the whole
 result as JSON) and writes the result to benchmarks/results/; the exit code is 1 when a check failed.
+`--phases` also times each sender's steps from inside it (benchmarks/phases/sitecustomize.py) and prints
+where each sender's database thread spent its time; `--profile` runs one sender under cProfile.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ from relay import (
 )
 from seeding import FIRST_SLOT, all_due, seed, week_one_counts
 
+PHASES_PROBE = Path(__file__).resolve().parent / "phases"  # its sitecustomize.py times a sender's steps
 BUSY_SINK_PERCENT = 80  # above this share of its one core, the sink may have been what limited a figure
 POLL_SECONDS = 0.02
 CEILINGS = ("smtp_source", "smtplib_threads", "smtplib_processes")
@@ -117,6 +120,12 @@ def run_sender(
 ) -> dict[str, Any]:
     """Start `newsletter send` and watch the sink until it has exited; `count` is what it should send."""
     folder = sink.counter_file.parent
+    phases = folder / "phases"
+    if args.phases:
+        phases.mkdir(exist_ok=True)
+        search_path = [str(PHASES_PROBE), *filter(None, [environment.get("PYTHONPATH")])]
+        probe = {"PYTHONPATH": os.pathsep.join(search_path), "NEWSLETTER_BENCH_PHASES": str(phases)}
+        environment = {**environment, **probe}
     load_before, before = load_average(), sink.counts()
     launched = measure.start(sender_command(bench, args), environment, folder, "sender")
     first = last = None
@@ -148,7 +157,28 @@ def run_sender(
         "summary": _summary(measure.output(folder, "sender")),
         "sink": sink_summary(share, last - (first or 0.0)),
         "load": [load_before, load_average()],
+        "phases": [json.loads(path.read_text()) for path in sorted(phases.glob("phases-*.json"))],
     }
+
+
+def phases_table(case: dict[str, Any]) -> list[str]:
+    """`--phases`: each sender process's steps (benchmarks/phases/sitecustomize.py), wall and CPU seconds."""
+    senders = case["send"]["phases"]
+    if not senders:
+        return []
+    steps = list(dict.fromkeys(step for sender in senders for step in sender))
+    headings = ["step", *(f"sender {n + 1}: wall s; CPU s; calls" for n in range(len(senders))), "share of run"]
+    rows = []
+    for step in steps:
+        cells = [_step_cell(sender.get(step)) for sender in senders]
+        shares = [sender[step]["wall"] / sender["run"]["wall"] for sender in senders if step in sender]
+        rows.append([step, *cells, " / ".join(f"{share:.0%}" for share in shares)])
+    title = f"{case['database']} {case['subscribers']:,}: where each sender's database thread spent its time"
+    return ["", title, "", markdown_table(headings, rows)]
+
+
+def _step_cell(step: dict[str, Any] | None) -> str:
+    return f"{step['wall']:.2f}; {step['cpu']:.2f}; {step['calls']:,}" if step else ""
 
 
 def _summary(stdout: str) -> dict[str, Any] | None:
@@ -308,6 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, help="[delivery] batch_size of the senders (default: config.toml)")
     parser.add_argument("--ceiling-messages", type=int, help="messages each ceiling sends (default: N)")
     parser.add_argument("--profile", type=Path, help="run the sender under cProfile (needs --processes 1), stats here")
+    parser.add_argument(
+        "--phases", action="store_true", help="time each sender's steps (benchmarks/phases/) and print them"
+    )
     add_run_arguments(parser)
     args = parser.parse_args(arguments)
     if args.processes < 1 or args.connections < 1 or (args.limit is not None and args.limit < 1):
@@ -319,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     require_postfix()
     done = run_each(wanted, args, run_case)
     changes = growth([{**case, **case["ceilings"]} for case in done], GROWING)
-    publish("send_throughput", arguments, args, done, "\n".join([table(done), "", *changes]), growth=changes)
+    steps = [line for case in done for line in phases_table(case)]
+    publish("send_throughput", arguments, args, done, "\n".join([table(done), "", *changes, *steps]), growth=changes)
     notes = [note for case in done for note in connection_notes(case) + busy_sink_notes(case)]
     failures = [f"{case['database']} {case['subscribers']:,}: {p}" for case in done for p in case["problems"]]
     for line in notes + failures:

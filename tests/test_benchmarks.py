@@ -176,7 +176,7 @@ def test_send_throughput_prints_one_table_or_the_json_and_says_when_a_sender_fel
 
 @pytest.mark.usefixtures("postfix")
 def test_send_throughput_drives_send_processes_and_may_send_part_of_a_backlog(tmp_path: Path) -> None:
-    arguments = ("--subscribers", "300", "--limit", "120", "--processes", "2", "--connections", "1")
+    arguments = ("--subscribers", "300", "--limit", "120", "--processes", "2", "--connections", "1", "--phases")
     result = run_benchmark("send_throughput", tmp_path, *arguments)
     [case] = result["cases"]
     assert case["problems"] == [] and case["ledger_week_one"] == {"sent": 120, "pending": 180}
@@ -185,6 +185,14 @@ def test_send_throughput_drives_send_processes_and_may_send_part_of_a_backlog(tm
     assert case["send"]["sum_of_peaks_mb"] > 2 * case["send"]["peak_rss_mb"]
     for ceiling in case["ceilings"].values():
         assert ceiling["messages"] == ceiling["sink"]["messages"] == 120 and ceiling["sink"]["sessions"] == 2
+    senders = case["send"]["phases"]  # --phases: the two senders' steps (the coordinator runs none)
+    assert len(senders) == 2 and all(sender["run"]["calls"] == 1 for sender in senders)
+    assert sum(sender["render"]["calls"] for sender in senders) == 120  # one per message sent
+    for sender in senders:
+        assert sender["line held"]["calls"] >= sender["record"]["calls"] >= 1  # every record is in the line
+        inside = sender["record"]["wall"] + sender["start"]["wall"]
+        assert inside <= sender["line held"]["wall"] <= sender["run"]["wall"]
+        assert all(0 <= step["cpu"] <= step["wall"] + 0.05 for step in sender.values())
 
 
 def test_send_throughput_refuses_to_profile_a_sender_it_cannot_see(tmp_path: Path) -> None:
