@@ -11,6 +11,7 @@ spring-forward gap fires at the first instant after the gap, which is the transi
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import re
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from typing import Literal, assert_never
 from zoneinfo import ZoneInfo
 
 from newsletter.errors import ScheduleValueError, SubscriberError
-from newsletter.zones import form_zones, known_zones, offset_hint
+from newsletter.zones import form_zones, known_spellings, known_zones, offset_hint
 
 WEEKDAY_NAMES: tuple[str, ...] = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
@@ -154,10 +155,9 @@ def parse_timezone(text: str) -> str:
     accepted, links included: a reader may hold one. `zones.caveat` says which ones are not places.
     """
     name = text.strip()
-    known = known_zones()
-    if name in known.values():
+    if name in known_spellings():  # every reader's zone, as stored: `plan` asks once per reader
         return name
-    spelled = known.get(name.lower())
+    spelled = known_zones().get(name.lower())
     if spelled is not None:
         return spelled
     # An offset is explained rather than matched: "GMT+2" is close to the zone GMT+0, which it does not mean.
@@ -172,8 +172,13 @@ def parse_timezone(text: str) -> str:
     )
 
 
+@functools.lru_cache(maxsize=16384)
 def _resolve_wall_time(wall: datetime, zone: ZoneInfo) -> datetime:
-    """Return the first UTC instant at which the clocks in `zone` read `wall` or later."""
+    """Return the first UTC instant at which the clocks in `zone` read `wall` or later.
+
+    Remembered: readers share zones, weekdays and send times, so `plan` over a million readers asks for
+    the same few thousand wall times again and again (each answer costs four zone conversions or more).
+    """
     readings = [_utc_if_real(wall, zone, fold) for fold in (0, 1)]
     real = [instant for instant in readings if instant is not None]
     if real:

@@ -60,6 +60,12 @@ def known_zones() -> dict[str, str]:
 
 
 @functools.cache
+def known_spellings() -> frozenset[str]:
+    """Every zone name as spelled (a set: `in` on the dict's values would walk all ~600 of them)."""
+    return frozenset(known_zones().values())
+
+
+@functools.cache
 def _zone_source() -> tuple[frozenset[str], dict[str, str]] | None:
     """(zones, link → zone) from the tz database's own `tzdata.zi`, or None where it is not installed."""
     for folder in zoneinfo.TZPATH:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Iterable, Iterator
@@ -428,7 +429,13 @@ def _list_item(item: dict[str, Any]) -> str:
     flat = all(isinstance(key, str) and not isinstance(value, dict | list | tuple) for key, value in item.items())
     if not item or not flat:
         return json.dumps(item, indent=2).replace("\n", "\n  ")
-    return "{\n" + ",\n".join(f"    {_ENCODE(key)}: {_ENCODE(value)}" for key, value in item.items()) + "\n  }"
+    return "{\n" + ",\n".join(f"    {_encoded_key(key)}: {_ENCODE(value)}" for key, value in item.items()) + "\n  }"
+
+
+@functools.cache
+def _encoded_key(key: str) -> str:
+    """A key as JSON: the same few keys for every item, encoded once."""
+    return _ENCODE(key)
 
 
 def _echo_json_list(items: Iterable[dict[str, Any]]) -> None:
