@@ -103,7 +103,7 @@ class LedgerReading:
 class LedgerReadings:
     """The ledger gauges for `/metrics`: one reading of the database at a time, reused for `LEDGER_MAX_AGE`.
 
-    Counting deliveries and subscribers by status reads every row of both tables: about 0.4 s at a
+    Counting deliveries and subscribers by status reads every row of both tables: 0.4–0.6 s at a
     million readers on SQLite, more while a sender writes. Paid by each scrape, and by each
     of several scrapers, it would make the scrape as slow as the ledger is large. Instead the first
     scrape reads; later ones get the last reading at once, and one older than `max_age` starts a single
