@@ -282,9 +282,14 @@ def test_status_watch_refreshes_until_interrupted(course: Project, env: dict[str
         [*command, "--json", "--watch", "0.5"], env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     assert watcher.stdout is not None
-    reports = [json.loads(watcher.stdout.readline()) for _ in range(2)]
-    watcher.send_signal(signal.SIGINT)
-    _, errors = watcher.communicate(timeout=10)
+    try:
+        reports = [json.loads(watcher.stdout.readline()) for _ in range(2)]
+        watcher.send_signal(signal.SIGINT)
+        _, errors = watcher.communicate(timeout=10)
+    finally:
+        if watcher.poll() is None:  # never left running (or its pipes open) for the tests after this one
+            watcher.kill()
+            watcher.communicate()
 
     assert watcher.returncode == 0, errors.decode()
     assert reports[0]["generated_at"] < reports[1]["generated_at"]
