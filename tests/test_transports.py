@@ -43,7 +43,7 @@ from newsletter.transports import (
     read_outbox,
     transport_from_settings,
 )
-from newsletter.transports.smtp import dot_stuffed
+from newsletter.transports.smtp import _Connection, dot_stuffed
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -127,6 +127,21 @@ def test_dot_stuffing_gives_smtplibs_bytes(message: bytes) -> None:
     reference += b"" if reference.endswith(b"\r\n") else b"\r\n"
 
     assert dot_stuffed(message) == reference + b".\r\n"
+
+
+def test_data_given_a_str_makes_its_line_ends_crlf_as_smtplib_does(sink: SmtpSink) -> None:
+    connection = _Connection("127.0.0.1", sink.port)
+    try:
+        connection.ehlo()
+        connection.mail("bounces@example.test")
+        connection.rcpt("reader@example.test")
+        code, _ = connection.data("Subject: lone ends\n\n.a dot\rlast")
+    finally:
+        connection.quit()
+
+    assert code == 250
+    [received] = sink.messages
+    assert received.data == b"Subject: lone ends\r\n\r\n.a dot\r\nlast\r\n"
 
 
 def test_sequential_messages_share_one_connection(sink: SmtpSink, transport_for: TransportFactory) -> None:

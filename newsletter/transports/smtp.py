@@ -58,7 +58,9 @@ class _Connection(smtplib.SMTP):
         code, text = self.getreply()
         if code != 354:
             raise smtplib.SMTPDataError(code, text)
-        self.send(dot_stuffed(msg.encode("ascii") if isinstance(msg, str) else bytes(msg)))
+        # A str is taken as smtplib's own `data()` takes it (line ends made CRLF); `sendmail` passes bytes.
+        message = smtplib._fix_eols(msg).encode("ascii") if isinstance(msg, str) else bytes(msg)  # type: ignore[attr-defined]
+        self.send(dot_stuffed(message))
         code, text = self.getreply()
         self.data_reply = _reply(code, text)
         return code, text
