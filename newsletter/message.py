@@ -35,11 +35,14 @@ from email.header import Header
 from email.headerregistry import Address
 from email.utils import format_datetime
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from newsletter.config import Settings
 from newsletter.errors import MessageError, SubscriberError
-from newsletter.render import RenderedEmail
 from newsletter.transports import needs_smtputf8
+
+if TYPE_CHECKING:
+    from newsletter.render import RenderedEmail
 
 MAX_LINE_OCTETS = 998
 WIRE_POLICY = policy.SMTP.clone(max_line_length=MAX_LINE_OCTETS)

@@ -17,18 +17,18 @@ from typing import TYPE_CHECKING
 from newsletter import tokens
 from newsletter.config import Settings, load_settings
 from newsletter.db import Database, connect
-from newsletter.envelope import wire_envelope
-from newsletter.feedback.mailto import unsubscribe_mailto
 from newsletter.lessons import Series, load_series
-from newsletter.message import WIRE_POLICY, compose, lesson_message_id, list_id, message_id_for
 from newsletter.models import CONFIRMATION, Subscriber
 from newsletter.planning import describe_cadence
-from newsletter.render import Recipient, RenderedEmail, Renderer
 from newsletter.schedule import WEEKDAY_NAMES, parse_weekday
-from newsletter.transports import Envelope
 
 if TYPE_CHECKING:
     from newsletter.ledger.waiting import Gates
+    from newsletter.render import Recipient, RenderedEmail, Renderer
+    from newsletter.transports import Envelope
+
+# The renderer and the email composer (Jinja2, MJML, DKIM) are imported by the methods that use them, so a
+# command that only reads the ledger (`status`, `deliveries`, `plan`) does not load them.
 
 # The public routes every email links to; `web/public.py` serves exactly these.
 CONFIRM_PATH = "/confirm/"
@@ -92,10 +92,14 @@ class Project:
 
     @cached_property
     def renderer(self) -> Renderer:
+        from newsletter.render import Renderer
+
         return Renderer(self.settings, self.series)
 
     @cached_property
     def list_id(self) -> str:
+        from newsletter.message import list_id
+
         return list_id(self.settings, self.series.title, self.series.slug)
 
     def links(self, subscriber_id: int, now: datetime | None = None, *, confirm: bool = True) -> Links:
@@ -109,6 +113,8 @@ class Project:
         )
 
     def recipient(self, subscriber: Subscriber, now: datetime | None = None, *, confirm: bool = True) -> Recipient:
+        from newsletter.render import Recipient
+
         links = self.links(subscriber.id, now, confirm=confirm)
         return Recipient(
             email=subscriber.email,
@@ -153,6 +159,10 @@ class Project:
         subject_prefix: str = "",
     ) -> Envelope:
         """The email for one subscriber and one lesson (or the confirmation) as the wire bytes, signed."""
+        from newsletter.envelope import wire_envelope
+        from newsletter.feedback.mailto import unsubscribe_mailto
+        from newsletter.message import compose, lesson_message_id, message_id_for
+
         now = now or datetime.now(UTC)
         # Its signed links serve the body and the headers alike; only the confirmation email links to confirm.
         recipient = self.recipient(subscriber, now, confirm=lesson == CONFIRMATION)
@@ -193,6 +203,8 @@ class Project:
 
     def message(self, subscriber: Subscriber, lesson: str, *, now: datetime | None = None) -> EmailMessage:
         """The same email parsed, for previews and header views."""
+        from newsletter.message import WIRE_POLICY
+
         parsed = email.message_from_bytes(self.envelope(subscriber, lesson, now=now).data, policy=WIRE_POLICY)
         assert isinstance(parsed, EmailMessage)
         return parsed

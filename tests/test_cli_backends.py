@@ -241,7 +241,8 @@ def free_port() -> int:
 
 def _command_names(group: click.Group, prefix: str = "") -> set[str]:
     names: set[str] = set()
-    for name, command in group.commands.items():
+    commands = main.every_command() if group is main else group.commands
+    for name, command in commands.items():
         if isinstance(command, click.Group):
             names |= _command_names(command, f"{prefix}{name} ")
         else:

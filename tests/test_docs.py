@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +13,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from newsletter.cli import main
+from newsletter.cli import COMMAND_MODULES, main
 from newsletter.project import Project
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -22,7 +25,8 @@ def all_commands(
     group: click.Group = main, path: tuple[str, ...] = ()
 ) -> Iterator[tuple[tuple[str, ...], click.Command]]:
     """(name path, command) for every command and subcommand below `group`."""
-    for name, command in sorted(group.commands.items()):
+    commands = main.every_command() if group is main else group.commands
+    for name, command in sorted(commands.items()):
         yield (*path, name), command
         if isinstance(command, click.Group):
             yield from all_commands(command, (*path, name))
@@ -34,9 +38,10 @@ COMMANDS = dict(all_commands())
 def command_at(path: tuple[str, ...]) -> click.Command | None:
     command: click.Command = main
     for name in path:
-        if not isinstance(command, click.Group) or name not in command.commands:
+        found = command.get_command(click.Context(command), name) if isinstance(command, click.Group) else None
+        if found is None:
             return None
-        command = command.commands[name]
+        command = found
     return command
 
 
@@ -56,8 +61,30 @@ def test_the_group_itself_has_help() -> None:
     result = CliRunner().invoke(main, ["--help"], prog_name="newsletter")
     assert result.exit_code == 0
     assert (main.help or "").strip()
-    for name in main.commands:
+    for name in main.every_command():
         assert name in result.output
+
+
+def test_each_command_is_mapped_to_the_module_that_defines_it() -> None:
+    folder = Path(__file__).resolve().parent.parent / "newsletter" / "cli"
+    families = {path.stem for path in folder.glob("*.py") if "\ncommands: list[click.Command]" in path.read_text()}
+    assert families == set(COMMAND_MODULES.values()), "a module of commands is missing from COMMAND_MODULES"
+    for family in families:
+        defined = {command.name for command in importlib.import_module(f"newsletter.cli.{family}").commands}
+        mapped = {name for name, module in COMMAND_MODULES.items() if module == family}
+        assert defined == mapped, f"newsletter/cli/{family}.py defines {sorted(defined)}, mapped: {sorted(mapped)}"
+
+
+def test_a_command_that_reads_the_ledger_loads_no_renderer_or_checklist() -> None:
+    probe = (
+        "import sys, click\n"
+        "from newsletter.cli import main\n"
+        "main.get_command(click.Context(main), 'status')\n"
+        "heavy = ('newsletter.render', 'newsletter.checklist', 'newsletter.cli.lessons', 'jinja2', 'mjml', 'dkim')\n"
+        "print(sorted(name for name in sys.modules if name.startswith(heavy)))\n"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
 
 
 def readme_mentions() -> list[tuple[tuple[str, ...], list[str], str]]:
