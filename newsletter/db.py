@@ -36,7 +36,7 @@ from newsletter.errors import DatabaseError
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-HEAD_REVISION = "0006"  # the newest migration; tests/test_db.py checks it matches migrations/versions
+HEAD_REVISION = "0007"  # the newest migration; tests/test_db.py checks it matches migrations/versions
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 READ_ONLY_OPTION = "newsletter_read_only"
 SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")  # where a misnamed url's real database would be looked for

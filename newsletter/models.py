@@ -11,6 +11,7 @@ from datetime import time as Time
 from typing import Any, Literal, get_args
 
 from sqlalchemy import (
+    BigInteger,
     CheckConstraint,
     DateTime,
     Float,
@@ -178,6 +179,28 @@ class CourseState(Base):
     fingerprint: Mapped[str] = mapped_column(String(64))
     lessons: Mapped[str] = mapped_column(Text)  # JSON: the order as it was, for the impact preview
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class DeliveryCount(Base):
+    """Part of how many deliveries a (lesson, status) has, kept by triggers (migration 0007,
+    `newsletter/counts.py`): the count is the sum over the key's shards."""
+
+    __tablename__ = "delivery_counts"
+
+    lesson: Mapped[str] = mapped_column(String(100), primary_key=True)
+    status: Mapped[str] = mapped_column(String(100), primary_key=True)
+    shard: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # 0, or a PostgreSQL transaction's id
+    n: Mapped[int] = mapped_column(BigInteger)
+
+
+class SubscriberCount(Base):
+    """Part of how many subscribers a status has, kept like `DeliveryCount`."""
+
+    __tablename__ = "subscriber_counts"
+
+    status: Mapped[str] = mapped_column(String(100), primary_key=True)
+    shard: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger)
 
 
 # --- the deliverability loop (newsletter/feedback/) ----------------------------------------------------------------

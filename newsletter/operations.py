@@ -16,9 +16,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from newsletter.counts import deliveries_by_lesson, deliveries_by_status, subscribers_by_status
 from newsletter.errors import NewsletterError
 from newsletter.ledger.operator import RETRYABLE, put_back, why_not_retried
 from newsletter.metrics import LedgerGauges
@@ -123,9 +124,8 @@ def _rows_query() -> Any:
     ).join(Subscriber, Subscriber.id == Delivery.subscriber_id)
 
 
-def _counts(session: Session, column: Any, statuses: tuple[str, ...]) -> dict[str, int]:
-    found: dict[str, int] = dict(session.execute(select(column, func.count()).group_by(column)).all())
-    return {status: int(found.get(status, 0)) for status in statuses}
+def _every(statuses: tuple[str, ...], found: dict[str, int]) -> dict[str, int]:
+    return {status: found.get(status, 0) for status in statuses}
 
 
 def _oldest_due(session: Session, now: datetime) -> DeliveryRow | None:
@@ -140,22 +140,20 @@ def _funnel(session: Session, project: Project, now: datetime) -> tuple[list[Les
     positions: dict[str, int | None] = {CONFIRMATION: 0, **{lesson.slug: lesson.week for lesson in series}}
     counts: dict[str, Counter[str]] = {name: Counter() for name in positions}
     by_status: Counter[str] = Counter()
-    # One statement, so the due / later split is consistent even under READ COMMITTED; it is read from the
-    # (lesson, status, due_at) index alone, in the index's order, so no sort of the ledger either.
-    due_now = func.sum(case((Delivery.due_at <= now, 1), else_=0))
-    ledger = session.execute(
-        select(Delivery.lesson, Delivery.status, func.count(), due_now).group_by(Delivery.lesson, Delivery.status)
-    )
-    for lesson, status, count, due in ledger:
-        by_status[status] += count
-        name = lesson if lesson == CONFIRMATION else (series.identity(lesson) or lesson)
+    # From the counts the database keeps (newsletter/counts.py), in one statement: the due / later split is
+    # consistent even under READ COMMITTED.
+    for slug, found in deliveries_by_lesson(session, now).items():
+        name = slug if slug == CONFIRMATION else (series.identity(slug) or slug)
         line = counts.setdefault(name, Counter())
         positions.setdefault(name, None)
-        if status == "pending":
-            line["due"] += int(due or 0)
-            line["later"] += count - int(due or 0)
-        else:
-            line[status] += count
+        due = found.pop("due", 0)
+        for status, count in found.items():
+            by_status[status] += count
+            if status == "pending":
+                line["due"] += due
+                line["later"] += count - due
+            else:
+                line[status] += count
     unsubscribes = session.execute(
         select(Event.lesson, func.count())
         .where(Event.kind == "unsubscribed", Event.detail != SUPPRESSED_ON_ADD)
@@ -183,7 +181,7 @@ def _funnel(session: Session, project: Project, now: datetime) -> tuple[list[Les
 def status_report(project: Project, now: datetime) -> StatusReport:
     """Where the course stands at `now`, read in one transaction."""
     with project.db.reading() as session:
-        subscribers = _counts(session, Subscriber.status, SUBSCRIBER_STATUSES)
+        subscribers = _every(SUBSCRIBER_STATUSES, subscribers_by_status(session))
         lessons, deliveries = _funnel(session, project, now)
         oldest = _oldest_due(session, now)
         upcoming = session.execute(
@@ -215,8 +213,8 @@ def ledger_gauges(project: Project, now: datetime) -> LedgerGauges:
         oldest = _oldest_due(session, now)
         return LedgerGauges(
             reachable=True,
-            deliveries=_counts(session, Delivery.status, DELIVERY_STATUSES),
-            subscribers=_counts(session, Subscriber.status, SUBSCRIBER_STATUSES),
+            deliveries=_every(DELIVERY_STATUSES, deliveries_by_status(session)),
+            subscribers=_every(SUBSCRIBER_STATUSES, subscribers_by_status(session)),
             oldest_due_seconds=max(0.0, (now - oldest.due_at).total_seconds()) if oldest else 0.0,
         )
 

@@ -15,9 +15,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from counting import counts_disagreement
 from daemon_process import DaemonProcess
 from playwright.sync_api import Browser, sync_playwright
 from sqlalchemy import create_engine, make_url, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from newsletter.config import Settings, load_settings
 from newsletter.db import Database
@@ -162,10 +164,22 @@ def settings(project_dir: Path, env: dict[str, str], sqlite_url: str) -> Setting
     return load_settings(project_dir / "config.toml", env={**env, "NEWSLETTER_DATABASE_URL": sqlite_url})
 
 
+def check_counts(project: Project) -> None:
+    """After a test: the counts the database keeps agree with the tables, whatever the test did to them."""
+    if "db" not in project.__dict__:
+        return
+    try:
+        disagreement = counts_disagreement(project.db.engine)
+    except SQLAlchemyError:
+        return  # the test broke, locked or removed the database on purpose, or left it before revision 0007
+    assert not disagreement, f"the kept counts disagree with the tables: {disagreement}"
+
+
 @pytest.fixture
 def project(settings: Settings) -> Iterator[Project]:
     opened = Project(settings)
     yield opened
+    check_counts(opened)
     if "db" in opened.__dict__:
         opened.db.dispose()
 
@@ -180,6 +194,7 @@ def any_project(project_dir: Path, env: dict[str, str], database_url: str) -> It
     """The copied project on each backend in turn (SQLite, then PostgreSQL)."""
     opened = Project(load_settings(project_dir / "config.toml", env={**env, "NEWSLETTER_DATABASE_URL": database_url}))
     yield opened
+    check_counts(opened)
     if "db" in opened.__dict__:
         opened.db.dispose()
 

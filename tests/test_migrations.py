@@ -9,6 +9,7 @@ import sys
 from datetime import UTC, datetime, time
 from pathlib import Path
 
+from counting import counts_disagreement
 from sqlalchemy import MetaData, create_engine, insert, select, text
 
 from newsletter.db import HEAD_REVISION, current_revision, make_engine, upgrade
@@ -132,6 +133,8 @@ def test_db_upgrade_from_the_week_keyed_schema_keeps_every_row_and_each_readers_
             places = dict(connection.execute(select(Subscriber.email, Subscriber.last_lesson)).all())
             trail = (Event.subscriber_id, Event.kind, Event.lesson)
             events = connection.execute(select(*trail).order_by(Event.id)).all()
+        # The counts the database keeps start from the rows the upgrade found.
+        assert counts_disagreement(engine) == ""
     finally:
         engine.dispose()
     # Every row kept, with its status, Message-ID and time; the second "knees" keeps its history by name.

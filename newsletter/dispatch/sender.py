@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
 
+from newsletter.counts import fold
 from newsletter.dispatch.queue import Clock, SendSummary, clock_from, worker_name
 from newsletter.errors import (
     NewsletterError,
@@ -131,8 +132,10 @@ class Dispatcher:
             for worker in workers:
                 worker.join()
         # Stopped early: rows claimed but never started go back at once instead of waiting out their lease.
+        # And the run's share of the counts the database keeps is folded (PostgreSQL: `counts.fold`).
         with db.in_line(), db.engine.begin() as database:
             wire.release_unstarted(database, [item.delivery_id for item in self._claimed], self.owner)
+            fold(database)
         if self._fatal is not None:
             raise self._fatal
         return self.summary
