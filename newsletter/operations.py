@@ -22,10 +22,18 @@ from sqlalchemy.orm import Session
 from newsletter.counts import deliveries_by_lesson, deliveries_by_status, subscribers_by_status
 from newsletter.errors import NewsletterError
 from newsletter.ledger.operator import RETRYABLE, put_back, why_not_retried
+from newsletter.ledger.waiting import Gate, file_gates
 from newsletter.metrics import LedgerGauges
-from newsletter.models import CONFIRMATION, DELIVERY_STATUSES, SUBSCRIBER_STATUSES, Delivery, Event, Subscriber
+from newsletter.models import (
+    CONFIRMATION,
+    DELIVERY_STATUSES,
+    SUBSCRIBER_STATUSES,
+    Delivery,
+    Event,
+    HoldReason,
+    Subscriber,
+)
 from newsletter.project import Project
-from newsletter.subscribers import get_subscriber
 
 RECENT_ERRORS = 10
 # The latest errors are read backwards from the partial index of rows with an error, keeping the rows in
@@ -109,6 +117,12 @@ class RetryResult:
     left: list[tuple[DeliveryRow, str]]  # rows not put back, and why
 
 
+def _subscriber_id(session: Session, email: str) -> int:
+    from newsletter.subscribers import get_subscriber  # address checks (email_validator): not for `status`
+
+    return get_subscriber(session, email).id
+
+
 def _rows_query() -> Any:
     return select(
         Delivery.id,
@@ -134,12 +148,19 @@ def _oldest_due(session: Session, now: datetime) -> DeliveryRow | None:
     return DeliveryRow(*row) if row else None
 
 
+def _held_for(session: Session, slug: str, reason: HoldReason) -> bool:
+    """Whether some row of the lesson is held for this reason (read off the (lesson, status, due_at) index)."""
+    query = select(Delivery.id).where(Delivery.lesson == slug, Delivery.status == "held", Delivery.hold == reason)
+    return session.execute(query.limit(1)).first() is not None
+
+
 def _funnel(session: Session, project: Project, now: datetime) -> tuple[list[LessonLine], dict[str, int]]:
     """The course funnel, and the ledger's rows by status (the funnel's columns added up)."""
     series = project.series
     positions: dict[str, int | None] = {CONFIRMATION: 0, **{lesson.slug: lesson.week for lesson in series}}
     counts: dict[str, Counter[str]] = {name: Counter() for name in positions}
     by_status: Counter[str] = Counter()
+    held: list[tuple[str, str]] = []  # (slug in the ledger, lesson) of rows held
     # From the counts the database keeps (newsletter/counts.py), in one statement: the due / later split is
     # consistent even under READ COMMITTED.
     for slug, found in deliveries_by_lesson(session, now).items():
@@ -147,6 +168,8 @@ def _funnel(session: Session, project: Project, now: datetime) -> tuple[list[Les
         line = counts.setdefault(name, Counter())
         positions.setdefault(name, None)
         due = found.pop("due", 0)
+        if found.get("held"):
+            held.append((slug, name))
         for status, count in found.items():
             by_status[status] += count
             if status == "pending":
@@ -163,7 +186,13 @@ def _funnel(session: Session, project: Project, now: datetime) -> tuple[list[Les
         name = CONFIRMATION if lesson is None else (series.identity(lesson) or lesson)
         positions.setdefault(name, None)
         counts.setdefault(name, Counter())["unsubscribed_after"] += count
-    gates = project.gates
+    # Which lessons are drafts or broken, their files say. Whether an email fails the checklist, the rows say:
+    # the sender holds a failing lesson's rows with that reason. Asking the checklist again would render every
+    # email, most of the time `status` took; `newsletter check` does that.
+    gates = file_gates(series, project.settings.root)
+    for slug, name in held:
+        if name not in gates and _held_for(session, slug, "checklist"):
+            gates[name] = Gate("checklist", "")
     fields = ("sent", "sending", "due", "later", "failed", "held", "unsubscribed_after")
     ordered = sorted(positions, key=lambda name: (positions[name] is None, positions[name] or 0, name))
     lines = [
@@ -228,7 +257,7 @@ def list_deliveries(
     with project.db.reading() as session:
         query = _rows_query()
         if email is not None:
-            query = query.where(Delivery.subscriber_id == get_subscriber(session, email).id)
+            query = query.where(Delivery.subscriber_id == _subscriber_id(session, email))
         if status == "retry":
             query = query.where(Delivery.status == "pending", Delivery.attempts > 0)
         elif status is not None:
@@ -255,7 +284,7 @@ def retry_deliveries(
         query = select(Delivery, Subscriber).join(Subscriber, Subscriber.id == Delivery.subscriber_id)
         query = query.where(Delivery.status.in_(RETRYABLE))
         if email is not None:
-            query = query.where(Delivery.subscriber_id == get_subscriber(session, email).id)
+            query = query.where(Delivery.subscriber_id == _subscriber_id(session, email))
         retried: list[DeliveryRow] = []
         left: list[tuple[DeliveryRow, str]] = []
         for delivery, subscriber in session.execute(query.order_by(Delivery.id).with_for_update()):

@@ -24,6 +24,7 @@ from sqlalchemy import event, text
 from newsletter.cli import main
 from newsletter.dispatch import send_due
 from newsletter.errors import NewsletterError, SubscriberError
+from newsletter.ledger.waiting import Gate, apply_gates
 from newsletter.operations import list_deliveries, retry_deliveries, status_report
 from newsletter.project import Project
 from newsletter.subscribers import SubscriberInput, add_subscriber, create_subscriber, get_subscriber, unsubscribe
@@ -131,6 +132,25 @@ def test_status_json_equals_counts_from_the_ledger(course: Project) -> None:
             key: counts[key] for key in ("sent", "sending", "due", "later", "failed", "held", "unsubscribed_after")
         }
     assert sum(shown["subscribers"].values()) == 7
+
+
+def test_status_names_drafts_from_their_files_and_checklist_holds_from_the_rows_rendering_nothing(
+    course: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    brain = course.settings.newsletter.lessons / "03-brain.md"
+    brain.write_text(brain.read_text(encoding="utf-8").replace("week = 3\n", "week = 3\ndraft = true\n", 1))
+    with course.db.session() as session:  # what a send run does to the rows of a lesson failing the checklist
+        apply_gates(session.connection(), {"knees": Gate("checklist", "item 20 (alt text): 1 image without alt")})
+
+    def rendering(*_args: object) -> None:
+        raise AssertionError("status rendered the course to run the email checklist")
+
+    monkeypatch.setattr("newsletter.checklist.course.lesson_gates", rendering)
+    lines = {line.lesson: line for line in status_report(Project(course.settings), LATER).lessons}
+
+    assert (lines["knees"].held, lines["knees"].held_because) == (3, "checklist")
+    assert (lines["brain"].held, lines["brain"].held_because) == (0, "draft")  # nobody waits on it yet
+    assert lines["muscle"].held_because == ""
 
 
 def test_the_oldest_overdue_delivery_and_the_latest_errors(course: Project) -> None:

@@ -23,7 +23,7 @@ from newsletter.checklist.signing import dns_serving, public_key_record
 from newsletter.checklist.wire import DnsTxtLookup
 from newsletter.config import SenderSection, Settings, load_settings
 from newsletter.errors import ConfigError, LessonError, NewsletterError
-from newsletter.ledger.waiting import Gate
+from newsletter.ledger.waiting import Gate, file_gates, strip_root
 from newsletter.lessons import empty_editor_sections
 from newsletter.models import CONFIRMATION
 from newsletter.project import Project
@@ -101,7 +101,7 @@ def check_course(
     for _lesson, where, outcome in checked_emails(project, now or datetime.now(UTC), dns):
         if isinstance(outcome, Exception):
             # A broken template breaks every email it renders: say so once, naming the template.
-            message = _strip_root(str(outcome), root)
+            message = strip_root(str(outcome), root)
             if message not in render_errors:
                 render_errors.add(message)
                 context = "" if where in message else f" (rendering {where})"
@@ -160,20 +160,13 @@ def checked_emails(
 
 def lesson_gates(project: Project, now: datetime | None = None) -> dict[str, Gate]:
     """The emails that may not go out, and why: drafts, broken lesson files, emails failing the checklist."""
-    gates: dict[str, Gate] = {}
-    for lesson in project.series:
-        if lesson.problem:
-            gates[lesson.slug] = Gate("broken", _strip_root(lesson.problem, project.settings.root))
-        elif lesson.draft:
-            gates[lesson.slug] = Gate("draft", "draft = true in its front matter")
-        elif empty := [heading for heading, _line in empty_editor_sections(lesson)]:
-            gates[lesson.slug] = Gate("checklist", f"its {', '.join(repr(h) for h in empty)} section is empty")
+    gates = file_gates(project.series, project.settings.root)
     dns = _dkim_dns(project.settings, CourseReport(), "")
     for slug, _where, outcome in checked_emails(project, now or datetime.now(UTC), dns):
         if slug in gates:
             continue
         if isinstance(outcome, Exception):
-            gates[slug] = Gate("broken", _strip_root(str(outcome), project.settings.root))
+            gates[slug] = Gate("broken", strip_root(str(outcome), project.settings.root))
             continue
         failing = [result for result in outcome if not result.ok]
         if failing:
@@ -199,7 +192,3 @@ def _relative(path: Path, root: Path) -> str:
         return str(path.resolve().relative_to(root))
     except ValueError:
         return str(path)
-
-
-def _strip_root(message: str, root: Path) -> str:
-    return message.replace(f"{root}/", "")

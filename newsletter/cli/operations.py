@@ -10,10 +10,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from newsletter.cli.options import now_option, open_project, resolve_now
 from newsletter.operations import (
@@ -25,11 +24,17 @@ from newsletter.operations import (
     status_report,
 )
 
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
 WATCH_SECONDS = 5.0
 PIPE_WIDTH = 200  # rich assumes 80 columns without a terminal; a pipe or a file should keep whole rows
 
 
 def _console() -> Console:
+    from rich.console import Console  # imported when printing for people: `--json` has no need of it
+
     return Console() if sys.stdout.isatty() else Console(width=PIPE_WIDTH)
 
 
@@ -59,6 +64,8 @@ def _print_status(report: StatusReport, console: Console) -> None:
     console.print(f"[bold]Subscribers[/]  {people}")
     ledger = " · ".join(f"{count} {status}" for status, count in report.deliveries.items())
     console.print(f"[bold]Deliveries[/]   {ledger}")
+    from rich.table import Table
+
     table = Table(title="The course, lesson by lesson", title_justify="left")
     headings = ("#", "Lesson", "Sent", "Sending", "Due now", "Later", "Failed", "Held", "Unsubscribed after")
     for heading in headings:
@@ -118,11 +125,11 @@ def status_command(ctx: click.Context, now: datetime | None, as_json: bool, watc
     rendered), and how many readers unsubscribed right after it.
     """
     project = open_project(ctx)
-    console = _console()
+    console = None if as_json else _console()
 
     def show() -> None:
         report = status_report(project, now or resolve_now(None))
-        if as_json:
+        if console is None:
             click.echo(json.dumps(report.as_json()))
         else:
             if watch is not None and console.is_terminal:
@@ -159,6 +166,8 @@ def _until_interrupted() -> Iterator[threading.Event]:
 
 
 def _deliveries_table(rows: list[DeliveryRow]) -> Table:
+    from rich.table import Table
+
     table = Table()
     for heading in ("ID", "Address", "Lesson", "Status", "Due", "Attempts", "Sent", "SMTP reply / error"):
         table.add_column(heading, justify="right" if heading in ("ID", "Attempts") else "left")

@@ -17,13 +17,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from sqlalchemy import Connection, Executable, Table, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import BindParameter
 
-from newsletter.lessons import Series
+from newsletter.lessons import Series, empty_editor_sections
 from newsletter.message import message_id_for
 from newsletter.models import (
     CONFIRMATION,
@@ -57,6 +58,25 @@ class Gate:
 
 
 Gates = Mapping[str, Gate]
+
+
+def file_gates(series: Series, root: Path) -> dict[str, Gate]:
+    """The gates a lesson's own file decides, read without rendering: a broken file, a draft, an editor's
+    section left empty. (The email checklist's gate needs every email rendered: `checklist.course`.)"""
+    gates: dict[str, Gate] = {}
+    for lesson in series:
+        if lesson.problem:
+            gates[lesson.slug] = Gate("broken", strip_root(lesson.problem, root))
+        elif lesson.draft:
+            gates[lesson.slug] = Gate("draft", "draft = true in its front matter")
+        elif empty := [heading for heading, _line in empty_editor_sections(lesson)]:
+            gates[lesson.slug] = Gate("checklist", f"its {', '.join(repr(h) for h in empty)} section is empty")
+    return gates
+
+
+def strip_root(message: str, root: Path) -> str:
+    """A message with the project's folder taken off the paths in it."""
+    return message.replace(f"{root}/", "")
 
 
 @dataclass(frozen=True)
