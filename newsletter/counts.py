@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.models import Delivery, DeliveryCount, SubscriberCount
 
+FOLD_LOCK = 7261536  # the advisory lock of `fold` (db.py's migrator holds 7261535)
 # What the funnel reads per lesson: each status's count, and how many pending rows are due by `now`.
 LessonCounts = dict[str, dict[str, int]]
 
@@ -52,8 +53,13 @@ def deliveries_by_lesson(session: Session | Connection, now: datetime) -> Lesson
 
 def fold(connection: Connection) -> int:
     """Sum the committed per-transaction shards into shard 0 (PostgreSQL; nothing to do on SQLite); return the
-    rows folded. One statement: a shard is deleted and added to shard 0 at once, or left for the next fold."""
+    rows folded (0 also when another fold is under way). One statement per table: a shard is deleted and
+    added to shard 0 at once, or left for the next fold."""
     if connection.dialect.name != "postgresql":
+        return 0
+    # One fold at a time, and none waits for another: two folds deleting the same shards in different orders
+    # could deadlock, and what one leaves the next fold takes.
+    if not connection.execute(text(f"SELECT pg_try_advisory_xact_lock({FOLD_LOCK})")).scalar():
         return 0
     folded = 0
     for table, columns in (("delivery_counts", "lesson, status"), ("subscriber_counts", "status")):

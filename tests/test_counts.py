@@ -18,7 +18,7 @@ from smtp_sink import FaultPlan, SmtpSink, permanent, temporary
 from sqlalchemy import text
 
 from newsletter.config import load_settings
-from newsletter.counts import deliveries_by_lesson, deliveries_by_status, fold, subscribers_by_status
+from newsletter.counts import FOLD_LOCK, deliveries_by_lesson, deliveries_by_status, fold, subscribers_by_status
 from newsletter.dispatch import send_due
 from newsletter.project import Project
 from newsletter.subscribers import SubscriberInput, add_subscriber, erase, get_subscriber, unsubscribe
@@ -118,6 +118,11 @@ def test_postgresql_writers_never_wait_on_a_counter_and_a_fold_keeps_the_sums(po
         assert shards.scalar() == 2  # each transaction's own rows
     assert counts_disagreement(engine) == ""
 
+    with engine.connect() as other:  # a fold under way elsewhere: this one neither waits nor folds
+        other.execute(text(f"SELECT pg_advisory_xact_lock({FOLD_LOCK})"))
+        with engine.begin() as connection:
+            assert fold(connection) == 0
+        other.rollback()
     with engine.begin() as connection:
         assert fold(connection) > 0
     with engine.connect() as connection:
