@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 HEAD_REVISION = "0007"  # the newest migration; tests/test_db.py checks it matches migrations/versions
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Seconds a PostgreSQL connection may take to open, unless the URL says (`?connect_timeout=N`): a host that
+# drops packets, or a listener that never answers, is a clear error in that time instead of a command that
+# hangs for as long as the kernel keeps trying.
+POSTGRESQL_CONNECT_TIMEOUT_S = 10
 READ_ONLY_OPTION = "newsletter_read_only"
 SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")  # where a misnamed url's real database would be looked for
 
@@ -150,7 +154,13 @@ _FAILURES = (
     (("database is locked",), "stayed locked by another process past the 30 s busy timeout"),
     (("unable to open database file",), "cannot be opened (missing folder, or no permission)"),
 )
-_CONNECTION_LOST = ("terminating connection", "server closed the connection", "connection failed", "consuming input")
+_CONNECTION_LOST = (
+    "terminating connection",
+    "server closed the connection",
+    "connection failed",
+    "consuming input",
+    "timeout expired",  # psycopg's words when connect_timeout runs out
+)
 
 
 def describe_failure(error: DBAPIError, url: str) -> str:
@@ -177,7 +187,9 @@ def make_engine(url: str) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return create_engine(url, pool_pre_ping=True)
+    given = make_url(url).query
+    arguments = {} if "connect_timeout" in given else {"connect_timeout": POSTGRESQL_CONNECT_TIMEOUT_S}
+    return create_engine(url, pool_pre_ping=True, connect_args=arguments)
 
 
 def connect(

@@ -10,10 +10,13 @@ from __future__ import annotations
 import os
 import resource
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,8 +24,11 @@ import pytest
 from conftest import IN_CI
 from smtp_sink import FaultPlan, SmtpSink, stall
 from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.exc import DBAPIError
 
+from newsletter import db
 from newsletter.config import load_settings
+from newsletter.db import make_engine
 from newsletter.dispatch.sender import IN_FLIGHT_PER_CONNECTION
 from newsletter.models import Delivery, Subscriber
 from newsletter.project import Project
@@ -193,3 +199,47 @@ def test_an_unreachable_postgresql_is_one_clear_line(project_dir: Path, env: dic
     result = newsletter(project_dir, environment, "subscribers", "add", "new@example.com")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "does not answer" in result.stderr and "secret" not in result.stderr
+
+
+@contextmanager
+def silent_listener() -> Iterator[int]:
+    """A port whose handshakes the kernel completes and that never says a word: a server hung, or a proxy in
+    front of a dead one."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        yield silent.getsockname()[1]
+
+
+def test_a_postgresql_server_that_never_answers_is_one_clear_line_in_the_time_the_url_gives(
+    project_dir: Path, env: dict[str, str]
+) -> None:
+    with silent_listener() as port:
+        url = f"postgresql://nobody@127.0.0.1:{port}/none?connect_timeout=2"
+        started = time.monotonic()
+        given = newsletter(project_dir, {**env, "NEWSLETTER_DATABASE_URL": url}, "status")
+        waited = time.monotonic() - started
+    assert given.returncode == 1 and "Traceback" not in given.stderr, given.stderr
+    assert "does not answer" in given.stderr
+    assert waited < 30  # the 2 s asked for, plus start-up on a loaded machine (the helper's own limit is 120 s)
+
+
+def test_without_a_connect_timeout_in_the_url_postgresql_is_given_up_on_by_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(db, "POSTGRESQL_CONNECT_TIMEOUT_S", 2)
+    failures: list[BaseException] = []
+    with silent_listener() as port:
+        engine = make_engine(f"postgresql://nobody@127.0.0.1:{port}/none")
+
+        def attempt() -> None:
+            try:
+                engine.connect()
+            except DBAPIError as error:
+                failures.append(error)
+
+        worker = threading.Thread(target=attempt, daemon=True)
+        worker.start()
+        worker.join(30)
+    assert failures, "the connection attempt was still waiting after 30 s"
+    engine.dispose()
