@@ -29,6 +29,7 @@ from newsletter.models import (
     DELIVERY_STATUSES,
     SUBSCRIBER_STATUSES,
     Delivery,
+    DomainPause,
     Event,
     HoldReason,
     Subscriber,
@@ -83,6 +84,19 @@ class DeliveryRow:
 
 
 @dataclass(frozen=True)
+class PausedDomain:
+    """A recipient domain that asked us to slow down: its readers' rows wait until `until`."""
+
+    domain: str
+    until: datetime
+    strikes: int  # pauses in a row; each doubles the next
+    reply: str  # what its server said
+
+    def as_json(self) -> dict[str, Any]:
+        return {**asdict(self), "until": self.until.isoformat()}
+
+
+@dataclass(frozen=True)
 class StatusReport:
     generated_at: datetime
     subscribers: dict[str, int]
@@ -91,6 +105,7 @@ class StatusReport:
     oldest_overdue: DeliveryRow | None
     next_due: DeliveryRow | None
     recent_errors: list[DeliveryRow] = field(default_factory=list)
+    paused_domains: list[PausedDomain] = field(default_factory=list)
 
     @property
     def overdue_seconds(self) -> float:
@@ -108,6 +123,7 @@ class StatusReport:
             "overdue_seconds": self.overdue_seconds,
             "next_due": self.next_due.as_json() if self.next_due else None,
             "recent_errors": [row.as_json() for row in self.recent_errors],
+            "paused_domains": [pause.as_json() for pause in self.paused_domains],
         }
 
 
@@ -225,6 +241,11 @@ def status_report(project: Project, now: datetime) -> StatusReport:
             .order_by(Delivery.updated_at.desc(), Delivery.id.desc())
             .limit(RECENT_ERRORS)
         )
+        paused = session.execute(
+            select(DomainPause.domain, DomainPause.until, DomainPause.strikes, DomainPause.reply)
+            .where(DomainPause.until > now)
+            .order_by(DomainPause.until, DomainPause.domain)
+        )
         return StatusReport(
             generated_at=now,
             subscribers=subscribers,
@@ -233,6 +254,7 @@ def status_report(project: Project, now: datetime) -> StatusReport:
             oldest_overdue=oldest,
             next_due=DeliveryRow(*upcoming) if upcoming else None,
             recent_errors=[DeliveryRow(*row) for row in errors],
+            paused_domains=[PausedDomain(*row) for row in paused],
         )
 
 

@@ -24,6 +24,7 @@ from sqlalchemy import event, text
 from newsletter.cli import main
 from newsletter.dispatch import send_due
 from newsletter.errors import NewsletterError, SubscriberError
+from newsletter.ledger.pacing import pause_domain
 from newsletter.ledger.waiting import Gate, apply_gates
 from newsletter.operations import list_deliveries, retry_deliveries, status_report
 from newsletter.project import Project
@@ -293,6 +294,24 @@ def test_status_text_names_the_late_and_the_failed(course: Project) -> None:
     assert "Oldest overdue cy@example.com, muscle," in output and "1 h 59 min late" in output
     assert "550" in output and "450" in output
     assert "muscle" in output and "longevity" in output
+
+
+def test_status_names_the_domains_that_asked_us_to_slow_down_until_their_pause_ends(course: Project) -> None:
+    with course.db.engine.begin() as connection:
+        until = pause_domain(connection, course.settings, "example.com", "421 4.7.0 [TS01] try again later", LATER)
+        pause_domain(connection, course.settings, "past.example", "421 too fast", LATER - timedelta(days=1))
+
+    code, output = invoke(course, "status", "--now", LATER.isoformat())
+    assert code == 0
+    assert "Paused       example.com until" in output and "[TS01] try again later" in output
+    assert "past.example" not in output  # that pause is over
+    code, output = invoke(course, "status", "--json", "--now", LATER.isoformat())
+    shown = json.loads(output)["paused_domains"]
+    assert [(pause["domain"], pause["until"], pause["strikes"]) for pause in shown] == [
+        ("example.com", until.isoformat(), 1)
+    ]
+    code, output = invoke(course, "status", "--json", "--now", (until + timedelta(seconds=1)).isoformat())
+    assert json.loads(output)["paused_domains"] == []
 
 
 def test_status_watch_refreshes_until_interrupted(course: Project, env: dict[str, str]) -> None:

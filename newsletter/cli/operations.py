@@ -79,6 +79,13 @@ def _print_status(report: StatusReport, console: Console) -> None:
     waiting = [line for line in report.lessons if line.held_because and line.held]
     for line in waiting:
         console.print(f"[bold]Held[/]         {line.held} readers wait before {line.lesson!r} ({line.held_because})")
+    for pause in report.paused_domains:
+        from rich.markup import escape  # a relay's words may hold [brackets]
+
+        console.print(
+            f"[bold]Paused[/]       {escape(pause.domain)} until {_when(pause.until)}, "
+            f"pause {pause.strikes} in a row: {escape(pause.reply)}"
+        )
     oldest = report.oldest_overdue
     if oldest is None:
         console.print("[bold]Overdue[/]      nothing: every due email has gone out")
@@ -119,10 +126,12 @@ def _print_status(report: StatusReport, console: Console) -> None:
 )
 @click.pass_context
 def status_command(ctx: click.Context, now: datetime | None, as_json: bool, watch: float | None) -> None:
-    """Show where the course stands: subscribers by status, each lesson's funnel, what is late, what failed.
+    """Show where the course stands: subscribers by status, each lesson's funnel, what is late, what failed,
+    and which recipient domains are paused because their servers asked us to slow down.
 
-    Per lesson: sent, being sent, due now, due later, failed (5xx, or 4xx too often), held (could not be
-    rendered), and how many readers unsubscribed right after it.
+    Per lesson: sent, being sent, due now, due later, failed (5xx, or 4xx too often), held (a draft, a
+    broken file, failing the email checklist, or one message that could not be made), and how many readers
+    unsubscribed right after it.
     """
     project = open_project(ctx)
     console = None if as_json else _console()
