@@ -36,7 +36,7 @@ from newsletter.errors import DatabaseError
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-HEAD_REVISION = "0007"  # the newest migration; tests/test_db.py checks it matches migrations/versions
+HEAD_REVISION = "0008"  # the newest migration; tests/test_db.py checks it matches migrations/versions
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Seconds a PostgreSQL connection may take to open, unless the URL says (`?connect_timeout=N`): a host that
 # drops packets, or a listener that never answers, is a clear error in that time instead of a command that

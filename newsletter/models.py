@@ -131,7 +131,8 @@ class Delivery(Base):
     __tablename__ = "deliveries"
     __table_args__ = (
         UniqueConstraint("subscriber_id", "lesson"),
-        Index("ix_deliveries_status_due_at", "status", "due_at"),
+        # Ends with id: rows due at the same instant come in id order, read off the index (migration 0008).
+        Index("ix_deliveries_status_due_at", "status", "due_at", "id"),
         CheckConstraint(_one_of("status", DELIVERY_STATUSES), name="status"),
         CheckConstraint(f"hold IS NULL OR {_one_of('hold', HOLD_REASONS)}", name="hold"),
     )

@@ -74,7 +74,7 @@ def test_addresses_are_unique_and_statuses_checked(any_project: Project) -> None
 def test_the_status_due_index_exists_and_serves_the_due_query(any_project: Project) -> None:
     engine = any_project.db.engine
     indexes = {index["name"]: index["column_names"] for index in inspect(engine).get_indexes("deliveries")}
-    assert indexes["ix_deliveries_status_due_at"] == ["status", "due_at"]
+    assert indexes["ix_deliveries_status_due_at"] == ["status", "due_at", "id"]
     now = datetime(2026, 3, 6, 4, 0)
     with engine.connect() as connection:
         if engine.dialect.name == "sqlite":

@@ -192,6 +192,40 @@ def test_the_latest_errors_are_read_from_their_own_index_not_from_every_pending_
     assert "USING INDEX ix_deliveries_errors_updated_at" in plan and "TEMP B-TREE" not in plan, plan
 
 
+def test_the_oldest_and_the_next_due_are_read_in_index_order_even_among_rows_due_at_one_instant(
+    any_project: Project,
+) -> None:
+    with any_project.db.session() as session:  # three readers, each lesson 1 due on Monday 07:00 UTC
+        for name in ("ada", "bo", "cy"):
+            reader = SubscriberInput(f"{name}@example.com", name.title(), "UTC", "Monday", "07:00")
+            add_subscriber(session, any_project, reader, confirmed=True, now=CONFIRMED_AT)
+    statements: list[tuple[str, object]] = []
+
+    def keep(conn: object, cursor: object, statement: str, parameters: object, *_: object) -> None:
+        statements.append((statement, parameters))
+
+    engine = any_project.db.engine
+    for moment in (FIRST_SLOT + timedelta(minutes=1), FIRST_SLOT - timedelta(minutes=1)):  # overdue, then next
+        event.listen(engine, "before_cursor_execute", keep)
+        try:
+            report = status_report(any_project, moment)
+        finally:
+            event.remove(engine, "before_cursor_execute", keep)
+        found = report.oldest_overdue or report.next_due
+        assert found is not None and found.email == "ada@example.com"  # the lowest id of the three tied rows
+    ordered = [(sql, args) for sql, args in statements if "ORDER BY deliveries.due_at, deliveries.id" in sql]
+    assert len(ordered) == 4
+    with engine.connect() as connection:
+        for sql, args in ordered:
+            if engine.dialect.name == "sqlite":
+                plan = " / ".join(str(row[-1]) for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", args))
+                assert "ix_deliveries_status_due_at" in plan and "TEMP B-TREE" not in plan, plan
+            else:
+                connection.exec_driver_sql("SET enable_seqscan = off")  # tiny tables are cheaper to scan
+                plan = " / ".join(str(row[0]) for row in connection.exec_driver_sql(f"EXPLAIN {sql}", args))
+                assert "ix_deliveries_status_due_at" in plan and "Sort" not in plan, plan
+
+
 def test_nothing_overdue_when_every_due_email_went_out(project: Project) -> None:
     with project.db.session() as session:
         add_subscriber(session, project, SubscriberInput("ada@example.com"), confirmed=True, now=CONFIRMED_AT)
