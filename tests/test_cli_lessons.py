@@ -52,6 +52,16 @@ def test_lessons_lists_the_course_as_a_table(run: Invoke) -> None:
     assert "Running: Muscle and Beyond (7 lessons)" in result.stdout
 
 
+def test_lessons_prints_a_subject_with_brackets_as_written(run: Invoke, project_dir: Path) -> None:
+    knees = next((project_dir / "lessons").glob("02-*.md"))
+    text = knees.read_text(encoding="utf-8")
+    subject = next(line for line in text.splitlines() if line.startswith("subject = "))
+    knees.write_text(text.replace(subject, 'subject = "Knees [/not a tag] and [bold]stairs"'), encoding="utf-8")
+    result = run("lessons")
+    assert result.exit_code == 0, result.output
+    assert "Knees [/not a tag] and [bold]stairs" in result.stdout
+
+
 def test_lessons_json_gives_every_field_and_the_real_html_size(run: Invoke, project: Project) -> None:
     result = run("lessons", "--json")
     assert result.exit_code == 0, result.output

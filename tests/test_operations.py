@@ -348,6 +348,16 @@ def test_status_names_the_domains_that_asked_us_to_slow_down_until_their_pause_e
     assert json.loads(output)["paused_domains"] == []
 
 
+def test_a_relays_words_with_brackets_are_printed_as_they_came_not_read_as_markup(course: Project) -> None:
+    reply = "550 5.1.1 [/var/spool] <bo@[192.0.2.1]> [bold]no such user[/bold]"
+    with course.db.engine.begin() as connection:
+        connection.execute(text("UPDATE deliveries SET smtp_reply = :reply WHERE status = 'failed'"), {"reply": reply})
+    for command in (["status", "--now", LATER.isoformat()], ["deliveries", "--status", "failed"]):
+        code, output = invoke(course, *command)
+        assert code == 0, output
+        assert reply in output, output
+
+
 def test_status_watch_refreshes_until_interrupted(course: Project, env: dict[str, str]) -> None:
     command = [sys.executable, "-m", "newsletter", "--config", str(course.settings.config_path), "status"]
     environment = {**os.environ, **env, "NEWSLETTER_DATABASE_URL": str(course.settings.database.url)}

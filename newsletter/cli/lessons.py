@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from newsletter.checklist.course import check_course
@@ -65,7 +66,7 @@ def lessons_command(ctx: click.Context, as_json: bool, impact: bool) -> None:
     for lesson in project.series:
         size = f"{sizes[lesson.slug] / 1024:.1f} KB"
         slug = f"{lesson.slug} (draft)" if lesson.draft else lesson.slug
-        table.add_row(str(lesson.week), slug, lesson.subject, lesson.preheader, size)
+        table.add_row(str(lesson.week), slug, escape(lesson.subject), escape(lesson.preheader), size)
     Console().print(table)
 
 

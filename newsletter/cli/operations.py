@@ -55,8 +55,16 @@ def _when(moment: datetime | None) -> str:
     return f"{moment:%Y-%m-%d %H:%M} UTC" if moment else "-"
 
 
+def _plain(text: str) -> str:
+    """Text from outside (a relay's reply, an address, a lesson's name) as rich prints it, brackets and all: an
+    unescaped "[/…]" in a reply would be taken for a closing tag and end the command with a MarkupError."""
+    from rich.markup import escape
+
+    return escape(text)
+
+
 def _problem(row: DeliveryRow) -> str:
-    return " / ".join(part for part in (row.smtp_reply, row.error) if part) or "-"
+    return _plain(" / ".join(part for part in (row.smtp_reply, row.error) if part) or "-")
 
 
 def _print_status(report: StatusReport, console: Console) -> None:
@@ -74,31 +82,31 @@ def _print_status(report: StatusReport, console: Console) -> None:
         counts = (line.sent, line.sending, line.due, line.later, line.failed, line.held, line.unsubscribed_after)
         where = "-" if line.position is None else str(line.position)  # "-": no longer in the course
         name = f"{line.lesson} ({line.held_because})" if line.held_because else line.lesson
-        table.add_row(where, name, *(str(count) for count in counts))
+        table.add_row(where, _plain(name), *(str(count) for count in counts))
     console.print(table)
     waiting = [line for line in report.lessons if line.held_because and line.held]
     for line in waiting:
-        console.print(f"[bold]Held[/]         {line.held} readers wait before {line.lesson!r} ({line.held_because})")
-    for pause in report.paused_domains:
-        from rich.markup import escape  # a relay's words may hold [brackets]
-
         console.print(
-            f"[bold]Paused[/]       {escape(pause.domain)} until {_when(pause.until)}, "
-            f"pause {pause.strikes} in a row: {escape(pause.reply)}"
+            f"[bold]Held[/]         {line.held} readers wait before {_plain(repr(line.lesson))} ({line.held_because})"
+        )
+    for pause in report.paused_domains:
+        console.print(
+            f"[bold]Paused[/]       {_plain(pause.domain)} until {_when(pause.until)}, "
+            f"pause {pause.strikes} in a row: {_plain(pause.reply)}"
         )
     oldest = report.oldest_overdue
     if oldest is None:
         console.print("[bold]Overdue[/]      nothing: every due email has gone out")
     else:
         console.print(
-            f"[bold]Oldest overdue[/] {oldest.email}, {oldest.lesson}, due {_when(oldest.due_at)}, "
+            f"[bold]Oldest overdue[/] {_plain(oldest.email)}, {_plain(oldest.lesson)}, due {_when(oldest.due_at)}, "
             f"{_duration(report.overdue_seconds)} late, {oldest.attempts} attempts"
         )
     upcoming = report.next_due
     if upcoming is not None:
         wait = (upcoming.due_at - report.generated_at).total_seconds()
         console.print(
-            f"[bold]Next due[/]     {upcoming.email}, {upcoming.lesson}, "
+            f"[bold]Next due[/]     {_plain(upcoming.email)}, {_plain(upcoming.lesson)}, "
             f"{_when(upcoming.due_at)} (in {_duration(wait)})"
         )
     if report.recent_errors:
@@ -106,7 +114,14 @@ def _print_status(report: StatusReport, console: Console) -> None:
         for heading in ("When", "Address", "Lesson", "Status", "Attempts", "SMTP reply / error"):
             errors.add_column(heading)
         for row in report.recent_errors:
-            errors.add_row(_when(row.updated_at), row.email, row.lesson, row.status, str(row.attempts), _problem(row))
+            errors.add_row(
+                _when(row.updated_at),
+                _plain(row.email),
+                _plain(row.lesson),
+                row.status,
+                str(row.attempts),
+                _problem(row),
+            )
         console.print(errors)
     else:
         console.print("[bold]Errors[/]       none")
@@ -183,8 +198,8 @@ def _deliveries_table(rows: list[DeliveryRow]) -> Table:
     for row in rows:
         table.add_row(
             str(row.id),
-            row.email,
-            row.lesson,
+            _plain(row.email),
+            _plain(row.lesson),
             row.status,
             _when(row.due_at),
             str(row.attempts),
