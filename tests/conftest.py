@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -161,7 +162,7 @@ def sqlite_url(project_dir: Path) -> str:
 @pytest.fixture
 def settings(project_dir: Path, env: dict[str, str], sqlite_url: str) -> Settings:
     """Settings of the copied project: its own SQLite file and outbox."""
-    return load_settings(project_dir / "config.toml", env={**env, "NEWSLETTER_DATABASE_URL": sqlite_url})
+    return settings_on(project_dir, env, sqlite_url)
 
 
 def check_counts(project: Project) -> None:
@@ -175,13 +176,24 @@ def check_counts(project: Project) -> None:
     assert not disagreement, f"the kept counts disagree with the tables: {disagreement}"
 
 
-@pytest.fixture
-def project(settings: Settings) -> Iterator[Project]:
+@contextmanager
+def opened_project(settings: Settings) -> Iterator[Project]:
+    """A project for one test: its kept counts checked against its tables at the end, then closed."""
     opened = Project(settings)
     yield opened
     check_counts(opened)
-    if "db" in opened.__dict__:
-        opened.db.dispose()
+    opened.close()
+
+
+def settings_on(project_dir: Path, env: dict[str, str], url: str) -> Settings:
+    """Settings of the copied project with its database at `url`."""
+    return load_settings(project_dir / "config.toml", env={**env, "NEWSLETTER_DATABASE_URL": url})
+
+
+@pytest.fixture
+def project(settings: Settings) -> Iterator[Project]:
+    with opened_project(settings) as opened:
+        yield opened
 
 
 @pytest.fixture
@@ -192,11 +204,8 @@ def db(project: Project) -> Database:
 @pytest.fixture
 def any_project(project_dir: Path, env: dict[str, str], database_url: str) -> Iterator[Project]:
     """The copied project on each backend in turn (SQLite, then PostgreSQL)."""
-    opened = Project(load_settings(project_dir / "config.toml", env={**env, "NEWSLETTER_DATABASE_URL": database_url}))
-    yield opened
-    check_counts(opened)
-    if "db" in opened.__dict__:
-        opened.db.dispose()
+    with opened_project(settings_on(project_dir, env, database_url)) as opened:
+        yield opened
 
 
 def race(workers: list[subprocess.Popen[str]], timeout: float) -> list[list[float]]:

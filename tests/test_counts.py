@@ -12,12 +12,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import check_counts, reset_postgres
+from conftest import opened_project, reset_postgres, settings_on
 from counting import counts_disagreement
 from smtp_sink import FaultPlan, SmtpSink, permanent, temporary
 from sqlalchemy import text
 
-from newsletter.config import load_settings
 from newsletter.counts import FOLD_LOCK, deliveries_by_lesson, deliveries_by_status, fold, subscribers_by_status
 from newsletter.dispatch import send_due
 from newsletter.project import Project
@@ -87,12 +86,8 @@ def test_a_change_rolled_back_is_not_counted(any_project: Project) -> None:
 @pytest.fixture
 def postgres_project(project_dir: Path, env: dict[str, str], postgres_server_url: str) -> Iterator[Project]:
     reset_postgres(postgres_server_url)
-    opened = Project(
-        load_settings(project_dir / "config.toml", env={**env, "NEWSLETTER_DATABASE_URL": postgres_server_url})
-    )
-    yield opened
-    check_counts(opened)
-    opened.close()
+    with opened_project(settings_on(project_dir, env, postgres_server_url)) as opened:
+        yield opened
 
 
 @pytest.mark.postgres
