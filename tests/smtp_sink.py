@@ -19,7 +19,9 @@ Faults apply per recipient address, first matching pattern (`fnmatch`, case-inse
 message, records it as received and hangs up without a reply, `stall` waits before answering the end
 of DATA (past the client's timeout, or briefly to make a slow server), `refuse_data` answers the end of
 DATA with a refusal of its own words; `times` counts attempts per address. `smtputf8=False` makes a relay
-that does not offer SMTPUTF8 (RFC 6531).
+that does not offer SMTPUTF8 (RFC 6531); `pipelining=True` one that offers PIPELINING (RFC 2920), and
+`sloppy_data=True` one that answers DATA with 354 even when it refused every recipient (it then reads
+the message and drops it).
 Authentication is required when `auth=(user, password)` is given (`--auth user:password`).
 Like a strict relay, the sink refuses a message with a line over 998 octets (500).
 """
@@ -134,8 +136,19 @@ class ReceivedMessage:
 class _Recorder:
     """The aiosmtpd handler: applies the fault plan and keeps, files or counts messages."""
 
-    def __init__(self, faults: FaultPlan, auth: tuple[str, str] | None, maildir: Path | None, keep: bool) -> None:
+    def __init__(
+        self,
+        faults: FaultPlan,
+        auth: tuple[str, str] | None,
+        maildir: Path | None,
+        keep: bool,
+        *,
+        pipelining: bool = False,
+        sloppy_data: bool = False,
+    ) -> None:
         self.faults = faults
+        self.pipelining = pipelining
+        self.sloppy_data = sloppy_data
         self.auth = auth
         self.maildir = maildir
         self.keep = keep
@@ -146,6 +159,13 @@ class _Recorder:
         self.lock = threading.Lock()
         self._attempts: dict[tuple[str, str], int] = {}
         self._file_numbers = itertools.count()
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        # aiosmtpd reads commands a line at a time, so commands sent together are answered in order.
+        return [*responses[:-1], "250-PIPELINING", responses[-1]] if self.pipelining else responses
 
     def authenticate(self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any) -> AuthResult:
         expected = (self.auth[0].encode(), self.auth[1].encode()) if self.auth else None
@@ -262,7 +282,7 @@ class _SinkSMTP(SMTP):
         if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
             return
         assert self.envelope is not None
-        if not self.envelope.rcpt_tos:
+        if not self.envelope.rcpt_tos and not self.event_handler.sloppy_data:
             await self.push("503 Error: need RCPT command")
             return
         if arg:
@@ -275,6 +295,10 @@ class _SinkSMTP(SMTP):
             if not chunk:
                 return
             received += chunk
+        if not self.envelope.rcpt_tos:  # sloppy: it took DATA for nobody, and drops what came
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            await self.push("554 5.5.1 Error: no valid recipients")
+            return
         content = bytes(received[:-3])
         if content.startswith(b".") or b"\n." in content:
             content = _DOT_STUFFING.sub(b"", content)
@@ -319,11 +343,15 @@ class SmtpSink:
         maildir: Path | None = None,
         keep_messages: bool = True,
         smtputf8: bool = True,
+        pipelining: bool = False,
+        sloppy_data: bool = False,
     ) -> None:
         if maildir is not None:
             for name in ("tmp", "new", "cur"):
                 (maildir / name).mkdir(parents=True, exist_ok=True)
-        self._recorder = _Recorder(faults or FaultPlan(), auth, maildir, keep_messages)
+        self._recorder = _Recorder(
+            faults or FaultPlan(), auth, maildir, keep_messages, pipelining=pipelining, sloppy_data=sloppy_data
+        )
         options: dict[str, Any] = {"enable_SMTPUTF8": smtputf8}
         if auth is not None:
             options["authenticator"] = self._recorder.authenticate

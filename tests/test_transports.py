@@ -59,9 +59,15 @@ def make_envelope(to: str = "reader@example.test", number: int = 1, body: bytes 
     return Envelope("bounces@example.test", (to,), data, message_id)
 
 
+@pytest.fixture(params=[False, True], ids=["one-at-a-time", "pipelining"])
+def pipelining(request: pytest.FixtureRequest) -> bool:
+    """Every SMTP test runs against a relay without PIPELINING (aiosmtpd's own) and one that offers it."""
+    return bool(request.param)
+
+
 @pytest.fixture
-def sink() -> Iterator[SmtpSink]:
-    with SmtpSink() as running:
+def sink(pipelining: bool) -> Iterator[SmtpSink]:
+    with SmtpSink(pipelining=pipelining) as running:
         yield running
 
 
@@ -154,9 +160,9 @@ def test_sequential_messages_share_one_connection(sink: SmtpSink, transport_for:
     assert sink.sessions == 1
 
 
-def test_concurrent_senders_open_exactly_the_pool_size(transport_for: TransportFactory) -> None:
+def test_concurrent_senders_open_exactly_the_pool_size(pipelining: bool, transport_for: TransportFactory) -> None:
     # A slow server keeps every connection busy, so six threads compete for the three slots.
-    with SmtpSink(faults=FaultPlan({"*": stall(0.03)})) as slow_sink:
+    with SmtpSink(pipelining=pipelining, faults=FaultPlan({"*": stall(0.03)})) as slow_sink:
         transport = transport_for(slow_sink, connections=3)
         start = threading.Barrier(6)
 
@@ -189,12 +195,64 @@ def test_reconnects_when_the_server_dropped_an_idle_connection(
     assert sink.sessions == 2
 
 
+def test_a_relay_that_offers_pipelining_gets_each_message_in_two_writes(
+    sink: SmtpSink, pipelining: bool, transport_for: TransportFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RFC 2920: MAIL FROM, RCPT TO and DATA in one write, then the message; without it a write per command."""
+    transport = transport_for(sink)
+    transport.check()
+    writes: list[bytes] = []
+    real_send = _Connection.send
+
+    def counted(connection: _Connection, data: Any) -> None:
+        writes.append(data.encode() if isinstance(data, str) else bytes(data))
+        real_send(connection, data)
+
+    monkeypatch.setattr(_Connection, "send", counted)
+    for number in range(3):
+        assert transport.send(make_envelope(number=number)).startswith("250 ")
+
+    assert len(writes) == (2 if pipelining else 4) * 3
+    if pipelining:
+        assert writes[0].lower().startswith(b"mail from:<bounces@example.test>")
+        assert writes[0].lower().endswith(b"\r\nrcpt to:<reader@example.test>\r\ndata\r\n")
+    assert [message.message_id for message in sink.messages] == [f"<lesson-{n}@example.test>" for n in range(3)]
+    assert sink.sessions == 1
+
+
+def test_refusals_at_mail_from_leave_the_session_in_step(pipelining: bool, transport_for: TransportFactory) -> None:
+    """Refused at MAIL FROM, the replies still owed (RCPT TO's, DATA's) are read: the next answer is the next's."""
+    with SmtpSink(pipelining=pipelining, auth=("ada", "right")) as sink:
+        transport = transport_for(sink)
+        for _ in range(3):
+            with pytest.raises(TransportError, match=r"530 5\.7\.0 Authentication required"):
+                transport.send(make_envelope())
+
+    assert sink.count == 0
+    assert sink.sessions == 1
+
+
+def test_a_relay_that_takes_data_for_nobody_gets_no_message(pipelining: bool, transport_for: TransportFactory) -> None:
+    """A relay that answers the pipelined DATA with 354 though it refused the recipient: the session is dropped."""
+    with SmtpSink(pipelining=pipelining, sloppy_data=True, faults=FaultPlan({"gone@*": permanent(550)})) as sink:
+        transport = transport_for(sink)
+
+        with pytest.raises(PermanentSendError) as failure:
+            transport.send(make_envelope(to="gone@example.test"))
+        transport.send(make_envelope(to="here@example.test", number=2))
+
+    assert failure.value.code == 550
+    assert [message.recipients for message in sink.messages] == [("here@example.test",)]
+    # Without PIPELINING no DATA follows a refused recipient, so the session is kept.
+    assert sink.sessions == (2 if pipelining else 1)
+
+
 # --- SMTP: what each kind of failure becomes ---------------------------------------------------------
 
 
 @pytest.mark.parametrize("code", [421, 451])
-def test_4xx_is_transient_with_code_and_reply(code: int, transport_for: TransportFactory) -> None:
-    with SmtpSink(faults=FaultPlan({"soft@example.test": temporary(code, times=1)})) as sink:
+def test_4xx_is_transient_with_code_and_reply(pipelining: bool, code: int, transport_for: TransportFactory) -> None:
+    with SmtpSink(pipelining=pipelining, faults=FaultPlan({"soft@example.test": temporary(code, times=1)})) as sink:
         transport = transport_for(sink)
 
         with pytest.raises(TransientSendError) as failure:
@@ -208,8 +266,8 @@ def test_4xx_is_transient_with_code_and_reply(code: int, transport_for: Transpor
     assert len(sink.messages) == 1
 
 
-def test_5xx_is_permanent_and_the_connection_stays_usable(transport_for: TransportFactory) -> None:
-    with SmtpSink(faults=FaultPlan({"gone@*": permanent(550)})) as sink:
+def test_5xx_is_permanent_and_the_connection_stays_usable(pipelining: bool, transport_for: TransportFactory) -> None:
+    with SmtpSink(pipelining=pipelining, faults=FaultPlan({"gone@*": permanent(550)})) as sink:
         transport = transport_for(sink)
 
         with pytest.raises(PermanentSendError) as failure:
@@ -222,8 +280,10 @@ def test_5xx_is_permanent_and_the_connection_stays_usable(transport_for: Transpo
     assert sink.sessions == 1
 
 
-def test_hang_up_after_data_is_transient_and_the_connection_is_replaced(transport_for: TransportFactory) -> None:
-    with SmtpSink(faults=FaultPlan({"flaky@*": drop_after_data(times=1)})) as sink:
+def test_hang_up_after_data_is_transient_and_the_connection_is_replaced(
+    pipelining: bool, transport_for: TransportFactory
+) -> None:
+    with SmtpSink(pipelining=pipelining, faults=FaultPlan({"flaky@*": drop_after_data(times=1)})) as sink:
         transport = transport_for(sink)
 
         with pytest.raises(TransientSendError) as failure:
@@ -235,8 +295,8 @@ def test_hang_up_after_data_is_transient_and_the_connection_is_replaced(transpor
     assert sink.sessions == 2
 
 
-def test_a_stalled_server_is_transient_within_the_timeout(transport_for: TransportFactory) -> None:
-    with SmtpSink(faults=FaultPlan({"slow@*": stall(10)})) as sink:
+def test_a_stalled_server_is_transient_within_the_timeout(pipelining: bool, transport_for: TransportFactory) -> None:
+    with SmtpSink(pipelining=pipelining, faults=FaultPlan({"slow@*": stall(10)})) as sink:
         transport = transport_for(sink, timeout=0.5)
         started = time.monotonic()
 
@@ -255,15 +315,15 @@ def assert_whole_transport_error(failure: pytest.ExceptionInfo[TransportError], 
     assert where in str(failure.value)
 
 
-def test_check_reports_refused_authentication(transport_for: TransportFactory) -> None:
-    with SmtpSink(auth=("ada", "right")) as sink:
+def test_check_reports_refused_authentication(pipelining: bool, transport_for: TransportFactory) -> None:
+    with SmtpSink(pipelining=pipelining, auth=("ada", "right")) as sink:
         with pytest.raises(TransportError, match="authentication refused for user 'ada'") as failure:
             transport_for(sink, username="ada", password="wrong").check()
         assert_whole_transport_error(failure, f"127.0.0.1:{sink.port}")
 
 
-def test_login_is_used_and_required(transport_for: TransportFactory) -> None:
-    with SmtpSink(auth=("ada", "right")) as sink:
+def test_login_is_used_and_required(pipelining: bool, transport_for: TransportFactory) -> None:
+    with SmtpSink(pipelining=pipelining, auth=("ada", "right")) as sink:
         transport_for(sink, username="ada", password="right").send(make_envelope())
         with pytest.raises(TransportError, match="will not take mail from this client") as failure:
             transport_for(sink).send(make_envelope())
@@ -300,10 +360,10 @@ def test_check_reports_starttls_missing_on_the_server(sink: SmtpSink, transport_
     assert_whole_transport_error(failure, f"127.0.0.1:{sink.port}")
 
 
-def test_starttls_with_login(certificate: tuple[Path, Path], transport_for: TransportFactory) -> None:
+def test_starttls_with_login(pipelining: bool, certificate: tuple[Path, Path], transport_for: TransportFactory) -> None:
     cert, key = certificate
     trusted = ssl.create_default_context(cafile=str(cert))
-    with SmtpSink(auth=("ada", "right"), tls_context=server_tls_context(cert, key)) as sink:
+    with SmtpSink(pipelining=pipelining, auth=("ada", "right"), tls_context=server_tls_context(cert, key)) as sink:
         transport = transport_for(sink, security="starttls", ssl_context=trusted, username="ada", password="right")
         transport.check()
         transport.send(make_envelope())
@@ -317,10 +377,10 @@ def test_starttls_with_login(certificate: tuple[Path, Path], transport_for: Tran
     assert received.secure
 
 
-def test_implicit_tls(certificate: tuple[Path, Path], transport_for: TransportFactory) -> None:
+def test_implicit_tls(pipelining: bool, certificate: tuple[Path, Path], transport_for: TransportFactory) -> None:
     cert, key = certificate
     trusted = ssl.create_default_context(cafile=str(cert))
-    with SmtpSink(tls_context=server_tls_context(cert, key), implicit_tls=True) as sink:
+    with SmtpSink(pipelining=pipelining, tls_context=server_tls_context(cert, key), implicit_tls=True) as sink:
         transport_for(sink, security="tls", ssl_context=trusted).send(make_envelope())
 
         with pytest.raises(TransportError, match=r"no greeting within 0\.5 s.*security = 'tls'") as failure:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import smtplib
 import socket
@@ -22,6 +23,7 @@ from newsletter.errors import (
 from newsletter.transports.ratelimit import RateLimiter
 
 if TYPE_CHECKING:
+    from _typeshed import SizedBuffer
     from sqlalchemy import Engine
     from typing_extensions import Buffer
 
@@ -50,6 +52,95 @@ class _Connection(smtplib.SMTP):
     def rcpt(self, recip: str, options: Sequence[str] = ()) -> tuple[int, bytes]:
         self.stage = "RCPT TO"
         return super().rcpt(recip, options)
+
+    def sendmail(
+        self,
+        from_addr: str,
+        to_addrs: str | Sequence[str],
+        msg: SizedBuffer | str,
+        mail_options: Sequence[str] = (),
+        rcpt_options: Sequence[str] = (),
+    ) -> dict[str, tuple[int, bytes]]:
+        """smtplib's `sendmail`; to a server that offers PIPELINING (RFC 2920), in two round trips, not four.
+
+        MAIL FROM, every RCPT TO and DATA go out in one write and their replies are read in order, then the
+        message; the outcome and what is raised are smtplib's own for the same replies, so the transport
+        classifies them the same way. Each round trip is a wait for the server, and for the thread a wake-up
+        that takes the GIL back from the sender's database thread: a lesson cost four of them, now two.
+        """
+        self.ehlo_or_helo_if_needed()
+        if not self.has_extn("pipelining") or isinstance(to_addrs, str) or not to_addrs:
+            return super().sendmail(from_addr, to_addrs, msg, mail_options, rcpt_options)
+        message = smtplib._fix_eols(msg).encode("ascii") if isinstance(msg, str) else bytes(msg)  # type: ignore[attr-defined]
+        options = [f"size={len(message)}"] if self.has_extn("size") else []
+        options += mail_options
+        if any(option.lower() == "smtputf8" for option in options):
+            if not self.has_extn("smtputf8"):
+                raise smtplib.SMTPNotSupportedError("SMTPUTF8 not supported by server")
+            self.command_encoding = "utf-8"
+        rcpt_tail = "".join(f" {option}" for option in rcpt_options)
+        commands = [f"mail FROM:{smtplib.quoteaddr(from_addr)}{''.join(f' {o}' for o in options)}"]
+        commands += [f"rcpt TO:{smtplib.quoteaddr(rcpt)}{rcpt_tail}" for rcpt in to_addrs]
+        if any("\r" in command or "\n" in command for command in commands):
+            raise ValueError("command and arguments contain prohibited newline characters")
+        self.stage = "MAIL FROM"  # a pooled session the server closed shows up here, as without PIPELINING
+        self.send("".join(f"{command}\r\n" for command in commands) + "data\r\n")
+        code, text = self.getreply()
+        if code == 421:
+            self.close()
+        if code != 250:
+            self._end_group(len(to_addrs))
+            raise smtplib.SMTPSenderRefused(code, text, from_addr)
+        self.stage = "RCPT TO"
+        refused: dict[str, tuple[int, bytes]] = {}
+        for rcpt in to_addrs:
+            code, text = self.getreply()
+            if code not in (250, 251):
+                refused[rcpt] = (code, text)
+            if code == 421:
+                self.close()
+                raise smtplib.SMTPRecipientsRefused(refused)
+        if len(refused) == len(to_addrs):
+            self._end_group(0)
+            raise smtplib.SMTPRecipientsRefused(refused)
+        self.stage = "DATA"
+        code, text = self.getreply()
+        if code != 354:
+            raise smtplib.SMTPDataError(code, text)
+        self.send(dot_stuffed(message))
+        code, text = self.getreply()
+        self.data_reply = _reply(code, text)
+        if code != 250:
+            if code == 421:
+                self.close()
+            else:
+                self._reset()
+            raise smtplib.SMTPDataError(code, text)
+        return refused
+
+    def _end_group(self, rcpt_replies: int) -> None:
+        """After a refusal mid-group: read the replies still owed (RCPT TO's, then DATA's) and reset the session.
+
+        A server that took DATA anyway (354, though it refused the envelope) waits for a message: no bytes can
+        take it back without sending one, so the session is dropped instead.
+        """
+        if self.sock is None:
+            return
+        try:
+            for _ in range(rcpt_replies):
+                self.getreply()
+            code, _ = self.getreply()
+        except smtplib.SMTPServerDisconnected:
+            return
+        if code == 354:
+            self.close()
+        else:
+            self._reset()
+
+    def _reset(self) -> None:
+        """RSET, as smtplib does after a refusal: a server that hung up meanwhile is found at the next command."""
+        with contextlib.suppress(smtplib.SMTPServerDisconnected):
+            self.rset()
 
     def data(self, msg: Buffer | str) -> tuple[int, bytes]:
         """smtplib's DATA, with the message dot-stuffed by `dot_stuffed` instead of smtplib's regex."""
