@@ -95,6 +95,24 @@ def test_the_app_limits_the_forwarded_client_not_the_proxy(settings: Settings) -
     assert forged == [200, 200, 429, 429] and other == 200
 
 
+def test_an_ipv6_client_is_limited_by_its_slash_64_however_it_rotates_its_address(settings: Settings) -> None:
+    behind = Project(settings.replace("web", trusted_proxies=(PROXY,), subscribe_rate_per_hour=2))
+    app = create_app(behind, live_reload=False)
+    with TestClient(app, base_url="http://127.0.0.1:8025", client=(PROXY, 40000)) as proxy:
+        csrf = csrf_of(proxy.get("/subscribe").text)
+
+        def sign_up(number: int, forwarded_for: str) -> int:
+            data = {"email": f"r{number}@example.com", "csrf_token": csrf, **FORM}
+            return proxy.post("/subscribe", data=data, headers={"X-Forwarded-For": forwarded_for}).status_code
+
+        rotating = [sign_up(n, f"2001:db8:1:2:{n:x}::{n + 1:x}") for n in range(4)]  # one /64, four addresses
+        next_door = sign_up(8, "2001:db8:1:3::1")  # another /64: another household
+        mapped = [sign_up(9, "::ffff:198.51.100.7"), sign_up(10, "198.51.100.7"), sign_up(11, "198.51.100.7")]
+    behind.db.dispose()
+    assert rotating == [200, 200, 429, 429] and next_door == 200
+    assert mapped == [200, 200, 429]  # an IPv4-mapped address is that IPv4 address
+
+
 # --- over real sockets -------------------------------------------------------------------------------------------
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from newsletter.web.ratelimit import RateLimiter
+from newsletter.web.ratelimit import RateLimiter, client_key
 
 
 @dataclass
@@ -65,3 +65,11 @@ def test_a_limit_of_zero_lets_everyone_through() -> None:
     limiter = RateLimiter(0)
     assert all(limiter.allow("anyone") for _ in range(1000)) and limiter.retry_after("anyone") == 0
     assert len(limiter) == 0
+
+
+def test_clients_are_keyed_by_ipv4_address_and_ipv6_slash_64() -> None:
+    assert client_key("203.0.113.9") == "203.0.113.9"
+    assert client_key("2001:db8:1:2:aaaa:bbbb:cccc:dddd") == client_key("2001:db8:1:2::1") == "2001:db8:1:2::/64"
+    assert client_key("2001:db8:1:3::1") == "2001:db8:1:3::/64"
+    assert client_key("::ffff:203.0.113.9") == "203.0.113.9"
+    assert client_key("unknown") == "unknown"  # no peer (a test client): one key, as before

@@ -20,7 +20,7 @@ from starlette.responses import HTMLResponse, Response
 from newsletter.errors import LessonError, NewsletterError
 from newsletter.project import Project
 from newsletter.web.livereload import OutboxChanges, ProjectHolder
-from newsletter.web.ratelimit import RateLimiter
+from newsletter.web.ratelimit import RateLimiter, client_key
 from newsletter.web.security import CsrfCheck, StudioGuard, set_csrf_cookie, url_origin
 
 HERE = Path(__file__).parent
@@ -59,6 +59,11 @@ def form_text(form: FormData, name: str) -> str:
 def client_address(request: Request) -> str:
     """The client's address: the socket's peer, or whom a trusted proxy forwarded for (`proxies.py`)."""
     return request.client.host if request.client else "unknown"
+
+
+def client_limit_key(request: Request) -> str:
+    """What the per-client limits count a request against: its client's address, or an IPv6 client's /64."""
+    return client_key(client_address(request))
 
 
 def web_context(request: Request) -> WebContext:

@@ -25,7 +25,7 @@ from newsletter.render import RenderedEmail
 from newsletter.subscribers import NAME_MAX
 from newsletter.web.chart import CHART_DAYS, upcoming_chart
 from newsletter.web.pages import (
-    client_address,
+    client_limit_key,
     error_report,
     form_text,
     login_page,
@@ -279,7 +279,7 @@ async def login_submit(request: Request) -> Response:
         return refusal(request)
     form = await request.form()
     target = safe_target(form_text(form, "next") or "/")
-    if not context.login_limiter.allow(client_address(request)):
+    if not context.login_limiter.allow(client_limit_key(request)):
         return login_page(
             request, target, message="Too many attempts from your address; wait and try again.", status=429
         )

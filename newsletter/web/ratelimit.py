@@ -6,10 +6,16 @@ instant, the moment the allowance would be full again, in an LRU-ordered table o
 Every call is O(1): it touches one entry and drops entries from the old end that are full again (each at
 most once), or the least recently seen one when the table is full. A key dropped from a full table starts
 afresh; that only lets someone who already sends from `max_keys` other addresses do what they could anyway.
+
+The web limits key a client by `client_key`: an IPv4 address as it is, an IPv6 address by its /64. One
+subscriber line or host is given a whole /64 (RFC 6177's smallest end-site assignment), and picks a new
+address in it at will (privacy addresses, RFC 8981): keyed per address, a single machine would have 2^64
+allowances.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import threading
 import time
@@ -18,6 +24,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 MAX_KEYS = 100_000  # about 18 MB of table (175 bytes a key: benchmarks/rate_limiter.py)
+IPV6_PREFIX = 64
+
+
+def client_key(address: str) -> str:
+    """The key a client's address is limited by: IPv4 as it is, IPv6 by its /64; anything else as given."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.IPv6Network((parsed, IPV6_PREFIX), strict=False))
+    return str(parsed)
 
 
 @dataclass

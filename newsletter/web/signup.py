@@ -20,7 +20,7 @@ from starlette.routing import Route
 from newsletter.project import Project
 from newsletter.schedule import WEEKDAY_NAMES, parse_weekday
 from newsletter.subscribers import SubscriberInput, clean_name, confirm, normalise_email, request_subscription
-from newsletter.web.pages import client_address, form_text, page, web_context
+from newsletter.web.pages import client_address, client_limit_key, form_text, page, web_context
 from newsletter.web.public import (
     NO_STORE,
     SCHEDULE_CHECKS,
@@ -77,9 +77,9 @@ async def subscribe_submit(request: Request) -> Response:
     context = web_context(request)
     form = await request.form()
     fields = {name: form_text(form, name).strip() for name in ("email", "name", "weekday", "time", "timezone")}
-    client = client_address(request)
-    if not context.subscribe_limiter.allow(client):
-        retry = context.subscribe_limiter.retry_after(client)
+    client, limited_as = client_address(request), client_limit_key(request)
+    if not context.subscribe_limiter.allow(limited_as):
+        retry = context.subscribe_limiter.retry_after(limited_as)
         response = _subscribe_form(
             request, fields, {"form": "Too many sign-ups from your address; try again later."}, 429
         )
