@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx2
@@ -79,7 +79,12 @@ def csrf_of(page: str) -> str:
     return match.group(1)
 
 
-def test_the_app_limits_the_forwarded_client_not_the_proxy(settings: Settings) -> None:
+SignUp = Callable[[int, str], int]
+
+
+@pytest.fixture
+def sign_up_through_proxy(settings: Settings) -> Iterator[SignUp]:
+    """Post the sign-up form as a trusted proxy would, forwarding for a given client (2 sign-ups an hour each)."""
     behind = Project(settings.replace("web", trusted_proxies=(PROXY,), subscribe_rate_per_hour=2))
     app = create_app(behind, live_reload=False)
     with TestClient(app, base_url="http://127.0.0.1:8025", client=(PROXY, 40000)) as proxy:
@@ -89,26 +94,24 @@ def test_the_app_limits_the_forwarded_client_not_the_proxy(settings: Settings) -
             data = {"email": f"r{number}@example.com", "csrf_token": csrf, **FORM}
             return proxy.post("/subscribe", data=data, headers={"X-Forwarded-For": forwarded_for}).status_code
 
-        forged = [sign_up(n, f"192.0.2.{n}, 203.0.113.9") for n in range(4)]  # the client rotates the left part
-        other = sign_up(9, "198.51.100.20")
+        yield sign_up
     behind.db.dispose()
+
+
+def test_the_app_limits_the_forwarded_client_not_the_proxy(sign_up_through_proxy: SignUp) -> None:
+    sign_up = sign_up_through_proxy
+    forged = [sign_up(n, f"192.0.2.{n}, 203.0.113.9") for n in range(4)]  # the client rotates the left part
+    other = sign_up(9, "198.51.100.20")
     assert forged == [200, 200, 429, 429] and other == 200
 
 
-def test_an_ipv6_client_is_limited_by_its_slash_64_however_it_rotates_its_address(settings: Settings) -> None:
-    behind = Project(settings.replace("web", trusted_proxies=(PROXY,), subscribe_rate_per_hour=2))
-    app = create_app(behind, live_reload=False)
-    with TestClient(app, base_url="http://127.0.0.1:8025", client=(PROXY, 40000)) as proxy:
-        csrf = csrf_of(proxy.get("/subscribe").text)
-
-        def sign_up(number: int, forwarded_for: str) -> int:
-            data = {"email": f"r{number}@example.com", "csrf_token": csrf, **FORM}
-            return proxy.post("/subscribe", data=data, headers={"X-Forwarded-For": forwarded_for}).status_code
-
-        rotating = [sign_up(n, f"2001:db8:1:2:{n:x}::{n + 1:x}") for n in range(4)]  # one /64, four addresses
-        next_door = sign_up(8, "2001:db8:1:3::1")  # another /64: another household
-        mapped = [sign_up(9, "::ffff:198.51.100.7"), sign_up(10, "198.51.100.7"), sign_up(11, "198.51.100.7")]
-    behind.db.dispose()
+def test_an_ipv6_client_is_limited_by_its_slash_64_however_it_rotates_its_address(
+    sign_up_through_proxy: SignUp,
+) -> None:
+    sign_up = sign_up_through_proxy
+    rotating = [sign_up(n, f"2001:db8:1:2:{n:x}::{n + 1:x}") for n in range(4)]  # one /64, four addresses
+    next_door = sign_up(8, "2001:db8:1:3::1")  # another /64: another household
+    mapped = [sign_up(9, "::ffff:198.51.100.7"), sign_up(10, "198.51.100.7"), sign_up(11, "198.51.100.7")]
     assert rotating == [200, 200, 429, 429] and next_door == 200
     assert mapped == [200, 200, 429]  # an IPv4-mapped address is that IPv4 address
 
