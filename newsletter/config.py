@@ -43,6 +43,12 @@ SECRET_KEY_VARIABLE = "NEWSLETTER_SECRET_KEY"
 # Variables of the project's own tooling, which the engine never reads: the test suite's database
 # (NEWSLETTER_TEST_DATABASE_URL) and the benchmarks'. Both hand their whole environment to the commands they run.
 TOOLING_PREFIXES = ("NEWSLETTER_TEST_", "NEWSLETTER_BENCH_")
+# A claimed batch is held in memory and under one lease: beyond this a crashed sender's claim keeps more
+# readers waiting, for no speed (a claim of 1,000 rows takes milliseconds).
+MAX_BATCH_SIZE = 10_000
+# Relays cap a client's parallel sessions (Postfix's smtpd_client_connection_count_limit is 50) and refuse
+# the rest at connect; each connection is also a thread of every sender process.
+MAX_CONNECTIONS = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -438,9 +444,9 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(f"{where('newsletter', 'base_url')} must be an http(s) URL, got {base_url!r}")
     if "@" not in settings.sender.from_ or "\n" in settings.sender.from_ or "\r" in settings.sender.from_:
         raise ConfigError(f'{where("sender", "from")} must be one address such as "Name <you@example.com>"')
-    for section, key in (("delivery", "batch_size"), ("smtp", "connections")):
-        if getattr(getattr(settings, section), key) < 1:
-            raise ConfigError(f"{where(section, key)} must be at least 1")
+    for section, key, most in (("delivery", "batch_size", MAX_BATCH_SIZE), ("smtp", "connections", MAX_CONNECTIONS)):
+        if not 1 <= getattr(getattr(settings, section), key) <= most:
+            raise ConfigError(f"{where(section, key)} must be at least 1 and at most {most:,}")
     delivery = settings.delivery
     if not 1 <= delivery.domain_pause_seconds <= delivery.domain_pause_max_seconds:
         raise ConfigError(

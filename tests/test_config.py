@@ -265,8 +265,10 @@ def test_a_zone_that_is_not_a_place_is_said_aloud_with_a_city_to_choose(tmp_path
 BAD_VARIABLES = [
     ("NEWSLETTER_NEWSLETTER_BASE_URL", "running.example.com", "must be an http(s) URL"),
     ("NEWSLETTER_SENDER_FROM", "nobody", "must be one address"),
-    ("NEWSLETTER_DELIVERY_BATCH_SIZE", "0", "must be at least 1"),
-    ("NEWSLETTER_SMTP_CONNECTIONS", "0", "must be at least 1"),
+    ("NEWSLETTER_DELIVERY_BATCH_SIZE", "0", "must be at least 1 and at most 10,000"),
+    ("NEWSLETTER_DELIVERY_BATCH_SIZE", "1000000", "must be at least 1 and at most 10,000"),
+    ("NEWSLETTER_SMTP_CONNECTIONS", "0", "must be at least 1 and at most 50"),
+    ("NEWSLETTER_SMTP_CONNECTIONS", "1000", "must be at least 1 and at most 50"),
     ("NEWSLETTER_DAEMON_TICK_SECONDS", "0", "must be greater than 0"),
     ("NEWSLETTER_WEB_TRUSTED_PROXIES", "nginx", "'nginx' is not an IP address or network"),
     ("NEWSLETTER_SCHEDULE_TIMEZONE", "Factory", "must be an IANA zone name"),
