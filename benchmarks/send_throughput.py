@@ -17,10 +17,12 @@ measures one after another:
 The ceilings use the same total connections, P × C, each its own session. The sink's counters check that
 every phase delivered exactly its messages (each ceiling over exactly its connections), and the ledger
 that every reader got lesson 1 once (with `--limit M`: M sent once, the rest still pending); the sink's
-CPU share in each phase says whether it had cycles to spare. It prints one table (`--json`: the whole
-result as JSON) and writes the result to benchmarks/results/; the exit code is 1 when a check failed.
-`--phases` also times each sender's steps from inside it (benchmarks/phases/sitecustomize.py) and prints
-where each sender's database thread spent its time; `--profile` runs one sender under cProfile.
+CPU share in each phase says whether it had cycles to spare; on PostgreSQL served from this machine, the
+server's CPU time during the send is measured too (every `postgres` process, from /proc). It prints one
+table (`--json`: the whole result as JSON) and writes the result to benchmarks/results/; the exit code is 1
+when a check failed. `--phases` also times each sender's steps from inside it
+(benchmarks/phases/sitecustomize.py) and prints where each sender's database thread spent its time;
+`--profile` runs one sender under cProfile.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ from seeding import FIRST_SLOT, all_due, seed, week_one_counts
 PHASES_PROBE = Path(__file__).resolve().parent / "phases"  # its sitecustomize.py times a sender's steps
 BUSY_SINK_PERCENT = 80  # above this share of its one core, the sink may have been what limited a figure
 POLL_SECONDS = 0.02
+PROC = Path("/proc")
 CEILINGS = ("smtp_source", "smtplib_threads", "smtplib_processes")
 GROWING = {
     "`newsletter send` msg/s": ("send", "per_second"),
@@ -115,6 +118,26 @@ def sender_command(bench: BenchProject, args: argparse.Namespace) -> list[str]:
     return [command[0], "-m", "cProfile", "-o", str(args.profile), *command[1:]] if args.profile else command
 
 
+def server_cpu_seconds() -> float | None:
+    """CPU seconds of the PostgreSQL server on this machine so far; None if there is none.
+
+    Every `postgres` process's own user and system time, plus what its ended children used (the postmaster
+    reaps the backends, so a connection that closed meanwhile is counted there, not lost with its process).
+    """
+    total, found = 0, False
+    for stat in PROC.glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text()
+        except OSError:
+            continue  # a process that ended meanwhile
+        name, _, rest = fields.partition(" (")[2].rpartition(") ")
+        if name != "postgres":
+            continue
+        found = True
+        total += sum(map(int, rest.split()[11:15]))  # utime, stime, cutime, cstime: fields 14 to 17 of proc(5)
+    return total / os.sysconf("SC_CLK_TCK") if found else None
+
+
 def run_sender(
     bench: BenchProject, environment: dict[str, str], args: argparse.Namespace, sink: PostfixSink, count: int
 ) -> dict[str, Any]:
@@ -127,6 +150,7 @@ def run_sender(
         probe = {"PYTHONPATH": os.pathsep.join(search_path), "NEWSLETTER_BENCH_PHASES": str(phases)}
         environment = {**environment, **probe}
     load_before, before = load_average(), sink.counts()
+    server_before = server_cpu_seconds() if bench.database_url.startswith("postgresql") else None
     launched = measure.start(sender_command(bench, args), environment, folder, "sender")
     first = last = None
     while launched.poll() is None:
@@ -137,6 +161,8 @@ def run_sender(
             last = time.perf_counter() - before.at
         time.sleep(POLL_SECONDS)
     run = measure.finish(launched, folder, "sender")
+    server_after = server_cpu_seconds() if server_before is not None else None
+    server_cpu = None if server_before is None or server_after is None else server_after - server_before
     if run.returncode != 0:
         raise SystemExit(f"newsletter send failed (exit {run.returncode}):\n{measure.error_output(folder, 'sender')}")
     share = sink.share_since(before, messages=count)
@@ -151,6 +177,8 @@ def run_sender(
         "sending_per_second": rate(count, last - (first or 0.0)),
         "cpu_seconds": run.cpu_seconds,
         "cpu_ms_per_message": round(1000 * run.cpu_seconds / count, 3) if count else 0.0,
+        # The database server's share (PostgreSQL on this machine; SQLite's work is the sender's own).
+        "server_cpu_ms_per_message": round(1000 * server_cpu / count, 3) if server_cpu is not None and count else None,
         "peak_rss_mb": run.peak_rss_mb,  # the largest of any one process: with --processes, one sender's own
         "sum_of_peaks_mb": run.sum_of_peaks_mb,  # every process of the run added up (the coordinator included)
         "processes": run.processes,
@@ -306,7 +334,8 @@ def table(done: list[dict[str, Any]]) -> str:
         "database", "readers", "sent", "proc. × conn.", "smtp-source msg/s", "smtplib threads msg/s",
         "smtplib processes msg/s",
         "`newsletter send` msg/s", "first→last msg/s", "÷ smtp-source", "÷ smtplib threads", "÷ smtplib processes",
-        "sender CPU ms/msg", "sender peak RSS MB", "sink CPU % (send; ceilings max)", "load before→after send",
+        "sender CPU ms/msg", "server CPU ms/msg", "sender peak RSS MB", "sink CPU % (send; ceilings max)",
+        "load before→after send",
     ]  # fmt: skip
     rows = []
     for case in done:
@@ -321,10 +350,16 @@ def table(done: list[dict[str, Any]]) -> str:
             *(f"{ceilings[name]['per_second']:,.0f}" for name in CEILINGS),
             f"{send['per_second']:,.0f}", f"{send['sending_per_second']:,.0f}",
             *(f"{ratios[name]:.2f}" for name in CEILINGS),
-            f"{send['cpu_ms_per_message']:.2f}", rss, f"{send['sink']['cpu_percent']:.0f}; {ceiling_sink:.0f}",
+            f"{send['cpu_ms_per_message']:.2f}", _server_cell(send), rss,
+            f"{send['sink']['cpu_percent']:.0f}; {ceiling_sink:.0f}",
             f"{send['load'][0]:.1f}→{send['load'][1]:.1f}",
         ])  # fmt: skip
     return markdown_table(headings, rows)
+
+
+def _server_cell(send: dict[str, Any]) -> str:
+    server = send.get("server_cpu_ms_per_message")
+    return "—" if server is None else f"{server:.2f}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -181,6 +181,7 @@ def test_send_throughput_drives_send_processes_and_may_send_part_of_a_backlog(tm
     [case] = result["cases"]
     assert case["problems"] == [] and case["ledger_week_one"] == {"sent": 120, "pending": 180}
     assert case["connections"] == 2 and case["send"]["summary"]["sent"] == 120
+    assert case["send"]["server_cpu_ms_per_message"] is None  # SQLite: no server, its work is the sender's
     assert case["send"]["processes"] == 3  # `send --processes 2`: the coordinator and its two senders
     assert case["send"]["sum_of_peaks_mb"] > 2 * case["send"]["peak_rss_mb"]
     for ceiling in case["ceilings"].values():
@@ -211,6 +212,7 @@ def test_send_processes_on_postgresql_split_the_backlog_on_a_database_of_their_o
     [case] = result["cases"]
     assert case["problems"] == [] and case["postgresql"] and case["smtp_connections"] == 2
     assert case["send"]["summary"]["sent"] == 400 and case["send"]["processes"] == 3
+    assert case["send"]["server_cpu_ms_per_message"] > 0  # the server on this machine, read from /proc
     assert {ceiling["connections"] for ceiling in case["ceilings"].values()} == {case["connections"]} == {4}
     assert case["database_name"] not in postgres_databases(postgres_server_url)
 
