@@ -18,11 +18,25 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Connection, Executable, Table, and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Executable,
+    Integer,
+    Select,
+    Table,
+    and_,
+    any_,
+    bindparam,
+    delete,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.sql.elements import BindParameter
 
 from newsletter.lessons import Series, empty_editor_sections
 from newsletter.message import message_id_for
@@ -93,18 +107,31 @@ class Reader:
 
 # Built once, the ids bound at each call: a statement built per call leaves reference cycles (its bound
 # parameters) for the garbage collector, which a plan over a million readers would pile up between collections.
-_WANTED: BindParameter[list[int]] = bindparam("ids", expanding=True)
-_HISTORIES = select(
-    DELIVERIES.c.subscriber_id, DELIVERIES.c.lesson, DELIVERIES.c.sent_at, DELIVERIES.c.slot_at, DELIVERIES.c.status
-).where(DELIVERIES.c.subscriber_id.in_(_WANTED), DELIVERIES.c.lesson != CONFIRMATION)
-_READERS = select(
-    SUBSCRIBERS.c.id,
-    SUBSCRIBERS.c.status,
-    SUBSCRIBERS.c.timezone,
-    SUBSCRIBERS.c.weekday,
-    SUBSCRIBERS.c.send_time,
-    SUBSCRIBERS.c.last_lesson,
-).where(SUBSCRIBERS.c.id.in_(_WANTED))
+# On PostgreSQL the ids go as one array (`= ANY(:ids)`): an IN list of a thousand placeholders is a new
+# query text for the driver to parse and the server to plan at every batch; the array's is one text, planned once.
+def _reader_statements(*, as_array: bool) -> tuple[Select[Any], Select[Any]]:
+    """The two statements of `load_readers`: the readers' histories, then the readers."""
+
+    def wanted(column: ColumnElement[int]) -> ColumnElement[bool]:
+        if as_array:
+            return column == any_(bindparam("ids", type_=postgresql.ARRAY(Integer)))
+        return column.in_(bindparam("ids", expanding=True))
+
+    histories = select(
+        DELIVERIES.c.subscriber_id, DELIVERIES.c.lesson, DELIVERIES.c.sent_at, DELIVERIES.c.slot_at, DELIVERIES.c.status
+    ).where(wanted(DELIVERIES.c.subscriber_id), DELIVERIES.c.lesson != CONFIRMATION)
+    readers = select(
+        SUBSCRIBERS.c.id,
+        SUBSCRIBERS.c.status,
+        SUBSCRIBERS.c.timezone,
+        SUBSCRIBERS.c.weekday,
+        SUBSCRIBERS.c.send_time,
+        SUBSCRIBERS.c.last_lesson,
+    ).where(wanted(SUBSCRIBERS.c.id))
+    return histories, readers
+
+
+_READER_STATEMENTS = {"postgresql": _reader_statements(as_array=True), "sqlite": _reader_statements(as_array=False)}
 
 
 def load_readers(connection: Connection, ids: Iterable[int]) -> dict[int, Reader]:
@@ -115,7 +142,8 @@ def load_readers(connection: Connection, ids: Iterable[int]) -> dict[int, Reader
     history: dict[int, tuple[set[str], datetime | None, datetime | None]] = {sid: (set(), None, None) for sid in wanted}
     # The status is filtered here, not in SQL: given `status IN (…)`, SQLite (without ANALYZE statistics)
     # walks the (status, due_at) index over every sent row of the ledger instead of the few rows per reader.
-    rows = connection.execute(_HISTORIES, {"ids": wanted})
+    histories, readers_of = _READER_STATEMENTS[connection.dialect.name]
+    rows = connection.execute(histories, {"ids": wanted})
     for subscriber_id, lesson, sent_at, slot_at, status in rows:
         if status not in RECEIVED:
             continue
@@ -127,7 +155,7 @@ def load_readers(connection: Connection, ids: Iterable[int]) -> dict[int, Reader
             last_slot = slot_at
         history[subscriber_id] = (received, last_sent, last_slot)
     readers = {}
-    for row in connection.execute(_READERS, {"ids": wanted}):
+    for row in connection.execute(readers_of, {"ids": wanted}):
         received, last_sent, last_slot = history[row.id]
         readers[row.id] = Reader(
             id=row.id,
