@@ -23,19 +23,18 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from newsletter.web.proxies import parse_address
+
 MAX_KEYS = 100_000  # about 18 MB of table (175 bytes a key: benchmarks/rate_limiter.py)
 IPV6_PREFIX = 64
 
 
 def client_key(address: str) -> str:
     """The key a client's address is limited by: IPv4 as it is, IPv6 by its /64; anything else as given."""
-    try:
-        parsed = ipaddress.ip_address(address)
-    except ValueError:
+    parsed = parse_address(address)  # an IPv4-mapped IPv6 address comes back as its IPv4 address
+    if parsed is None:
         return address
     if isinstance(parsed, ipaddress.IPv6Address):
-        if parsed.ipv4_mapped is not None:
-            return str(parsed.ipv4_mapped)
         return str(ipaddress.IPv6Network((parsed, IPV6_PREFIX), strict=False))
     return str(parsed)
 
