@@ -71,7 +71,7 @@ class _Connection(smtplib.SMTP):
         self.ehlo_or_helo_if_needed()
         if not self.has_extn("pipelining") or isinstance(to_addrs, str) or not to_addrs:
             return super().sendmail(from_addr, to_addrs, msg, mail_options, rcpt_options)
-        message = smtplib._fix_eols(msg).encode("ascii") if isinstance(msg, str) else bytes(msg)  # type: ignore[attr-defined]
+        message = _wire_bytes(msg)
         options = [f"size={len(message)}"] if self.has_extn("size") else []
         options += mail_options
         if any(option.lower() == "smtputf8" for option in options):
@@ -107,9 +107,7 @@ class _Connection(smtplib.SMTP):
         code, text = self.getreply()
         if code != 354:
             raise smtplib.SMTPDataError(code, text)
-        self.send(dot_stuffed(message))
-        code, text = self.getreply()
-        self.data_reply = _reply(code, text)
+        code, text = self._transmit(message)
         if code != 250:
             if code == 421:
                 self.close()
@@ -149,12 +147,19 @@ class _Connection(smtplib.SMTP):
         code, text = self.getreply()
         if code != 354:
             raise smtplib.SMTPDataError(code, text)
-        # A str is taken as smtplib's own `data()` takes it (line ends made CRLF); `sendmail` passes bytes.
-        message = smtplib._fix_eols(msg).encode("ascii") if isinstance(msg, str) else bytes(msg)  # type: ignore[attr-defined]
+        return self._transmit(_wire_bytes(msg))
+
+    def _transmit(self, message: bytes) -> tuple[int, bytes]:
+        """After the server's 354: the message dot-stuffed, then its final reply (kept as `data_reply`)."""
         self.send(dot_stuffed(message))
         code, text = self.getreply()
         self.data_reply = _reply(code, text)
         return code, text
+
+
+def _wire_bytes(msg: Buffer | str) -> bytes:
+    """A message as smtplib takes it: a str has its line ends made CRLF and must be ASCII; bytes as they are."""
+    return smtplib._fix_eols(msg).encode("ascii") if isinstance(msg, str) else bytes(msg)  # type: ignore[attr-defined]
 
 
 def dot_stuffed(message: bytes) -> bytes:
