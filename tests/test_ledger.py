@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import shutil
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from functools import cache
 from pathlib import Path
 
-from sqlalchemy import Integer, String, Update, bindparam, event, select, update
+from sqlalchemy import Integer, String, Update, bindparam, delete, event, select, update
 
 from newsletter.ledger import Gate, apply_gates, load_readers, plan_next, put_waiting
 from newsletter.ledger.course import preview, reconcile
@@ -16,7 +16,9 @@ from newsletter.ledger.rows import MAX_ROWS, execute_rows, rows_subquery
 from newsletter.ledger.waiting import SUBSCRIBERS
 from newsletter.ledger.wire import Claimed
 from newsletter.models import Delivery, Subscriber
+from newsletter.planning import Progress
 from newsletter.project import Project
+from newsletter.schedule import Cadence
 from newsletter.subscribers import SubscriberInput, add_subscriber
 
 CONFIRMED_AT = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)  # a Monday
@@ -82,6 +84,39 @@ def test_plan_next_never_plans_a_lesson_the_reader_had(any_project: Project) -> 
         )
     assert planned is not None and planned.lesson.slug == "brain"
     assert rows(any_project, reader)["brain"].status == "pending"
+
+
+def test_load_readers_sums_up_each_history_from_the_lessons_received_only(any_project: Project) -> None:
+    had, fresh, bare = (add_reader(any_project, f"{name}@example.com") for name in ("had", "fresh", "bare"))
+    sent_at, slot = FIRST_SLOT + timedelta(minutes=3), FIRST_SLOT + timedelta(weeks=1)
+    with any_project.db.session() as session:
+        connection = session.connection()
+        for lesson, weeks in (("knees", 1), ("brain", 2), ("mood", 3), ("sleep", 4)):
+            put_waiting(connection, had, lesson, FIRST_SLOT + timedelta(weeks=weeks), None)
+        outcomes = {  # lesson: (status, sent_at); the later slots are not received, so not the latest slot
+            "muscle": ("sent", sent_at),
+            "knees": ("failed", None),  # refused for good: received, never sent
+            "brain": ("cancelled", None),
+            "mood": ("sending", None),
+            "sleep": ("pending", None),
+        }
+        for lesson, (status, when) in outcomes.items():
+            session.execute(
+                update(Delivery)
+                .where(Delivery.subscriber_id == had, Delivery.lesson == lesson)
+                .values(status=status, sent_at=when)
+            )
+        session.execute(delete(Delivery).where(Delivery.subscriber_id == bare))
+        session.execute(update(Subscriber).where(Subscriber.id == had).values(last_lesson="knees"))
+    with any_project.db.reading() as session:
+        loaded = load_readers(session.connection(), [had, fresh, bare, 10_000])
+    assert sorted(loaded) == [had, fresh, bare]  # an unknown id is left out
+    assert loaded[had].progress == Progress("knees", frozenset({"muscle", "knees"}))
+    assert (loaded[had].last_sent_at, loaded[had].last_slot_at) == (sent_at, slot)
+    for reader in (fresh, bare):  # only lesson 1 waiting, or no row at all: nothing received
+        assert loaded[reader].progress == Progress(None, frozenset())
+        assert (loaded[reader].last_sent_at, loaded[reader].last_slot_at) == (None, None)
+    assert loaded[had].cadence == loaded[fresh].cadence == Cadence("UTC", 0, time(7, 0))
 
 
 def test_the_send_path_reads_the_schedule_back_and_never_moves_anyone_back(any_project: Project) -> None:
