@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
+from enum import IntEnum, StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -254,6 +255,10 @@ def test_a_batch_of_readers_is_read_by_reader_not_by_status(project: Project) ->
         [{}],
         [{"email": "zoë@example.com", "slug": 'a "quoted"\nline', "held": None, "projected": True, "week": 2}],
         [{"ratio": 1.5, "huge": 1e20, "nan": float("nan"), "inf": float("-inf")}],
+        [{"100%": "50% off", "%s": 1, 'a "b"': False, "é": -(2**70)}],  # keys the item template must escape
+        [{"int key": 1}, {1: "one", "two": 2}],  # a key json.dumps turns into a string
+        [{"weekday": IntEnum("Day", "MON")(1), "status": StrEnum("Status", "ACTIVE")("active")}],  # subclasses
+        [{"same": 1}, {"same": "keys"}, {"other": None}],
         [{"nested": {"list": [1, 2]}, "empty": []}, {"flat": "after a nested one"}],
         [{"n": n, "name": f"reader {n}"} for n in range(1203)],  # more than one write's worth of items
     ],

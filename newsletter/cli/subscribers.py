@@ -9,6 +9,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from itertools import groupby, islice
+from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -423,19 +424,38 @@ def _list_item(item: dict[str, Any]) -> str:
     """`json.dumps(item, indent=2)` as an element of an indented list.
 
     With `indent`, json.dumps runs its pure-Python encoder: a fifth of `plan --json` at a million readers.
-    A flat object (the plan's entries, the subscribers) is written here from its encoded keys and values,
-    which gives the same text; anything nested goes to json.dumps.
+    A flat object (the plan's entries, the subscribers) is written here into a template made once for its
+    keys, from its values encoded one by one, which gives the same text; anything nested goes to json.dumps.
     """
-    flat = all(isinstance(key, str) and not isinstance(value, dict | list | tuple) for key, value in item.items())
-    if not item or not flat:
+    values = tuple(item.values())
+    template = _item_template(tuple(item))
+    if template is None or any(isinstance(value, dict | list | tuple) for value in values):
         return json.dumps(item, indent=2).replace("\n", "\n  ")
-    return "{\n" + ",\n".join(f"    {_encoded_key(key)}: {_ENCODE(value)}" for key, value in item.items()) + "\n  }"
+    return template % tuple(map(_encode_scalar, values))
 
 
-@functools.cache
-def _encoded_key(key: str) -> str:
-    """A key as JSON: the same few keys for every item, encoded once."""
-    return _ENCODE(key)
+@functools.lru_cache(maxsize=64)
+def _item_template(keys: tuple[Any, ...]) -> str | None:
+    """The indented object for these keys with a `%s` per value (None: no keys, or one is not a string)."""
+    if not keys or not all(isinstance(key, str) for key in keys):
+        return None
+    return "{\n" + ",\n".join(f"    {_ENCODE(key).replace('%', '%%')}: %s" for key in keys) + "\n  }"
+
+
+def _encode_scalar(value: Any) -> str:
+    """One value as json.dumps writes it: the common types directly, anything else by the encoder itself."""
+    kind = value.__class__
+    if kind is str:
+        return encode_basestring_ascii(value)  # json.dumps' own, for its default ensure_ascii=True
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if value is None:
+        return "null"
+    if kind is int:
+        return int.__repr__(value)
+    return _ENCODE(value)
 
 
 def _echo_json_list(items: Iterable[dict[str, Any]]) -> None:
