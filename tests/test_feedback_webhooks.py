@@ -24,6 +24,7 @@ from newsletter.feedback.webhooks.sns import SnsVerifier, signing_string
 from newsletter.models import Feedback, Subscriber
 from newsletter.project import Project
 from newsletter.web import create_app
+from newsletter.web.security import MAX_BODY_BYTES, MAX_WEBHOOK_BYTES
 
 NOW = datetime(2026, 3, 3, 9, 0, tzinfo=UTC)
 TOPIC = "arn:aws:sns:eu-west-1:123456789012:ses-feedback"
@@ -369,6 +370,24 @@ def test_sendgrid_verifies_the_batch_and_records_bounces_and_spam_reports(
     assert forged.status_code == 403
     unsigned = client.post("/webhooks/sendgrid", content=json.dumps(events))
     assert unsigned.status_code == 401 and feedback_count(hooked) == 2
+
+
+def test_sendgrid_batches_up_to_its_768_kb_are_taken_and_larger_bodies_refused_before_they_are_read(
+    hooked: Project, client: TestClient, sendgrid_key: ec.EllipticCurvePrivateKey, lesson_one: dict[str, Sent]
+) -> None:
+    ann = lesson_one["ann@example.com"]
+    delivered = {"email": ann.email, "smtp-id": ann.message_id, "event": "delivered", "timestamp": 1772528390}
+    events: list[dict[str, object]] = [{**delivered, "sg_event_id": f"delivered-{n:06}"} for n in range(3500)]
+    bounced = {"event": "bounce", "type": "bounce", "status": "5.1.1", "reason": "550 5.1.1 unknown user"}
+    events.append({**delivered, **bounced, "sg_event_id": "the-last-one"})  # at the end of the batch
+    assert MAX_BODY_BYTES < len(json.dumps(events)) < 768 * 1024  # more than a form may be: a full batch
+    answer = sendgrid_post(client, sendgrid_key, events)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"recorded": 1, "duplicates": 0, "unmatched": 0, "ignored": 3500, "note": ""}
+    assert status_of(hooked, ann.email) == "bounced"
+    too_large = sendgrid_post(client, sendgrid_key, events * 2)
+    assert len(json.dumps(events * 2)) > MAX_WEBHOOK_BYTES and too_large.status_code == 413
+    assert client.post("/subscribe", content=b"x" * (MAX_BODY_BYTES + 1)).status_code == 413  # forms: as before
 
 
 # --- Mailgun -----------------------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from newsletter.web.livereload import OutboxChanges, ProjectHolder, events_endpo
 from newsletter.web.pages import ENVIRONMENT, HERE, WebContext, page, studio_only_async, web_context
 from newsletter.web.proxies import ForwardedClient, TrustedProxies
 from newsletter.web.ratelimit import RateLimiter
-from newsletter.web.security import MAX_BODY_BYTES, BodyLimit, SecurityHeaders, StudioGuard
+from newsletter.web.security import BODY_LIMITS, MAX_BODY_BYTES, BodyLimit, SecurityHeaders, StudioGuard
 
 __all__ = ["create_app"]
 LOGIN_ATTEMPTS_PER_HOUR = 20
@@ -56,8 +56,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return page(request, "http_error.html", {"status": status}, status=status)
 
 
-def _too_large_page() -> str:
-    return ENVIRONMENT.get_template("too_large.html").render(limit_kb=MAX_BODY_BYTES // 1024)
+def _too_large_page(limit: int) -> str:
+    return ENVIRONMENT.get_template("too_large.html").render(limit_kb=limit // 1024)
 
 
 def create_app(
@@ -142,7 +142,7 @@ def create_app(
             # First, so that every limit, log line and guard below sees the client rather than our proxy.
             Middleware(ForwardedClient, proxies=TrustedProxies.parse(settings.web.trusted_proxies)),
             Middleware(SecurityHeaders),
-            Middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, page=_too_large_page),
+            Middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, larger=BODY_LIMITS, page=_too_large_page),
         ],
         exception_handlers={404: _not_found, 405: _http_error},
         lifespan=lifespan,

@@ -20,7 +20,7 @@ import hashlib
 import hmac
 import ipaddress
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -38,6 +38,11 @@ CSRF_COOKIE = "newsletter_csrf"
 CSRF_FIELD = "csrf_token"
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 MAX_BODY_BYTES = 64 * 1024  # the largest form we take is a handful of short fields
+# A provider's webhook posts events in batches: SendGrid's Event Webhook up to 768 KB (it posts every 30 s or
+# at 768 KB), an SNS notification up to 256 KB. Refused, a batch is retried and then dropped, so its bounces
+# and complaints would be lost: the /webhooks/ paths take up to 1 MB, every other path MAX_BODY_BYTES.
+MAX_WEBHOOK_BYTES = 1024 * 1024
+BODY_LIMITS = (("/webhooks/", MAX_WEBHOOK_BYTES),)  # path prefixes that take more than MAX_BODY_BYTES
 BODY_SECONDS = 30.0  # such a form arrives in well under a second; a client that takes longer is stalling
 TOO_SLOW_PAGE = "<!doctype html><title>Too slow</title><h1>That request took too long to arrive</h1>"
 CONTENT_SECURITY_POLICY = (
@@ -176,7 +181,10 @@ class BodyRefused(Exception):
 
 
 class BodyLimit:
-    """Answer 413 to a body over `max_bytes` (declared or streamed), 408 to one not in within `max_seconds`."""
+    """Answer 413 to a body over its path's limit (declared or streamed), 408 to one not in within `max_seconds`.
+
+    The limit is `max_bytes`, or that of the first of `larger` (path prefix, bytes) whose prefix the path has.
+    """
 
     def __init__(
         self,
@@ -184,20 +192,27 @@ class BodyLimit:
         max_bytes: int = MAX_BODY_BYTES,
         max_seconds: float = BODY_SECONDS,
         *,
-        page: Callable[[], str] | None = None,
+        larger: Sequence[tuple[str, int]] = (),
+        page: Callable[[int], str] | None = None,
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.max_seconds = max_seconds
-        self.page = page or (lambda: "<!doctype html><title>Too large</title><h1>That request is too large</h1>")
+        self.larger = tuple(larger)
+        self.page = page or (lambda _limit: "<!doctype html><title>Too large</title><h1>That request is too large</h1>")
+
+    def limit(self, path: str) -> int:
+        """The most bytes a request body to `path` may have."""
+        return next((limit for prefix, limit in self.larger if path.startswith(prefix)), self.max_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.limit(scope["path"])
         declared = Headers(scope=scope).get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(413, scope, receive, send)
+        if declared.isdigit() and int(declared) > max_bytes:
+            await self._refuse(413, max_bytes, scope, receive, send)
             return
         received = 0
         body_done = False
@@ -214,7 +229,7 @@ class BodyLimit:
                 raise BodyRefused(408)
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > max_bytes:
                     raise BodyRefused(413)
                 body_done = not message.get("more_body", False)
             return message
@@ -229,10 +244,10 @@ class BodyLimit:
         except BodyRefused as refused:
             if started:
                 raise
-            await self._refuse(refused.status, scope, receive, send)
+            await self._refuse(refused.status, max_bytes, scope, receive, send)
 
-    async def _refuse(self, status: int, scope: Scope, receive: Receive, send: Send) -> None:
-        body = self.page() if status == 413 else TOO_SLOW_PAGE
+    async def _refuse(self, status: int, max_bytes: int, scope: Scope, receive: Receive, send: Send) -> None:
+        body = self.page(max_bytes) if status == 413 else TOO_SLOW_PAGE
         response = HTMLResponse(body, status_code=status, headers={"Connection": "close"})
         await response(scope, receive, send)
 
