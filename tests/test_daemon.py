@@ -8,8 +8,11 @@ the ledger fill, and `/healthz` and `/metrics` over HTTP. Each process case runs
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
+import socket
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -384,6 +387,40 @@ def test_health_turns_degraded_when_ticks_stop_and_when_the_database_is_gone(pro
     assert metric(samples, "newsletter_database_up") == 0
     assert ("newsletter_deliveries", frozenset({("status", "sent")})) not in samples
     assert ("newsletter_ticks_total", frozenset()) not in samples  # this process does not tick
+    engine.dispose()
+
+
+def test_health_says_timed_out_when_the_database_takes_the_connection_and_never_answers(project: Project) -> None:
+    # A "server" that accepts connections and says nothing: the driver waits for its greeting until its own
+    # connect_timeout (a minute here), and /healthz must not wait with it.
+    silent = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def take_connections() -> None:
+        with contextlib.suppress(OSError):  # until the listener is closed
+            while True:
+                accepted.append(silent.accept()[0])
+
+    listening = threading.Thread(target=take_connections, daemon=True)
+    listening.start()
+    url = f"postgresql://reader:secret@127.0.0.1:{silent.getsockname()[1]}/newsletter?connect_timeout=60"
+    hung = Project(project.settings.replace("database", url=url))
+    engine = make_engine(url)
+    hung.__dict__["db"] = Database(engine=engine, sessions=sessionmaker(engine))
+    routes = health_routes(hung, ProcessMetrics(tick_seconds=None), probe_seconds=0.5)
+    started = time.monotonic()
+    first, second = fetch(routes, "/healthz", "/healthz")
+    assert time.monotonic() - started < 30  # answered, long before the driver would have given up
+    for health in (first, second):
+        assert health.status_code == 503 and health.json()["database_reachable"] is False
+        assert health.json()["problems"] == ["the database does not answer (timed out after 0.5 s)"]
+    assert len(accepted) == 1  # the second check waited for the probe still hanging instead of starting one
+    for connection in accepted:
+        connection.close()  # the driver sees the connection closed, and the probe's thread ends
+    silent.shutdown(socket.SHUT_RDWR)  # wakes the accept() still waiting
+    silent.close()
+    listening.join(timeout=5)
+    assert not listening.is_alive()
     engine.dispose()
 
 

@@ -1,10 +1,10 @@
 """`GET /healthz` and `GET /metrics`: is this process well, and what the ledger and the sender are doing.
 
 `/healthz` answers 200 with status "ok", or 503 with status "degraded" and the problems in words: the
-database does not answer (with a class of fault such as "connection refused", never the driver's message,
-which names hosts and ports), the last dispatch tick failed, or nothing has happened for several tick
-intervals. A process that serves pages without ticking (`newsletter serve`) is judged on the database only.
-`/metrics` is the Prometheus text format: this process's counters, and the ledger gauges from the last
+database does not answer within `PROBE_SECONDS` (with a class of fault such as "connection refused", never
+the driver's message, which names hosts and ports), the last dispatch tick failed, or nothing has happened
+for several tick intervals. A process that serves pages without ticking (`newsletter serve`) is judged on the
+database only. `/metrics` is the Prometheus text format: this process's counters, and the ledger gauges from the last
 reading of the database (see `LedgerReadings`: at most `LEDGER_MAX_AGE` old, read off the request); when the
 database does not answer, the counters are still served.
 """
@@ -15,6 +15,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -29,6 +30,9 @@ from newsletter.operations import ledger_gauges
 from newsletter.project import Project
 
 NO_STORE = {"Cache-Control": "no-store"}
+# How long /healthz waits for the database's answer to its probe before it says "timed out". Load balancers
+# give a health check a few seconds (Kubernetes 1 s by default): an answer must come within theirs.
+PROBE_SECONDS = 2.0
 # How old the ledger gauges of a scrape may be before the scrape starts a fresh reading (for the next one).
 LEDGER_MAX_AGE = timedelta(seconds=10)
 # What a driver's message says, as a class of fault: its own words name hosts, ports, users and files.
@@ -71,6 +75,40 @@ def fault_class(error: BaseException) -> str:
             return reason
     orig = getattr(error, "orig", None)
     return type(orig if isinstance(orig, BaseException) else error).__name__
+
+
+class DatabaseProbe:
+    """`_database_problem` in a thread of its own, waited for at most `timeout` seconds.
+
+    A database that hangs (a server that takes the connection and never answers, a network that drops its
+    packets) would hang every health check with it, each holding one of the web app's worker threads until
+    the driver gives up. Instead /healthz answers "timed out" at `timeout`, and while a probe is still
+    waiting, later checks wait for that same probe: a hung database holds one thread, not one per check.
+    """
+
+    def __init__(self, project: Project, timeout: float = PROBE_SECONDS) -> None:
+        self._project = project
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._pending: Future[str | None] | None = None
+
+    def problem(self) -> str | None:
+        """What is wrong with the database, or None: the probe's answer, or "timed out" once it is late."""
+        with self._lock:
+            pending = self._pending
+            if pending is None:
+                pending = self._pending = Future()
+                threading.Thread(target=self._run, args=(pending,), name="database-probe", daemon=True).start()
+        try:
+            return pending.result(timeout=self.timeout)
+        except TimeoutError:
+            return f"the database does not answer (timed out after {self.timeout:g} s)"
+
+    def _run(self, pending: Future[str | None]) -> None:
+        problem = _database_problem(self._project)
+        with self._lock:
+            self._pending = None
+        pending.set_result(problem)
 
 
 def _database_problem(project: Project) -> str | None:
@@ -139,12 +177,13 @@ class LedgerReadings:
         return reading
 
 
-def health_routes(project: Project, metrics: ProcessMetrics) -> list[Route]:
+def health_routes(project: Project, metrics: ProcessMetrics, probe_seconds: float = PROBE_SECONDS) -> list[Route]:
     """The two routes; mount them on the web app of any process that has a `ProcessMetrics`."""
     readings = LedgerReadings(lambda now: ledger_gauges(project, now))
+    probe = DatabaseProbe(project, probe_seconds)
 
     def healthz(request: Request) -> Response:
-        database_problem = _database_problem(project)
+        database_problem = probe.problem()
         snapshot = metrics.snapshot()
         problems = ([database_problem] if database_problem else []) + [
             without_addresses(problem) for problem in snapshot.problems()
