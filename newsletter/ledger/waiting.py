@@ -111,10 +111,10 @@ class Reader:
 # On PostgreSQL the ids go as one array (`= ANY(:ids)`): an IN list of a thousand placeholders is a new
 # query text for the driver to parse and the server to plan at every batch; the array's is one text, planned once.
 # The history is summed up by the database, one row per reader: the lessons they received as one string, their
-# latest send and slot. Returned row by row, the history was four rows a reader, each with two datetimes to
-# convert, and most of `plan`'s time. The status is tested inside the aggregates, not in WHERE: given
-# `status IN (…)`, SQLite (without ANALYZE statistics) walks the (status, due_at) index over every sent row of
-# the ledger instead of the few rows per reader. Slugs never hold a comma (`lessons.SLUG_PATTERN`).
+# latest send and slot. Returned row by row, the history was a row per lesson received, each with two
+# datetimes to convert, and the largest part of `plan`'s time. The status is tested inside the aggregates, not
+# in WHERE: given `status IN (…)`, SQLite (without ANALYZE statistics) walks the (status, due_at) index over
+# every sent row of the ledger instead of the few rows per reader. Slugs never hold a comma (`SLUG_PATTERN`).
 SLUG_SEPARATOR = ","
 
 

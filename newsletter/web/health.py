@@ -4,9 +4,9 @@
 database does not answer within `PROBE_SECONDS` (with a class of fault such as "connection refused", never
 the driver's message, which names hosts and ports), the last dispatch tick failed, or nothing has happened
 for several tick intervals. A process that serves pages without ticking (`newsletter serve`) is judged on the
-database only. `/metrics` is the Prometheus text format: this process's counters, and the ledger gauges from the last
-reading of the database (see `LedgerReadings`: at most `LEDGER_MAX_AGE` old, read off the request); when the
-database does not answer, the counters are still served.
+database only. `/metrics` is the Prometheus text format: this process's counters, and the ledger gauges from
+the last reading of the database (see `LedgerReadings`: at most `LEDGER_MAX_AGE` old, read off the request);
+when the database does not answer, the counters are still served.
 """
 
 from __future__ import annotations
