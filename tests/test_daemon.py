@@ -359,6 +359,14 @@ class Clock:
         return self.now
 
 
+def unopened(project: Project, url: str) -> Project:
+    """The project on the database at `url`, its engine made without connecting (`connect` would migrate)."""
+    moved = Project(project.settings.replace("database", url=url))
+    engine = make_engine(url)
+    moved.__dict__["db"] = Database(engine=engine, sessions=sessionmaker(engine))
+    return moved
+
+
 def test_health_turns_degraded_when_ticks_stop_and_when_the_database_is_gone(project: Project, tmp_path: Path) -> None:
     clock = Clock(datetime(2026, 3, 2, 7, 0, tzinfo=UTC))
     metrics = ProcessMetrics(tick_seconds=10, clock=clock)
@@ -377,9 +385,7 @@ def test_health_turns_degraded_when_ticks_stop_and_when_the_database_is_gone(pro
 
     folder = tmp_path / "not-a-database"
     folder.mkdir()  # a folder where the database file should be: SQLite cannot open it
-    gone = Project(project.settings.replace("database", url=f"sqlite:///{folder}"))
-    engine = make_engine(f"sqlite:///{folder}")
-    gone.__dict__["db"] = Database(engine=engine, sessions=sessionmaker(engine))
+    gone = unopened(project, f"sqlite:///{folder}")
     serving_only = ProcessMetrics(tick_seconds=None)
     health, metrics_page = fetch(health_routes(gone, serving_only), "/healthz", "/metrics")
     samples = parse_prometheus(metrics_page.text)
@@ -387,7 +393,7 @@ def test_health_turns_degraded_when_ticks_stop_and_when_the_database_is_gone(pro
     assert metric(samples, "newsletter_database_up") == 0
     assert ("newsletter_deliveries", frozenset({("status", "sent")})) not in samples
     assert ("newsletter_ticks_total", frozenset()) not in samples  # this process does not tick
-    engine.dispose()
+    gone.db.dispose()
 
 
 def test_health_says_timed_out_when_the_database_takes_the_connection_and_never_answers(project: Project) -> None:
@@ -404,9 +410,7 @@ def test_health_says_timed_out_when_the_database_takes_the_connection_and_never_
     listening = threading.Thread(target=take_connections, daemon=True)
     listening.start()
     url = f"postgresql://reader:secret@127.0.0.1:{silent.getsockname()[1]}/newsletter?connect_timeout=60"
-    hung = Project(project.settings.replace("database", url=url))
-    engine = make_engine(url)
-    hung.__dict__["db"] = Database(engine=engine, sessions=sessionmaker(engine))
+    hung = unopened(project, url)
     routes = health_routes(hung, ProcessMetrics(tick_seconds=None), probe_seconds=0.5)
     started = time.monotonic()
     first, second = fetch(routes, "/healthz", "/healthz")
@@ -421,7 +425,7 @@ def test_health_says_timed_out_when_the_database_takes_the_connection_and_never_
     silent.close()
     listening.join(timeout=5)
     assert not listening.is_alive()
-    engine.dispose()
+    hung.db.dispose()
 
 
 def test_metrics_reuse_one_reading_of_the_ledger_then_read_it_again_off_the_scrape(project: Project) -> None:
